@@ -1,0 +1,1042 @@
+"""The guarded heap: canary redzones, fill patterns, quarantine, double/invalid free, leaks.
+
+Block layout (every block, small or large)::
+
+    [pad][header 32][front redzone R][user region n][rear redzone: pad to 16 + R]
+
+The header holds a seal (a checksum of the block's address, size and serial keyed by a
+per-heap secret), the allocation stack id, the size, the serial number, the state and
+the free stack id.  Redzone bytes are keyed per block (see :mod:`memguard.canary`).
+
+Small blocks (up to :data:`SMALL_MAX` bytes, natural alignment) live in per-size-class
+arenas: native chunks of :data:`ARENA_SIZE` bytes, aligned to their size, so the arena of
+any address is found with one shift and one dict lookup and a pointer is validated
+against memguard's own tables before a single byte of it is read.  Freed blocks wait in
+a FIFO quarantine; a slot is reused only after it leaves the quarantine with its poison
+verified.  Large and over-aligned blocks get a native allocation each.
+
+Native memory is owned by memoryviews (:func:`memguard.native.owned_buffer`), so a view
+handed out by :meth:`GuardedHeap.view` keeps its memory alive even after
+:meth:`GuardedHeap.close`: memguard never frees memory something can still write to.
+"""
+
+from __future__ import annotations
+
+import operator
+import os
+import struct
+import sys
+import threading
+from collections import deque
+from contextlib import contextmanager
+from dataclasses import dataclass
+from types import FrameType
+from typing import Any, Callable, Iterator, Literal
+
+from . import native
+from .canary import MAX_PAD, Canaries
+from .errors import HeapClosedError, MemguardError, error_for
+from .leaks import BlockRecord, LeakGroup, Snapshot, group_records
+from .report import Report
+from .stacks import Stack, StackTable
+
+__all__ = [
+    "GuardedHeap",
+    "BlockInfo",
+    "HeapStats",
+    "InvalidAddressError",
+    "SMALL_MAX",
+    "ARENA_SIZE",
+    "HEADER_SIZE",
+    "ON_ERROR",
+]
+
+_getframe = sys._getframe
+
+#: Largest block served from a size-class arena.
+SMALL_MAX = 4096
+ARENA_SHIFT = 18
+#: Size (and alignment) of a size-class arena.
+ARENA_SIZE = 1 << ARENA_SHIFT
+_HDR = struct.Struct("<IIQQII")  # seal, alloc stack, size, serial, state, free stack
+#: Bytes of block header in front of the front redzone.
+HEADER_SIZE = _HDR.size
+_STATE = struct.Struct("<I")
+_STATE_OFFSET = 24
+_M32 = 0xFFFFFFFF
+_M30 = 0x3FFFFFFF
+_SIZE_MAX = native.SIZE_MAX
+
+LIVE = 0xA110C8ED
+QUARANTINED = 0xDEADF4EE
+RETIRED = 0xBADB10C5
+_STATE_NAMES = {LIVE: "live", QUARANTINED: "quarantined", RETIRED: "corrupt"}
+#: Quarantine entries are ``address << 13 | size``; this size marks a large block.
+_LARGE_MARK = 0x1FFF
+
+ON_ERROR = ("raise", "report", "abort")
+_FILL_NEW = b"\xcd" * SMALL_MAX
+_FILL_FREED = b"\xdd" * SMALL_MAX
+_FREED_FILLS: list[bytes | None] = [None] * (SMALL_MAX + 1)
+
+
+def _freed_fill(n: int) -> bytes:
+    fill = _FREED_FILLS[n] = _FILL_FREED[:n]
+    return fill
+
+
+_POISON_CHUNK = 1 << 20
+_poison_buffer: tuple[int, memoryview] | None = None
+
+
+def _poison_address() -> int:
+    """Address of a 1 MiB buffer of 0xDD bytes (for memcmp against large blocks)."""
+    global _poison_buffer
+    if _poison_buffer is None:
+        address, view = native.owned_buffer(_POISON_CHUNK)
+        native.memset(address, 0xDD, _POISON_CHUNK)
+        _poison_buffer = (address, view)
+    return _poison_buffer[0]
+
+
+_struct_cache: dict[str, struct.Struct] = {}
+
+
+def _struct(fmt: str) -> struct.Struct:
+    s = _struct_cache.get(fmt)
+    if s is None:
+        if len(_struct_cache) > 65536:  # pragma: no cover - bounded for huge odd sizes
+            _struct_cache.clear()
+        s = _struct_cache[fmt] = struct.Struct(fmt)
+    return s
+
+
+class InvalidAddressError(MemguardError, ValueError):
+    """An address given to :meth:`GuardedHeap.view` or :meth:`GuardedHeap.block` is not a block."""
+
+
+@dataclass(frozen=True)
+class BlockInfo:
+    """What memguard knows about one block.
+
+    :ivar state: ``"live"``, ``"quarantined"`` (freed, waiting) or ``"released"``
+        (left the quarantine; its slot may be reused).
+    """
+
+    address: int
+    size: int
+    serial: int
+    state: str
+    alloc_stack: Stack
+    free_stack: Stack
+
+
+@dataclass(frozen=True)
+class HeapStats:
+    """Counters of a heap (all sizes are user bytes)."""
+
+    live_blocks: int
+    live_bytes: int
+    peak_bytes: int
+    total_allocs: int
+    total_frees: int
+    quarantined_blocks: int
+    quarantined_bytes: int
+    arena_bytes: int
+    large_blocks: int
+
+
+class _Closed:
+    """Stands in for the heap's tables after close(): any use raises HeapClosedError."""
+
+    def __getitem__(self, key: object) -> Any:
+        raise HeapClosedError("the heap is closed")
+
+    get = __getitem__
+
+
+def _round16(n: int) -> int:
+    return (n + 15) & ~15
+
+
+class GuardedHeap:
+    """A debug heap over the platform allocator.
+
+    :param redzone: bytes of canary on each side of every block (a multiple of 16).
+    :param quarantine_bytes: freed bytes kept poisoned before their memory is reused.
+    :param stack_depth: Python frames recorded per allocation and free.
+    :param on_error: ``"raise"`` (record the report and raise), ``"report"`` (record and
+        carry on) or ``"abort"`` (print the report to stderr and abort the process).
+    :param canary: ``"keyed"`` (per-block patterns, the default) or ``"fixed"`` (0xFD).
+    :param plugins: objects implementing memguard hooks, registered on this heap.
+    """
+
+    def __init__(
+        self,
+        redzone: int = 16,
+        quarantine_bytes: int = 64 << 20,
+        stack_depth: int = 8,
+        on_error: Literal["raise", "report", "abort"] = "raise",
+        canary: Literal["keyed", "fixed"] = "keyed",
+        plugins: tuple[object, ...] | list[object] = (),
+        name: str = "heap",
+    ) -> None:
+        for arg, value in (("redzone", redzone), ("quarantine_bytes", quarantine_bytes), ("stack_depth", stack_depth)):
+            if type(value) is not int:
+                raise TypeError(f"{arg} must be an int, got {type(value).__name__}")
+        if redzone < 16 or redzone % 16 or redzone > 2048:
+            raise ValueError(f"redzone must be a multiple of 16 between 16 and 2048, got {redzone}")
+        if quarantine_bytes < 0:
+            raise ValueError(f"quarantine_bytes must be >= 0, got {quarantine_bytes}")
+        if not 0 <= stack_depth <= 256:
+            raise ValueError(f"stack_depth must be between 0 and 256, got {stack_depth}")
+        if on_error not in ON_ERROR:
+            raise ValueError(f"on_error must be one of {', '.join(ON_ERROR)}; got {on_error!r}")
+        secret = int.from_bytes(os.urandom(8), "little")
+        self.name = name
+        self.redzone = redzone
+        self.quarantine_bytes = quarantine_bytes
+        self.stack_depth = stack_depth
+        self.on_error = on_error
+        self.canary = canary
+        self.reports: list[Report] = []
+        self._canaries = Canaries(redzone, secret, canary)
+        self._front = self._canaries.front
+        self._rear = self._canaries.rear
+        self._secret16 = self._canaries.secret
+        self._seal_key = (secret >> 16) & _M30
+        self._arena_key = (secret >> 48) & 0xFFF0
+        self._pads = self._canaries.pads
+        self._tails = self._canaries.tails
+        self._uoff = HEADER_SIZE + redzone
+        self._stacks = StackTable(stack_depth)
+        self._lock = threading.RLock()
+        self._acquire = self._lock.acquire
+        self._release = self._lock.release
+        self._arenas: dict[int, tuple[memoryview, int, int, int]] | _Closed = {}
+        self._arena_count = 0
+        self._bump: list[list[Any] | None] = [None] * (SMALL_MAX // 16 + 1)
+        self._free_slots: list[list[int]] | _Closed = [[] for _ in range(SMALL_MAX // 16 + 1)]
+        self._large: dict[int, tuple[memoryview, int, int]] | _Closed = {}
+        self._quarantine: deque[int] = deque()
+        self._qbytes = 0
+        self._serial = 0
+        self._frees = 0
+        self._live = 0
+        self._peak = 0
+        self._closed = False
+        self._tls = threading.local()
+        self._deferred: list[Report] = []
+        self._alloc_s: list[struct.Struct | None] = [None] * (SMALL_MAX + 1)
+        self._rz_s: list[struct.Struct | None] = [None] * (SMALL_MAX + 1)
+        self._free_s: list[struct.Struct | None] = [None] * (SMALL_MAX + 1)
+        self._slot_s: list[struct.Struct | None] = [None] * ((self._uoff + redzone + SMALL_MAX) // 16 + 1)
+        # Hook seams: None when no plugin implements the hook, so the hot path pays one test.
+        self._on_alloc: Callable[[GuardedHeap, int], None] | None = None
+        self._on_free: Callable[[GuardedHeap, int], None] | None = None
+        self._on_report: Callable[[Report], None] | None = None
+        self._on_check: Callable[[GuardedHeap], list[Report]] | None = None
+        self._plugins: Any = None
+        if plugins:
+            for plugin in plugins:
+                self.plugins.register(plugin)
+
+    # ------------------------------------------------------------------ structs
+    def _alloc_struct(self, n: int) -> struct.Struct:
+        s = _struct(f"<IIQQII{self.redzone}s{n}s{(-n & MAX_PAD) + self.redzone}s")
+        if n <= SMALL_MAX:
+            self._alloc_s[n] = s
+        return s
+
+    def _rz_struct(self, n: int) -> struct.Struct:
+        s = _struct(f"<{self.redzone}s{n}x{(-n & MAX_PAD) + self.redzone}s")
+        if n <= SMALL_MAX:
+            self._rz_s[n] = s
+        return s
+
+    def _slot_struct(self, stride: int) -> struct.Struct:
+        """Reads a whole arena slot of ``stride`` bytes: header, front, body (user + pad), tail."""
+        body = stride - self._uoff - self.redzone
+        s = self._slot_s[stride >> 4] = _struct(f"<IIQQII{self.redzone}s{body}s{self.redzone}s")
+        return s
+
+    def _free_struct(self, n: int) -> struct.Struct:
+        s = _struct(f"<II{self.redzone}s{n}s")
+        if n <= SMALL_MAX:
+            self._free_s[n] = s
+        return s
+
+    # ------------------------------------------------------------------ plugins
+    @property
+    def plugins(self) -> Any:
+        """This heap's plugin manager (created on first use)."""
+        if self._plugins is None:
+            from .plugins import HeapPlugins
+
+            self._plugins = HeapPlugins(self)
+        return self._plugins
+
+    # ------------------------------------------------------------------ arenas
+    def _carve(self, cls: int) -> int:
+        """Take a never-used slot of size class ``cls`` (user size ``16 * cls``)."""
+        bump = self._bump[cls]
+        if bump is None or bump[3] + bump[2] > ARENA_SIZE:
+            stride = self._uoff + 16 * cls + self.redzone
+            # The buffer runs one slot past ARENA_SIZE so that reading the header of the
+            # partial slot at the end reads zeros memguard owns.
+            address, view = native.owned_buffer(ARENA_SIZE + stride, ARENA_SIZE)
+            native.memset(address, 0, ARENA_SIZE + stride)
+            akey = (self._arena_key ^ (address >> ARENA_SHIFT) * 0x9E30) & 0xFF0
+            self._arenas[address >> ARENA_SHIFT] = (view, address, stride, akey)
+            if self._slot_s[stride >> 4] is None:
+                self._slot_struct(stride)
+            self._arena_count += 1
+            bump = self._bump[cls] = [view, address, stride, 0]
+        hoff = bump[3]
+        bump[3] = hoff + bump[2]
+        return bump[1] + hoff + self._uoff
+
+    def _find(self, p: int) -> tuple[memoryview, int] | None:
+        """``(view, header offset)`` of the block whose user region starts at ``p``."""
+        arena = self._arenas.get(p >> ARENA_SHIFT)
+        if arena is not None:
+            view, base, stride, _ = arena
+            hoff = p - base - self._uoff
+            if hoff >= 0 and hoff % stride == 0 and hoff + stride <= ARENA_SIZE:
+                return view, hoff
+            return None
+        large = self._large.get(p)
+        if large is not None:
+            return large[0], large[1]
+        return None
+
+    def _containing(self, p: int) -> tuple[memoryview, int, int] | None:
+        """``(view, header offset, user address)`` of a block whose slot contains ``p``."""
+        arena = self._arenas.get(p >> ARENA_SHIFT)
+        if arena is not None:
+            view, base, stride, _ = arena
+            index = (p - base) // stride
+            if (index + 1) * stride > ARENA_SIZE:
+                return None
+            hoff = index * stride
+            return view, hoff, base + hoff + self._uoff
+        for user, (view, hoff, n) in self._large.items():
+            if user - self._uoff <= p < user + _round16(n) + self.redzone:
+                return view, hoff, user
+        return None
+
+    # ------------------------------------------------------------------ allocation
+    def malloc(self, size: int) -> int:
+        """Allocate ``size`` bytes filled with 0xCD; return the user address."""
+        if type(size) is not int or not 0 <= size <= SMALL_MAX:
+            return self._alloc(self._size_arg(size, "size"), 16, _FILL_NEW, _getframe(1))
+        f = _getframe(1)
+        c = self._stacks._cache
+        sid = c[1].get(f.f_lasti) if c[0] is f else None
+        if sid is None:
+            sid = self._stacks.capture(f)
+        self._acquire()
+        try:
+            slots = self._free_slots[(size + 15) >> 4]
+            if slots:
+                # A recycled slot: its poison and redzones must still be intact.
+                p = slots.pop()
+                view, base, stride, akey = self._arenas[p >> ARENA_SHIFT]
+                hoff = p - base - self._uoff
+                seal, _, n, serial, state, _, front, body, tail = self._slot_s[stride >> 4].unpack_from(view, hoff)
+                k = (hoff ^ (hoff >> 8) ^ akey) & 0xFF0
+                kp = k | (-n & 15)
+                if not (
+                    state == QUARANTINED
+                    and seal == (serial ^ n ^ hoff ^ self._seal_key) & _M30
+                    and body.startswith(_FREED_FILLS[n] or _freed_fill(n))
+                    and front == self._front[k]
+                    and tail == self._tails[kp]
+                    and body.endswith(self._pads[kp])
+                ):
+                    slots.append(p)
+                    p = 0
+            else:
+                p = self._carve((size + 15) >> 4)
+                view, base, _, akey = self._arenas[p >> ARENA_SHIFT]
+                hoff = p - base - self._uoff
+                k = (hoff ^ (hoff >> 8) ^ akey) & 0xFF0
+            if p:
+                serial = self._serial = self._serial + 1
+                (self._alloc_s[size] or self._alloc_struct(size)).pack_into(
+                    view, hoff, (serial ^ size ^ hoff ^ self._seal_key) & _M30, sid, size, serial, LIVE, 0,
+                    self._front[k], _FILL_NEW, self._rear[k | (-size & 15)],
+                )
+                live = self._live = self._live + size
+                if live > self._peak:
+                    self._peak = live
+        finally:
+            self._release()
+        if not p:
+            return self._alloc(size, 16, _FILL_NEW, f)
+        if self._on_alloc is not None:
+            self._on_alloc(self, p)
+        return p
+
+    def calloc(self, count: int, size: int) -> int:
+        """Allocate ``count * size`` zeroed bytes; ``MemoryError`` when the product overflows."""
+        count = self._size_arg(count, "count")
+        size = self._size_arg(size, "size")
+        total = count * size
+        if total > _SIZE_MAX:
+            raise MemoryError(f"calloc({count}, {size}): {count} * {size} overflows size_t")
+        return self._alloc(total, 16, None, _getframe(1))
+
+    def memalign(self, alignment: int, size: int) -> int:
+        """Allocate ``size`` bytes at an address that is a multiple of ``alignment``."""
+        if type(alignment) is not int:
+            raise TypeError(f"alignment must be an int, got {type(alignment).__name__}")
+        if alignment < native.POINTER_SIZE or alignment & (alignment - 1) or alignment > (1 << 30):
+            raise ValueError(
+                f"alignment must be a power of two >= {native.POINTER_SIZE} (sizeof(void*)), got {alignment}"
+            )
+        return self._alloc(self._size_arg(size, "size"), alignment, _FILL_NEW, _getframe(1))
+
+    def realloc(self, address: int, size: int) -> int:
+        """Resize a block: a new block with the old contents up to ``min(old, new)`` bytes.
+
+        Like AddressSanitizer, the block always moves, so a stale pointer to the old block
+        is caught by the quarantine.  ``realloc(0, n)`` is ``malloc(n)``.  On a bad address
+        (freed, interior, foreign) the finding is reported and 0 is returned (as C's
+        ``realloc`` returns NULL) unless ``on_error="raise"``.
+        """
+        address = self._address_arg(address)
+        size = self._size_arg(size, "size")
+        frame = _getframe(1)
+        if not address:
+            return self._alloc(size, 16, _FILL_NEW, frame)
+        with self._lock:
+            found = self._find(address)
+            hdr = self._header(found) if found is not None else None
+            if found is None or hdr is None or hdr[4] != LIVE or not self._seal_ok(address, hdr, found[1]):
+                reports = [self._bad_free_report(address, found, frame, "realloc")]
+                new = 0
+            else:
+                new = self._alloc(size, 16, _FILL_NEW, frame)
+                nfound = self._find(new)
+                assert nfound is not None
+                keep = min(hdr[2], size)
+                u = found[1] + self._uoff
+                nu = nfound[1] + self._uoff
+                nfound[0][nu : nu + keep] = found[0][u : u + keep]
+                reports = self._free_found(found[0], found[1], address, self._stacks.capture(frame))
+        self._emit(reports)
+        if new and self._on_free is not None:
+            self._on_free(self, address)
+        return new
+
+    def _size_arg(self, value: object, what: str) -> int:
+        if type(value) is not int:
+            if isinstance(value, (float, complex, str, bytes)) or not hasattr(value, "__index__"):
+                raise TypeError(f"{what} must be an int, got {type(value).__name__}")
+            value = operator.index(value)
+        if value < 0:
+            raise ValueError(f"{what} must be >= 0, got {value}")
+        if value > _SIZE_MAX:
+            raise MemoryError(f"cannot allocate {value} bytes: larger than SIZE_MAX")
+        return value
+
+    def _address_arg(self, value: object) -> int:
+        if type(value) is not int:
+            if value is None:
+                return 0
+            if isinstance(value, (float, complex, str, bytes)) or not hasattr(value, "__index__"):
+                raise TypeError(f"address must be an int, got {type(value).__name__}")
+            value = operator.index(value)
+        if value < 0:
+            raise ValueError(f"address must be >= 0, got {value}")
+        return value
+
+    def _take_slot(self, cls: int) -> tuple[int, list[Report]]:
+        """A slot of class ``cls``: a recycled one whose poison is verified, or a new one."""
+        slots = self._free_slots[cls]
+        reports: list[Report] = []
+        while slots:
+            p = slots.pop()
+            found = self._find(p)
+            assert found is not None
+            view, hoff = found
+            hdr = self._header(found)
+            if hdr[4] == RETIRED:
+                continue  # reported when found damaged; never reused
+            if hdr[4] != QUARANTINED or not self._seal_ok(p, hdr, hoff):
+                reports.append(self._header_report(view, hoff, p, hdr, "reuse"))
+                _STATE.pack_into(view, hoff + _STATE_OFFSET, RETIRED)
+                continue
+            reports.extend(self._verify_quarantined(view, hoff, p, hdr, repair=True))
+            return p, reports
+        return self._carve(cls), reports
+
+    def _alloc(self, size: int, alignment: int, fill: bytes | None, frame: FrameType | None) -> int:
+        """General allocation path: any size, any alignment, 0xCD or zero fill."""
+        sid = self._stacks.capture(frame)
+        uoff = self._uoff
+        with self._lock:
+            if self._closed:
+                raise HeapClosedError("the heap is closed")
+            if size <= SMALL_MAX and alignment <= 16:
+                cls = (size + 15) >> 4
+                p, reports = self._take_slot(cls)
+                if reports and self.on_error != "report":
+                    self._free_slots[cls].append(p)  # repaired and still poisoned: usable later
+                    p = 0
+                else:
+                    view, base, _, _ = self._arenas[p >> ARENA_SHIFT]
+                    hoff = p - base - uoff
+            else:
+                reports = []
+                pre = -uoff % alignment
+                total = pre + uoff + _round16(size) + self.redzone
+                try:
+                    address, view = native.owned_buffer(total, max(alignment, 16))
+                except MemoryError:
+                    raise MemoryError(
+                        f"cannot allocate {size} bytes (alignment {alignment}): the native allocator returned NULL"
+                    ) from None
+                hoff = pre
+                p = address + pre + uoff
+                self._large[p] = (view, hoff, size)
+            if p:
+                serial = self._serial = self._serial + 1
+                front, rear = self._expected(p, size)
+                _HDR.pack_into(view, hoff, (serial ^ size ^ hoff ^ self._seal_key) & _M30, sid, size, serial, LIVE, 0)
+                u = hoff + uoff
+                view[u - self.redzone : u] = front
+                if size <= SMALL_MAX:
+                    view[u : u + size] = fill[:size] if fill is not None else bytes(size)
+                else:
+                    native.memset(p, 0xCD if fill is not None else 0, size)
+                view[u + size : u + size + len(rear)] = rear
+                live = self._live = self._live + size
+                if live > self._peak:
+                    self._peak = live
+        self._emit(reports)
+        if not p:  # pragma: no cover - _emit raised
+            raise AssertionError("unreachable")
+        if self._on_alloc is not None:
+            self._on_alloc(self, p)
+        return p
+
+    # ------------------------------------------------------------------ free
+    def free(self, address: int) -> None:
+        """Free a block: verify its redzones, poison it with 0xDD and quarantine it.
+
+        ``free(0)`` is a no-op.  A double free, a free of an interior pointer or of an
+        address memguard never handed out is reported (``double-free``/``bad-free``) and
+        never touches memory memguard does not own.
+        """
+        p = address
+        if type(p) is not int or p <= 0:
+            if p == 0 and type(p) is int:
+                return
+            return self._free_slow(p, _getframe(1))
+        f = _getframe(1)
+        c = self._stacks._cache
+        sid = c[1].get(f.f_lasti) if c[0] is f else None
+        if sid is None:
+            sid = self._stacks.capture(f)
+        reports = None
+        done = False
+        self._acquire()
+        try:
+            arena = self._arenas.get(p >> ARENA_SHIFT)
+            if arena is not None:
+                view, base, stride, akey = arena
+                hoff = p - base - self._uoff
+                if not hoff % stride:
+                    seal, _, n, serial, state, _, front, body, tail = self._slot_s[stride >> 4].unpack_from(view, hoff)
+                    kp = (hoff ^ (hoff >> 8) ^ akey) & 0xFF0 | (-n & 15)
+                    if (
+                        state == LIVE
+                        and seal == (serial ^ n ^ hoff ^ self._seal_key) & _M30
+                        and front == self._front[kp]
+                        and tail == self._tails[kp]
+                        and body.endswith(self._pads[kp])
+                    ):
+                        (self._free_s[n] or self._free_struct(n)).pack_into(
+                            view, hoff + _STATE_OFFSET, QUARANTINED, sid, front, _FILL_FREED
+                        )
+                        self._frees += 1
+                        self._live -= n
+                        self._quarantine.append(p << 13 | n)
+                        qbytes = self._qbytes = self._qbytes + n
+                        if qbytes > self.quarantine_bytes:
+                            reports = self._evict()
+                        done = True
+            if not done:
+                reports = self._free_other(p, sid, f)
+        finally:
+            self._release()
+        if reports:
+            self._emit(reports)
+        if self._on_free is not None:
+            self._on_free(self, p)
+
+    def _free_slow(self, address: object, frame: FrameType | None) -> None:
+        p = self._address_arg(address)
+        if not p:
+            return
+        with self._lock:
+            reports = self._free_other(p, self._stacks.capture(frame), frame)
+        self._emit(reports)
+
+    def _free_other(self, p: int, sid: int, frame: FrameType | None) -> list[Report]:
+        """Everything but the fast path: large blocks, findings, bad pointers."""
+        found = self._find(p)
+        state = self._header(found)[4] if found is not None else None
+        if state == RETIRED:
+            return []  # reported when its header was found damaged; never reused
+        if state != LIVE:
+            return [self._bad_free_report(p, found, frame, "free")]
+        assert found is not None
+        return self._free_found(found[0], found[1], p, sid)
+
+    def _free_found(self, view: memoryview, hoff: int, p: int, sid: int) -> list[Report]:
+        """Free the live block ``p`` (header at ``hoff``), reporting corruption first."""
+        hdr = self._header((view, hoff))
+        n = hdr[2]
+        reports: list[Report] = []
+        if not self._seal_ok(p, hdr, hoff):
+            reports.append(self._header_report(view, hoff, p, hdr, "free"))
+            _STATE.pack_into(view, hoff + _STATE_OFFSET, RETIRED)
+            return reports
+        reports.extend(self._verify_redzones(view, hoff, p, hdr, repair=True))
+        u = hoff + self._uoff
+        _struct("<II").pack_into(view, hoff + _STATE_OFFSET, QUARANTINED, sid)
+        if n <= SMALL_MAX:
+            view[u : u + n] = _FILL_FREED[:n]
+        else:
+            native.memset(p, 0xDD, n)
+        self._frees += 1
+        self._live -= n
+        self._quarantine.append(p << 13 | (_LARGE_MARK if p in self._large else n))
+        self._qbytes += n
+        if self._qbytes > self.quarantine_bytes:
+            reports.extend(self._evict())
+        return reports
+
+    def _evict(self) -> list[Report] | None:
+        """Take the oldest blocks out of the quarantine until it fits its budget.
+
+        A small block's slot goes back to its size class (its poison is verified when the
+        slot is reused or at the next :meth:`check`); a large block's poison is verified
+        now and its memory returned to the native allocator.
+        """
+        q = self._quarantine
+        limit = self.quarantine_bytes
+        slots = self._free_slots
+        qbytes = self._qbytes
+        reports = None
+        while qbytes > limit and q:
+            entry = q.popleft()
+            n = entry & _LARGE_MARK
+            if n == _LARGE_MARK:
+                n, found = self._evict_large(entry >> 13)
+                if found:
+                    reports = (reports or []) + found
+            else:
+                slots[(n + 15) >> 4].append(entry >> 13)
+            qbytes -= n
+        self._qbytes = qbytes
+        return reports
+
+    def _evict_large(self, p: int) -> tuple[int, list[Report]]:
+        view, hoff, n = self._large[p]
+        hdr = _HDR.unpack_from(view, hoff)
+        if hdr[4] == RETIRED:
+            reports = []
+        elif not self._seal_ok(p, hdr, hoff) or hdr[4] != QUARANTINED:
+            reports = [self._header_report(view, hoff, p, hdr, "quarantine eviction")]
+        else:
+            reports = self._verify_quarantined(view, hoff, p, hdr, repair=False)
+        # Dropping the entry drops the view, and with it the native memory (unless a
+        # user's memoryview still holds it).
+        del self._large[p]
+        return n, reports
+
+    def _slot_capacity(self, p: int) -> int:
+        arena = self._arenas.get(p >> ARENA_SHIFT)
+        return arena[2] - self._uoff - self.redzone if arena is not None else 0
+
+    # ------------------------------------------------------------------ verification
+    def _header(self, found: tuple[memoryview, int]) -> tuple[int, int, int, int, int, int]:
+        return _HDR.unpack_from(found[0], found[1])  # type: ignore[return-value]
+
+    def _key16(self, p: int) -> int:
+        """The canary key of the block at ``p`` (arena blocks: from the arena's key and offset)."""
+        arena = self._arenas.get(p >> ARENA_SHIFT)
+        if arena is not None:
+            hoff = p - arena[1] - self._uoff
+            return (hoff ^ (hoff >> 8) ^ arena[3]) & 0xFF0
+        return self._canaries.key16(p)
+
+    def _expected(self, p: int, n: int) -> tuple[bytes, bytes]:
+        """``(front, rear)`` redzone bytes of the ``n``-byte block at ``p``."""
+        k = self._key16(p)
+        return self._front[k], self._rear[k | (-n & MAX_PAD)]
+
+    def _seal_ok(self, p: int, hdr: tuple[int, ...], hoff: int) -> bool:
+        """Whether a header is intact: the seal matches and the size fits the slot."""
+        seal, _, n, serial, state, _ = hdr
+        if seal != (serial ^ n ^ hoff ^ self._seal_key) & _M30 or state not in _STATE_NAMES:
+            return False
+        large = self._large.get(p)
+        if large is not None:
+            return large[2] == n
+        return n <= self._slot_capacity(p)
+
+    def _verify_redzones(
+        self, view: memoryview, hoff: int, p: int, hdr: tuple[int, ...], repair: bool, freed: bool = False
+    ) -> list[Report]:
+        n = hdr[2]
+        front_e, rear_e = self._expected(p, n)
+        u = hoff + self._uoff
+        rz = self.redzone
+        front = bytes(view[u - rz : u])
+        rear = bytes(view[u + n : u + n + len(rear_e)])
+        reports = []
+        if front != front_e:
+            first = next(i for i in range(rz) if front[i] != front_e[i])
+            last = max(i for i in range(rz) if front[i] != front_e[i])
+            reports.append(
+                self._corruption_report(
+                    "heap-use-after-free" if freed else "heap-buffer-underflow", view, hoff, p, hdr, first - rz, last - first + 1, front_e[first : last + 1], front[first : last + 1]
+                )
+            )
+            if repair:
+                view[u - rz : u] = front_e
+        if rear != rear_e:
+            first = next(i for i in range(len(rear)) if rear[i] != rear_e[i])
+            last = max(i for i in range(len(rear)) if rear[i] != rear_e[i])
+            reports.append(
+                self._corruption_report(
+                    "heap-use-after-free" if freed else "heap-buffer-overflow", view, hoff, p, hdr, n + first, last - first + 1, rear_e[first : last + 1], rear[first : last + 1]
+                )
+            )
+            if repair:
+                view[u + n : u + n + len(rear_e)] = rear_e
+        return reports
+
+    def _poison_intact(self, view: memoryview, u: int, p: int, n: int) -> bool:
+        if n <= SMALL_MAX:
+            return _FILL_FREED.startswith(view[u : u + n])
+        dd = _poison_address()
+        memcmp = native.memcmp
+        for start in range(0, n, _POISON_CHUNK):
+            if memcmp(p + start, dd, min(_POISON_CHUNK, n - start)):
+                return False
+        return True
+
+    def _verify_quarantined(self, view: memoryview, hoff: int, p: int, hdr: tuple[int, ...], repair: bool) -> list[Report]:
+        reports = self._verify_redzones(view, hoff, p, hdr, repair, freed=True)
+        n = hdr[2]
+        u = hoff + self._uoff
+        if not self._poison_intact(view, u, p, n):
+            data = bytes(view[u : u + n])
+            first = n - len(data.lstrip(b"\xdd"))
+            last = len(data.rstrip(b"\xdd")) - 1
+            reports.append(
+                self._corruption_report(
+                    "heap-use-after-free", view, hoff, p, hdr, first, last - first + 1,
+                    b"\xdd" * (last - first + 1), data[first : last + 1],
+                )
+            )
+            if repair:
+                if n <= SMALL_MAX:
+                    view[u : u + n] = _FILL_FREED[:n]
+                else:
+                    native.memset(p, 0xDD, n)
+        return reports
+
+    # ------------------------------------------------------------------ reports
+    def _thread(self) -> str:
+        t = threading.current_thread()
+        return f"{t.name} (T{t.ident})"
+
+    def _memory(self, view: memoryview, hoff: int, p: int, n: int, bad: int) -> tuple[bytes, int]:
+        """Up to 64 bytes of the block's own slot around address ``bad``."""
+        slot_start = p - self._uoff
+        slot_end = p + _round16(n) + self.redzone
+        lo = max(slot_start, (bad - 32) & ~15)
+        hi = min(slot_end, lo + 64)
+        return bytes(view[hoff + (lo - slot_start) : hoff + (hi - slot_start)]), lo
+
+    def _corruption_report(
+        self, kind: str, view: memoryview, hoff: int, p: int, hdr: tuple[int, ...],
+        offset: int, count: int, expected: bytes, found: bytes,
+    ) -> Report:
+        _, asid, n, serial, state, fsid = hdr
+        memory, start = self._memory(view, hoff, p, n, p + offset)
+        if state != LIVE and not 0 <= offset < n:
+            what = f"{count} byte(s) written {'past the end' if offset >= n else 'before the start'} of a freed {n}-byte block"
+        elif kind == "heap-buffer-overflow":
+            what = f"{count} byte(s) corrupted {offset - n} byte(s) past the end of a {n}-byte block"
+        elif kind == "heap-buffer-underflow":
+            what = f"{count} byte(s) corrupted {-offset} byte(s) before the start of a {n}-byte block"
+        else:
+            what = f"{count} byte(s) written at offset {offset} of a freed {n}-byte block"
+        return Report(
+            kind=kind, address=p, size=n, offset=offset,
+            alloc_stack=self._stacks.get(asid),
+            free_stack=self._stacks.get(fsid) if state == QUARANTINED else (),
+            stack=self._stacks.get(self._stacks.here()),
+            expected=expected, found=found, thread=self._thread(), message=what,
+            serial=serial, memory=memory, memory_start=start, count=count,
+        )
+
+    def _header_report(self, view: memoryview, hoff: int, p: int, hdr: tuple[int, ...], when: str) -> Report:
+        raw = bytes(view[hoff : hoff + HEADER_SIZE])
+        return Report(
+            kind="heap-buffer-underflow", address=p, size=0, offset=-self._uoff, count=HEADER_SIZE,
+            stack=self._stacks.get(self._stacks.here()), thread=self._thread(), found=raw,
+            message=f"the block header was overwritten (detected at {when}); size and stacks are unknown",
+            memory=raw + bytes(view[hoff + HEADER_SIZE : hoff + self._uoff]), memory_start=p - self._uoff,
+        )
+
+    def _bad_free_report(self, p: int, found: tuple[memoryview, int] | None, frame: FrameType | None, op: str) -> Report:
+        stack = self._stacks.get(self._stacks.capture(frame))
+        thread = self._thread()
+        if found is not None:
+            hdr = self._header(found)
+            if self._seal_ok(p, hdr, found[1]) and hdr[4] == QUARANTINED:
+                _, asid, n, serial, state, fsid = hdr
+                gone = ""
+                return Report(
+                    kind="double-free", address=p, size=n, stack=stack, thread=thread, serial=serial,
+                    alloc_stack=self._stacks.get(asid), free_stack=self._stacks.get(fsid),
+                    message=f"attempting {op} on 0x{p:x}, a {n}-byte block that was already freed{gone}",
+                )
+            if hdr[4] != 0 or hdr[0] != 0:
+                return self._header_report(found[0], found[1], p, hdr, op)
+        inside = self._containing(p)
+        if inside is not None:
+            view, hoff, user = inside
+            hdr = self._header((view, hoff))
+            if hdr[4] in (LIVE, QUARANTINED) and self._seal_ok(user, hdr, hoff):
+                _, asid, n, serial, state, fsid = hdr
+                off = p - user
+                where = f"{off} bytes inside of" if 0 <= off < n else (f"{-off} bytes to the left of" if off < 0 else f"{off - n} bytes to the right of")
+                return Report(
+                    kind="bad-free", address=user, size=n, offset=off, stack=stack, thread=thread, serial=serial,
+                    alloc_stack=self._stacks.get(asid),
+                    free_stack=self._stacks.get(fsid) if state == QUARANTINED else (),
+                    message=f"attempting {op} on address which was not malloc()-ed: 0x{p:x} is located {where} {n}-byte region [0x{user:x},0x{user + n:x})",
+                )
+        return Report(
+            kind="bad-free", address=p, stack=stack, thread=thread,
+            message=f"attempting {op} on address which was not malloc()-ed: 0x{p:x}",
+        )
+
+    def _emit(self, reports: list[Report] | None) -> None:
+        """Record findings, tell the plugins, then act on ``on_error``."""
+        if not reports:
+            return
+        self.reports.extend(reports)
+        if self._on_report is not None:
+            for r in reports:
+                self._on_report(r)
+        if self.on_error == "raise":
+            if getattr(self._tls, "defer", 0):
+                self._deferred.extend(reports)
+                return
+            __tracebackhide__ = True
+            raise error_for(reports[0])
+        if self.on_error == "abort":
+            for r in reports:
+                print(r, file=sys.stderr)
+            sys.stderr.flush()
+            os.abort()
+
+    # ------------------------------------------------------------------ inspection
+    def view(self, address: int) -> memoryview:
+        """A writable 1-D ``'B'`` memoryview of exactly the user bytes of a live block."""
+        p = self._address_arg(address)
+        with self._lock:
+            found = self._find(p) if p else None
+            if found is None or self._header(found)[4] != LIVE or not self._seal_ok(p, self._header(found), found[1]):
+                raise InvalidAddressError(f"0x{p:x} is not a live block of this heap")
+            n = self._header(found)[2]
+            u = found[1] + self._uoff
+            return found[0][u : u + n]
+
+    def block(self, address: int) -> BlockInfo:
+        """What memguard knows about the block at ``address`` (live, quarantined or released)."""
+        p = self._address_arg(address)
+        with self._lock:
+            found = self._find(p) if p else None
+            hdr = self._header(found) if found is not None else None
+            if hdr is None or found is None or not self._seal_ok(p, hdr, found[1]):
+                raise InvalidAddressError(f"0x{p:x} is not a block of this heap")
+            _, asid, n, serial, state, fsid = hdr
+            return BlockInfo(
+                address=p, size=n, serial=serial, state=_STATE_NAMES[state],
+                alloc_stack=self._stacks.get(asid),
+                free_stack=self._stacks.get(fsid) if state != LIVE else (),
+            )
+
+    def _blocks(self) -> Iterator[tuple[memoryview, int, int, tuple[int, int, int, int, int, int]]]:
+        """Every block slot in use: ``(view, header offset, user address, header)``."""
+        uoff = self._uoff
+        for view, base, stride, _ in list(self._arenas.values()):
+            count = ARENA_SIZE // stride
+            walker = _struct(f"<IIQQII{stride - HEADER_SIZE}x")
+            for i, hdr in enumerate(walker.iter_unpack(view[: count * stride])):
+                if hdr[4] or hdr[0]:
+                    yield view, i * stride, base + i * stride + uoff, hdr
+        for p, (view, hoff, _) in list(self._large.items()):
+            yield view, hoff, p, _HDR.unpack_from(view, hoff)
+
+    def check(self) -> list[Report]:
+        """Verify every live block's redzones and every quarantined block's poison.
+
+        Each corruption is reported once (the damaged canary or poison is restored after
+        the report).  Plugins' ``memguard_check`` results are included.  Returns the new
+        findings; with ``on_error="raise"`` the first one is raised.
+        """
+        reports: list[Report] = []
+        with self._lock:
+            if self._closed:
+                raise HeapClosedError("the heap is closed")
+            for view, hoff, p, hdr in self._blocks():
+                state = hdr[4]
+                if state == RETIRED:
+                    continue
+                if not self._seal_ok(p, hdr, hoff):
+                    reports.append(self._header_report(view, hoff, p, hdr, "check()"))
+                    _STATE.pack_into(view, hoff + _STATE_OFFSET, RETIRED)
+                    continue
+                if state == LIVE:
+                    reports.extend(self._verify_redzones(view, hoff, p, hdr, repair=True))
+                else:
+                    reports.extend(self._verify_quarantined(view, hoff, p, hdr, repair=True))
+        if self._on_check is not None:
+            reports.extend(self._on_check(self))
+        pending, self._deferred = self._deferred, []
+        self._emit(reports)
+        if pending and self.on_error == "raise":
+            raise error_for(pending[0])
+        return pending + reports
+
+    @contextmanager
+    def deferred_errors(self) -> Iterator[None]:
+        """Within this block (in this thread), ``on_error="raise"`` records instead of raising.
+
+        For code that must not raise, such as allocator callbacks called from C: findings
+        are recorded (and seen by plugins) at once, and the next :meth:`check` raises the
+        first of them.
+        """
+        tls = self._tls
+        tls.defer = getattr(tls, "defer", 0) + 1
+        try:
+            yield
+        finally:
+            tls.defer -= 1
+
+    def _live_records(self) -> list[BlockRecord]:
+        records = [
+            BlockRecord(p, hdr[2], hdr[3], hdr[1])
+            for _, hoff, p, hdr in self._blocks()
+            if hdr[4] == LIVE and self._seal_ok(p, hdr, hoff)
+        ]
+        records.sort(key=lambda r: r.serial)
+        return records
+
+    def snapshot(self) -> Snapshot:
+        """An immutable snapshot of the live blocks."""
+        with self._lock:
+            if self._closed:
+                raise HeapClosedError("the heap is closed")
+            return Snapshot(self._serial, tuple(self._live_records()), self._stacks)
+
+    def leaks(self, since: Snapshot | None = None) -> list[LeakGroup]:
+        """Blocks still live that were allocated after ``since`` (all when ``None``).
+
+        Grouped by allocation stack, largest total first.
+        """
+        if since is not None and not isinstance(since, Snapshot):
+            raise TypeError(f"since must be a Snapshot or None, got {type(since).__name__}")
+        mark = since.serial if since is not None else 0
+        with self._lock:
+            if self._closed:
+                raise HeapClosedError("the heap is closed")
+            records = [r for r in self._live_records() if r.serial > mark]
+        return group_records(records, self._stacks)
+
+    def stats(self) -> HeapStats:
+        """Counters: live and peak bytes, allocations, frees, quarantine."""
+        with self._lock:
+            return HeapStats(
+                live_blocks=self._serial - self._frees,
+                live_bytes=self._live,
+                peak_bytes=self._peak,
+                total_allocs=self._serial,
+                total_frees=self._frees,
+                quarantined_blocks=len(self._quarantine),
+                quarantined_bytes=self._qbytes,
+                arena_bytes=self._arena_count * ARENA_SIZE,
+                large_blocks=len(self._large) if not self._closed else 0,
+            )
+
+    # ------------------------------------------------------------------ lifetime
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` has been called."""
+        return self._closed
+
+    def close(self, check: bool = True) -> list[Report]:
+        """Verify the heap one last time (unless ``check=False``) and release its memory.
+
+        Memory still viewed through a :meth:`view` memoryview is released only when that
+        view is gone.  Further calls raise :class:`HeapClosedError`; closing twice is a no-op.
+        """
+        if self._closed:
+            return []
+        reports: list[Report] = []
+        try:
+            if check:
+                saved, self.on_error = self.on_error, "report"
+                try:
+                    reports = self.check()
+                finally:
+                    self.on_error = saved
+        finally:
+            with self._lock:
+                self._closed = True
+                self._arenas = _Closed()
+                self._large = _Closed()
+                self._free_slots = _Closed()
+                self._bump = [None] * len(self._bump)
+                self._quarantine.clear()
+                self._qbytes = 0
+                self._stacks.forget_frame()
+            if self._plugins is not None:
+                self._plugins.heap_closed()
+        if reports and self.on_error == "raise":
+            raise error_for(reports[0])
+        return reports
+
+    def __enter__(self) -> GuardedHeap:
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.close(check=True) if self.on_error != "raise" else self._close_quietly()
+
+    def _close_quietly(self) -> None:
+        saved, self.on_error = self.on_error, "report"
+        try:
+            self.close()
+        finally:
+            self.on_error = saved
+
+    def __repr__(self) -> str:
+        s = self.stats() if not self._closed else None
+        state = "closed" if s is None else f"{s.live_blocks} live blocks, {s.live_bytes} bytes"
+        return f"<GuardedHeap {self.name!r}: {state}, {len(self.reports)} report(s)>"

@@ -1,0 +1,3 @@
+"""pytest plugin for memguard (being written: see issue 5)."""
+
+from __future__ import annotations

@@ -1,0 +1,169 @@
+"""Cheap Python stack capture: raw frames on the hot path, source lines only when shown.
+
+A stack is captured as a tuple of ``(code, lasti)`` pairs, interned in a
+:class:`StackTable` so that every allocation from the same site shares one entry
+and one small integer id.  Turning code offsets into line numbers happens only when
+a stack is rendered.  No ``traceback`` or ``inspect`` is used.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+from dataclasses import dataclass
+from types import CodeType, FrameType
+from typing import Iterable, Sequence
+
+__all__ = ["Frame", "Stack", "StackTable", "format_stack", "current_stack"]
+
+_getframe = sys._getframe
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One Python frame of a captured stack.
+
+    :ivar filename: the code's file name.
+    :ivar lineno: the line executing in that frame.
+    :ivar name: the function (``co_qualname`` where available).
+    """
+
+    filename: str
+    lineno: int
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.filename}:{self.lineno} in {self.name}"
+
+    def to_dict(self) -> dict[str, object]:
+        """JSON-ready form."""
+        return {"filename": self.filename, "lineno": self.lineno, "name": self.name}
+
+
+#: A stack is a tuple of frames, most recent call first.
+Stack = tuple[Frame, ...]
+
+_line_cache: dict[tuple[CodeType, int], int] = {}
+
+
+def _lineno(code: CodeType, lasti: int) -> int:
+    key = (code, lasti)
+    line = _line_cache.get(key)
+    if line is None:
+        line = code.co_firstlineno
+        for start, end, lineno in code.co_lines():
+            if start <= lasti < end:
+                if lineno is not None:
+                    line = lineno
+                break
+        _line_cache[key] = line
+    return line
+
+
+#: Frames whose file lives in this directory are memguard's own and never shown.
+_MEMGUARD_DIR = os.path.dirname(_lineno.__code__.co_filename) + os.sep
+
+
+def _resolve(raw: Iterable[tuple[CodeType, int]]) -> Stack:
+    return tuple(
+        Frame(code.co_filename, _lineno(code, lasti), getattr(code, "co_qualname", code.co_name))
+        for code, lasti in raw
+    )
+
+
+def current_stack(depth: int = 16, skip: int = 1) -> Stack:
+    """The calling thread's Python stack, most recent first (for slow paths only)."""
+    try:
+        f: FrameType | None = _getframe(skip + 1)
+    except ValueError:
+        return ()
+    raw = []
+    while f is not None and len(raw) < depth:
+        raw.append((f.f_code, f.f_lasti))
+        f = f.f_back
+    return _resolve(raw)
+
+
+class StackTable:
+    """Interns captured stacks; id 0 is the empty stack.
+
+    Capturing is cheap when called repeatedly from the same frame at the same
+    instruction (a loop): the previous id is reused without walking the stack.
+    Frames inside the memguard package are skipped, so stacks start at the user's code.
+    """
+
+    __slots__ = ("depth", "_ids", "_raw", "_resolved", "_lock", "_cache")
+
+    def __init__(self, depth: int) -> None:
+        self.depth = depth
+        self._ids: dict[tuple[tuple[CodeType, int], ...], int] = {(): 0}
+        self._raw: list[tuple[tuple[CodeType, int], ...]] = [()]
+        self._resolved: dict[int, Stack] = {0: ()}
+        self._lock = threading.Lock()
+        #: ``(frame, {lasti: id})``: the last frame captured from and the ids of its call
+        #: sites.  Read without a lock (one attribute load); replaced, never mutated in place
+        #: by another frame.
+        self._cache: tuple[FrameType | None, dict[int, int]] = (None, {})
+
+    def capture(self, frame: FrameType | None) -> int:
+        """Intern the stack that starts at ``frame``; return its id."""
+        cache = self._cache
+        if frame is cache[0] and frame is not None:
+            sid = cache[1].get(frame.f_lasti)
+            if sid is not None:
+                return sid
+        depth = self.depth
+        raw = []
+        f = frame
+        while f is not None and f.f_code.co_filename.startswith(_MEMGUARD_DIR):
+            f = f.f_back
+        top = f
+        while f is not None and len(raw) < depth:
+            raw.append((f.f_code, f.f_lasti))
+            f = f.f_back
+        key = tuple(raw)
+        with self._lock:
+            sid = self._ids.get(key)
+            if sid is None:
+                sid = len(self._raw)
+                self._raw.append(key)
+                self._ids[key] = sid
+            if top is frame and frame is not None:
+                cache = self._cache
+                if cache[0] is frame and len(cache[1]) < 64:
+                    cache[1][frame.f_lasti] = sid
+                else:
+                    self._cache = (frame, {frame.f_lasti: sid})
+        return sid
+
+    def here(self, skip: int = 1) -> int:
+        """Capture the caller's stack (``skip`` frames above this call)."""
+        try:
+            frame = _getframe(skip + 1)
+        except ValueError:  # pragma: no cover - no such frame
+            return 0
+        return self.capture(frame)
+
+    def get(self, sid: int) -> Stack:
+        """The resolved stack for ``sid`` (the empty stack for an unknown id)."""
+        stack = self._resolved.get(sid)
+        if stack is None:
+            raw = self._raw[sid] if 0 <= sid < len(self._raw) else ()
+            stack = _resolve(raw)
+            self._resolved[sid] = stack
+        return stack
+
+    def forget_frame(self) -> None:
+        """Drop the cached frame reference (so its locals can be collected)."""
+        self._cache = (None, {})
+
+    def __len__(self) -> int:
+        return len(self._raw)
+
+
+def format_stack(stack: Sequence[Frame], indent: str = "    ") -> str:
+    """Render a stack the way AddressSanitizer prints one: ``#0 file:line in func``."""
+    if not stack:
+        return f"{indent}<no Python frames>"
+    return "\n".join(f"{indent}#{i} {frame}" for i, frame in enumerate(stack))
