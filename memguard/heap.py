@@ -70,6 +70,8 @@ _SIZE_MAX = native.SIZE_MAX
 LIVE = 0xA110C8ED
 QUARANTINED = 0xDEADF4EE
 RETIRED = 0xBADB10C5
+#: Arenas are filled with 0xDD, so a slot that was never handed out reads as this state.
+NEVER = 0xDDDDDDDD
 _STATE_NAMES = {LIVE: "live", QUARANTINED: "quarantined", RETIRED: "corrupt"}
 #: Quarantine entries are ``address << 13 | size``; this size marks a large block.
 _LARGE_MARK = 0x1FFF
@@ -221,7 +223,7 @@ class GuardedHeap:
         self._quarantine: deque[int] = deque()
         self._qbytes = 0
         self._serial = 0
-        self._frees = 0
+        self._evicted = 0  # blocks that left the quarantine; frees = evicted + quarantined
         self._live = 0
         self._peak = 0
         self._closed = False
@@ -229,8 +231,8 @@ class GuardedHeap:
         self._deferred: list[Report] = []
         self._alloc_s: list[struct.Struct | None] = [None] * (SMALL_MAX + 1)
         self._rz_s: list[struct.Struct | None] = [None] * (SMALL_MAX + 1)
-        self._free_s: list[struct.Struct | None] = [None] * (SMALL_MAX + 1)
         self._slot_s: list[struct.Struct | None] = [None] * ((self._uoff + redzone + SMALL_MAX) // 16 + 1)
+        self._free_s: list[struct.Struct | None] = [None] * len(self._slot_s)
         # Hook seams: None when no plugin implements the hook, so the hot path pays one test.
         self._on_alloc: Callable[[GuardedHeap, int], None] | None = None
         self._on_free: Callable[[GuardedHeap, int], None] | None = None
@@ -255,15 +257,14 @@ class GuardedHeap:
         return s
 
     def _slot_struct(self, stride: int) -> struct.Struct:
-        """Reads a whole arena slot of ``stride`` bytes: header, front, body (user + pad), tail."""
-        body = stride - self._uoff - self.redzone
-        s = self._slot_s[stride >> 4] = _struct(f"<IIQQII{self.redzone}s{body}s{self.redzone}s")
-        return s
+        """Structs for a whole arena slot of ``stride`` bytes.
 
-    def _free_struct(self, n: int) -> struct.Struct:
-        s = _struct(f"<II{self.redzone}s{n}s")
-        if n <= SMALL_MAX:
-            self._free_s[n] = s
+        Reading: header, front redzone, and the rest (user region, padding, tail redzone).
+        Freeing: state, free stack, front redzone, 0xDD over the user region and padding.
+        """
+        body = stride - self._uoff - self.redzone
+        s = self._slot_s[stride >> 4] = _struct(f"<IIQQII{self.redzone}s{body + self.redzone}s")
+        self._free_s[stride >> 4] = _struct(f"<II{self.redzone}s{body}s")
         return s
 
     # ------------------------------------------------------------------ plugins
@@ -285,8 +286,8 @@ class GuardedHeap:
             # The buffer runs one slot past ARENA_SIZE so that reading the header of the
             # partial slot at the end reads zeros memguard owns.
             address, view = native.owned_buffer(ARENA_SIZE + stride, ARENA_SIZE)
-            native.memset(address, 0, ARENA_SIZE + stride)
-            akey = (self._arena_key ^ (address >> ARENA_SHIFT) * 0x9E30) & 0xFF0
+            native.memset(address, 0xDD, ARENA_SIZE + stride)
+            akey = (self._arena_key ^ (address >> ARENA_SHIFT) * 0x9E30) & 0xFF0  # canary key of this arena
             self._arenas[address >> ARENA_SHIFT] = (view, address, stride, akey)
             if self._slot_s[stride >> 4] is None:
                 self._slot_struct(stride)
@@ -338,42 +339,20 @@ class GuardedHeap:
         self._acquire()
         try:
             slots = self._free_slots[(size + 15) >> 4]
-            if slots:
-                # A recycled slot: its poison and redzones must still be intact.
-                p = slots.pop()
-                view, base, stride, akey = self._arenas[p >> ARENA_SHIFT]
-                hoff = p - base - self._uoff
-                seal, _, n, serial, state, _, front, body, tail = self._slot_s[stride >> 4].unpack_from(view, hoff)
-                k = (hoff ^ (hoff >> 8) ^ akey) & 0xFF0
-                kp = k | (-n & 15)
-                if not (
-                    state == QUARANTINED
-                    and seal == (serial ^ n ^ hoff ^ self._seal_key) & _M30
-                    and body.startswith(_FREED_FILLS[n] or _freed_fill(n))
-                    and front == self._front[k]
-                    and tail == self._tails[kp]
-                    and body.endswith(self._pads[kp])
-                ):
-                    slots.append(p)
-                    p = 0
-            else:
-                p = self._carve((size + 15) >> 4)
-                view, base, _, akey = self._arenas[p >> ARENA_SHIFT]
-                hoff = p - base - self._uoff
-                k = (hoff ^ (hoff >> 8) ^ akey) & 0xFF0
-            if p:
-                serial = self._serial = self._serial + 1
-                (self._alloc_s[size] or self._alloc_struct(size)).pack_into(
-                    view, hoff, (serial ^ size ^ hoff ^ self._seal_key) & _M30, sid, size, serial, LIVE, 0,
-                    self._front[k], _FILL_NEW, self._rear[k | (-size & 15)],
-                )
-                live = self._live = self._live + size
-                if live > self._peak:
-                    self._peak = live
+            p = slots.pop() if slots else self._carve((size + 15) >> 4)
+            view, base, _, akey = self._arenas[p >> ARENA_SHIFT]
+            hoff = p - base - self._uoff
+            serial = self._serial = self._serial + 1
+            k = (hoff ^ akey) & 0xFF0
+            (self._alloc_s[size] or self._alloc_struct(size)).pack_into(
+                view, hoff, (serial ^ size ^ hoff ^ self._seal_key) & _M30, sid, size, serial, LIVE, 0,
+                self._front[k], _FILL_NEW, self._rear[k | (-size & 15)],
+            )
+            live = self._live = self._live + size
+            if live > self._peak:
+                self._peak = live
         finally:
             self._release()
-        if not p:
-            return self._alloc(size, 16, _FILL_NEW, f)
         if self._on_alloc is not None:
             self._on_alloc(self, p)
         return p
@@ -452,26 +431,6 @@ class GuardedHeap:
             raise ValueError(f"address must be >= 0, got {value}")
         return value
 
-    def _take_slot(self, cls: int) -> tuple[int, list[Report]]:
-        """A slot of class ``cls``: a recycled one whose poison is verified, or a new one."""
-        slots = self._free_slots[cls]
-        reports: list[Report] = []
-        while slots:
-            p = slots.pop()
-            found = self._find(p)
-            assert found is not None
-            view, hoff = found
-            hdr = self._header(found)
-            if hdr[4] == RETIRED:
-                continue  # reported when found damaged; never reused
-            if hdr[4] != QUARANTINED or not self._seal_ok(p, hdr, hoff):
-                reports.append(self._header_report(view, hoff, p, hdr, "reuse"))
-                _STATE.pack_into(view, hoff + _STATE_OFFSET, RETIRED)
-                continue
-            reports.extend(self._verify_quarantined(view, hoff, p, hdr, repair=True))
-            return p, reports
-        return self._carve(cls), reports
-
     def _alloc(self, size: int, alignment: int, fill: bytes | None, frame: FrameType | None) -> int:
         """General allocation path: any size, any alignment, 0xCD or zero fill."""
         sid = self._stacks.capture(frame)
@@ -480,16 +439,11 @@ class GuardedHeap:
             if self._closed:
                 raise HeapClosedError("the heap is closed")
             if size <= SMALL_MAX and alignment <= 16:
-                cls = (size + 15) >> 4
-                p, reports = self._take_slot(cls)
-                if reports and self.on_error != "report":
-                    self._free_slots[cls].append(p)  # repaired and still poisoned: usable later
-                    p = 0
-                else:
-                    view, base, _, _ = self._arenas[p >> ARENA_SHIFT]
-                    hoff = p - base - uoff
+                slots = self._free_slots[(size + 15) >> 4]
+                p = slots.pop() if slots else self._carve((size + 15) >> 4)
+                view, base, _, _ = self._arenas[p >> ARENA_SHIFT]
+                hoff = p - base - uoff
             else:
-                reports = []
                 pre = -uoff % alignment
                 total = pre + uoff + _round16(size) + self.redzone
                 try:
@@ -501,7 +455,7 @@ class GuardedHeap:
                 hoff = pre
                 p = address + pre + uoff
                 self._large[p] = (view, hoff, size)
-            if p:
+            if True:
                 serial = self._serial = self._serial + 1
                 front, rear = self._expected(p, size)
                 _HDR.pack_into(view, hoff, (serial ^ size ^ hoff ^ self._seal_key) & _M30, sid, size, serial, LIVE, 0)
@@ -515,9 +469,6 @@ class GuardedHeap:
                 live = self._live = self._live + size
                 if live > self._peak:
                     self._peak = live
-        self._emit(reports)
-        if not p:  # pragma: no cover - _emit raised
-            raise AssertionError("unreachable")
         if self._on_alloc is not None:
             self._on_alloc(self, p)
         return p
@@ -540,8 +491,6 @@ class GuardedHeap:
         sid = c[1].get(f.f_lasti) if c[0] is f else None
         if sid is None:
             sid = self._stacks.capture(f)
-        reports = None
-        done = False
         self._acquire()
         try:
             arena = self._arenas.get(p >> ARENA_SHIFT)
@@ -549,26 +498,23 @@ class GuardedHeap:
                 view, base, stride, akey = arena
                 hoff = p - base - self._uoff
                 if not hoff % stride:
-                    seal, _, n, serial, state, _, front, body, tail = self._slot_s[stride >> 4].unpack_from(view, hoff)
-                    kp = (hoff ^ (hoff >> 8) ^ akey) & 0xFF0 | (-n & 15)
+                    seal, _, n, serial, state, _, front, rest = self._slot_s[stride >> 4].unpack_from(view, hoff)
+                    k = (hoff ^ akey) & 0xFF0
                     if (
                         state == LIVE
                         and seal == (serial ^ n ^ hoff ^ self._seal_key) & _M30
-                        and front == self._front[kp]
-                        and tail == self._tails[kp]
-                        and body.endswith(self._pads[kp])
+                        and front == self._front[k]
+                        and rest.endswith(self._rear[k | (-n & 15)])
                     ):
-                        (self._free_s[n] or self._free_struct(n)).pack_into(
-                            view, hoff + _STATE_OFFSET, QUARANTINED, sid, front, _FILL_FREED
-                        )
-                        self._frees += 1
+                        self._free_s[stride >> 4].pack_into(view, hoff + _STATE_OFFSET, QUARANTINED, sid, front, _FILL_FREED)
                         self._live -= n
                         self._quarantine.append(p << 13 | n)
-                        qbytes = self._qbytes = self._qbytes + n
-                        if qbytes > self.quarantine_bytes:
-                            reports = self._evict()
-                        done = True
-            if not done:
+                        self._qbytes += n
+                        if self._qbytes <= self.quarantine_bytes and self._on_free is None:
+                            return
+                        reports = self._evict() if self._qbytes > self.quarantine_bytes else None
+                        arena = None
+            if arena is not None or p >> ARENA_SHIFT not in self._arenas:
                 reports = self._free_other(p, sid, f)
         finally:
             self._release()
@@ -609,10 +555,9 @@ class GuardedHeap:
         u = hoff + self._uoff
         _struct("<II").pack_into(view, hoff + _STATE_OFFSET, QUARANTINED, sid)
         if n <= SMALL_MAX:
-            view[u : u + n] = _FILL_FREED[:n]
+            view[u : u + _round16(n)] = _FILL_FREED[: _round16(n)]
         else:
-            native.memset(p, 0xDD, n)
-        self._frees += 1
+            native.memset(p, 0xDD, _round16(n))
         self._live -= n
         self._quarantine.append(p << 13 | (_LARGE_MARK if p in self._large else n))
         self._qbytes += n
@@ -621,29 +566,48 @@ class GuardedHeap:
         return reports
 
     def _evict(self) -> list[Report] | None:
-        """Take the oldest blocks out of the quarantine until it fits its budget.
+        """Take the oldest blocks out of the quarantine until it is below its budget.
 
-        A small block's slot goes back to its size class (its poison is verified when the
-        slot is reused or at the next :meth:`check`); a large block's poison is verified
-        now and its memory returned to the native allocator.
+        Blocks leave in batches (down to 15/16 of the budget) so the cost of a call is
+        shared by many frees.  The poison of each block leaving is verified: a small
+        block's slot then goes back to its size class (still poisoned, and still verified
+        by :meth:`check`, until it is reused); a large block's memory goes back to the
+        native allocator.
         """
         q = self._quarantine
-        limit = self.quarantine_bytes
+        limit = self.quarantine_bytes - (self.quarantine_bytes >> 4)
         slots = self._free_slots
+        arenas = self._arenas
         qbytes = self._qbytes
         reports = None
+        before = len(q)
         while qbytes > limit and q:
             entry = q.popleft()
             n = entry & _LARGE_MARK
+            p = entry >> 13
             if n == _LARGE_MARK:
-                n, found = self._evict_large(entry >> 13)
+                n, found = self._evict_large(p)
                 if found:
                     reports = (reports or []) + found
             else:
-                slots[(n + 15) >> 4].append(entry >> 13)
+                view, base, _, _ = arenas[p >> ARENA_SHIFT]
+                if not _FILL_FREED.startswith(view[p - base : p - base + ((n + 15) & -16)]):
+                    found = self._evict_small_slow(view, p - base - self._uoff, p)
+                    if found:
+                        reports = (reports or []) + found
+                slots[(n + 15) >> 4].append(p)
             qbytes -= n
         self._qbytes = qbytes
+        self._evicted += before - len(q)
         return reports
+
+    def _evict_small_slow(self, view: memoryview, hoff: int, p: int) -> list[Report]:
+        hdr = _HDR.unpack_from(view, hoff)
+        if hdr[4] == RETIRED:
+            return []
+        if not self._seal_ok(p, hdr, hoff) or hdr[4] != QUARANTINED:
+            return [self._header_report(view, hoff, p, hdr, "quarantine eviction")]
+        return self._verify_freed(view, hoff, p, hdr, repair=True)
 
     def _evict_large(self, p: int) -> tuple[int, list[Report]]:
         view, hoff, n = self._large[p]
@@ -653,7 +617,7 @@ class GuardedHeap:
         elif not self._seal_ok(p, hdr, hoff) or hdr[4] != QUARANTINED:
             reports = [self._header_report(view, hoff, p, hdr, "quarantine eviction")]
         else:
-            reports = self._verify_quarantined(view, hoff, p, hdr, repair=False)
+            reports = self._verify_freed(view, hoff, p, hdr, repair=False)
         # Dropping the entry drops the view, and with it the native memory (unless a
         # user's memoryview still holds it).
         del self._large[p]
@@ -690,67 +654,62 @@ class GuardedHeap:
             return large[2] == n
         return n <= self._slot_capacity(p)
 
-    def _verify_redzones(
-        self, view: memoryview, hoff: int, p: int, hdr: tuple[int, ...], repair: bool, freed: bool = False
+    def _diff(
+        self, kind: str, view: memoryview, hoff: int, p: int, hdr: tuple[int, ...],
+        start: int, expected: bytes, repair: bool,
     ) -> list[Report]:
-        n = hdr[2]
-        front_e, rear_e = self._expected(p, n)
-        u = hoff + self._uoff
-        rz = self.redzone
-        front = bytes(view[u - rz : u])
-        rear = bytes(view[u + n : u + n + len(rear_e)])
-        reports = []
-        if front != front_e:
-            first = next(i for i in range(rz) if front[i] != front_e[i])
-            last = max(i for i in range(rz) if front[i] != front_e[i])
-            reports.append(
-                self._corruption_report(
-                    "heap-use-after-free" if freed else "heap-buffer-underflow", view, hoff, p, hdr, first - rz, last - first + 1, front_e[first : last + 1], front[first : last + 1]
-                )
-            )
-            if repair:
-                view[u - rz : u] = front_e
-        if rear != rear_e:
-            first = next(i for i in range(len(rear)) if rear[i] != rear_e[i])
-            last = max(i for i in range(len(rear)) if rear[i] != rear_e[i])
-            reports.append(
-                self._corruption_report(
-                    "heap-use-after-free" if freed else "heap-buffer-overflow", view, hoff, p, hdr, n + first, last - first + 1, rear_e[first : last + 1], rear[first : last + 1]
-                )
-            )
-            if repair:
-                view[u + n : u + n + len(rear_e)] = rear_e
-        return reports
+        """Compare the block's bytes at user offset ``start`` with ``expected``; report a mismatch.
 
-    def _poison_intact(self, view: memoryview, u: int, p: int, n: int) -> bool:
-        if n <= SMALL_MAX:
-            return _FILL_FREED.startswith(view[u : u + n])
+        The report covers the run from the first to the last bad byte, and the bytes are
+        restored afterwards when ``repair`` is set, so each corruption is reported once.
+        """
+        u = hoff + self._uoff
+        found = bytes(view[u + start : u + start + len(expected)])
+        if found == expected:
+            return []
+        bad = [i for i in range(len(expected)) if found[i] != expected[i]]
+        first, last = bad[0], bad[-1]
+        report = self._corruption_report(
+            kind, view, hoff, p, hdr, start + first, last - first + 1, expected[first : last + 1], found[first : last + 1]
+        )
+        if repair:
+            view[u + start : u + start + len(expected)] = expected
+        return [report]
+
+    def _verify_redzones(self, view: memoryview, hoff: int, p: int, hdr: tuple[int, ...], repair: bool) -> list[Report]:
+        """Front and rear redzones of a live block."""
+        n = hdr[2]
+        front, rear = self._expected(p, n)
+        return self._diff("heap-buffer-underflow", view, hoff, p, hdr, -self.redzone, front, repair) + self._diff(
+            "heap-buffer-overflow", view, hoff, p, hdr, n, rear, repair
+        )
+
+    def _poison_intact(self, view: memoryview, u: int, p: int, span: int) -> bool:
+        if span <= SMALL_MAX:
+            return _FILL_FREED.startswith(view[u : u + span])
         dd = _poison_address()
         memcmp = native.memcmp
-        for start in range(0, n, _POISON_CHUNK):
-            if memcmp(p + start, dd, min(_POISON_CHUNK, n - start)):
+        for start in range(0, span, _POISON_CHUNK):
+            if memcmp(p + start, dd, min(_POISON_CHUNK, span - start)):
                 return False
         return True
 
-    def _verify_quarantined(self, view: memoryview, hoff: int, p: int, hdr: tuple[int, ...], repair: bool) -> list[Report]:
-        reports = self._verify_redzones(view, hoff, p, hdr, repair, freed=True)
+    def _verify_freed(self, view: memoryview, hoff: int, p: int, hdr: tuple[int, ...], repair: bool) -> list[Report]:
+        """A freed block: front redzone, 0xDD over the user region and padding, tail redzone."""
         n = hdr[2]
-        u = hoff + self._uoff
-        if not self._poison_intact(view, u, p, n):
-            data = bytes(view[u : u + n])
-            first = n - len(data.lstrip(b"\xdd"))
-            last = len(data.rstrip(b"\xdd")) - 1
-            reports.append(
-                self._corruption_report(
-                    "heap-use-after-free", view, hoff, p, hdr, first, last - first + 1,
-                    b"\xdd" * (last - first + 1), data[first : last + 1],
-                )
-            )
-            if repair:
-                if n <= SMALL_MAX:
-                    view[u : u + n] = _FILL_FREED[:n]
-                else:
-                    native.memset(p, 0xDD, n)
+        span = _round16(n)
+        k = self._key16(p)
+        kp = k | (-n & MAX_PAD)
+        uaf = "heap-use-after-free"
+        reports = self._diff(uaf, view, hoff, p, hdr, -self.redzone, self._front[k], repair)
+        if not self._poison_intact(view, hoff + self._uoff, p, span):
+            if span <= SMALL_MAX:
+                reports += self._diff(uaf, view, hoff, p, hdr, 0, _FILL_FREED[:span], repair)
+            else:
+                for start in range(0, span, _POISON_CHUNK):
+                    size = min(_POISON_CHUNK, span - start)
+                    reports += self._diff(uaf, view, hoff, p, hdr, start, b"\xdd" * size, repair)
+        reports += self._diff(uaf, view, hoff, p, hdr, span, self._tails[kp], repair)
         return reports
 
     # ------------------------------------------------------------------ reports
@@ -811,7 +770,7 @@ class GuardedHeap:
                     alloc_stack=self._stacks.get(asid), free_stack=self._stacks.get(fsid),
                     message=f"attempting {op} on 0x{p:x}, a {n}-byte block that was already freed{gone}",
                 )
-            if hdr[4] != 0 or hdr[0] != 0:
+            if hdr[4] != NEVER:
                 return self._header_report(found[0], found[1], p, hdr, op)
         inside = self._containing(p)
         if inside is not None:
@@ -886,7 +845,7 @@ class GuardedHeap:
             count = ARENA_SIZE // stride
             walker = _struct(f"<IIQQII{stride - HEADER_SIZE}x")
             for i, hdr in enumerate(walker.iter_unpack(view[: count * stride])):
-                if hdr[4] or hdr[0]:
+                if hdr[4] != NEVER:
                     yield view, i * stride, base + i * stride + uoff, hdr
         for p, (view, hoff, _) in list(self._large.items()):
             yield view, hoff, p, _HDR.unpack_from(view, hoff)
@@ -913,7 +872,7 @@ class GuardedHeap:
                 if state == LIVE:
                     reports.extend(self._verify_redzones(view, hoff, p, hdr, repair=True))
                 else:
-                    reports.extend(self._verify_quarantined(view, hoff, p, hdr, repair=True))
+                    reports.extend(self._verify_freed(view, hoff, p, hdr, repair=True))
         if self._on_check is not None:
             reports.extend(self._on_check(self))
         pending, self._deferred = self._deferred, []
@@ -971,11 +930,11 @@ class GuardedHeap:
         """Counters: live and peak bytes, allocations, frees, quarantine."""
         with self._lock:
             return HeapStats(
-                live_blocks=self._serial - self._frees,
+                live_blocks=self._serial - self._evicted - len(self._quarantine),
                 live_bytes=self._live,
                 peak_bytes=self._peak,
                 total_allocs=self._serial,
-                total_frees=self._frees,
+                total_frees=self._evicted + len(self._quarantine),
                 quarantined_blocks=len(self._quarantine),
                 quarantined_bytes=self._qbytes,
                 arena_bytes=self._arena_count * ARENA_SIZE,
@@ -1011,6 +970,7 @@ class GuardedHeap:
                 self._large = _Closed()
                 self._free_slots = _Closed()
                 self._bump = [None] * len(self._bump)
+                self._evicted += len(self._quarantine)
                 self._quarantine.clear()
                 self._qbytes = 0
                 self._stacks.forget_frame()
