@@ -635,8 +635,7 @@ class GuardedHeap:
         """The canary key of the block at ``p`` (arena blocks: from the arena's key and offset)."""
         arena = self._arenas.get(p >> ARENA_SHIFT)
         if arena is not None:
-            hoff = p - arena[1] - self._uoff
-            return (hoff ^ (hoff >> 8) ^ arena[3]) & 0xFF0
+            return (p - arena[1] - self._uoff ^ arena[3]) & 0xFF0
         return self._canaries.key16(p)
 
     def _expected(self, p: int, n: int) -> tuple[bytes, bytes]:

@@ -1,0 +1,37 @@
+"""The README's first command and the heap benchmark keep working."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_quickstart_finds_overflow_use_after_free_and_leak() -> None:
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "quickstart.py")], capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 1
+    text = out.stdout
+    assert "ERROR: memguard: heap-buffer-overflow" in text
+    assert "0 bytes to the right of 8-byte region" in text
+    assert "quickstart.py:14 in fill_name" in text
+    assert "ERROR: memguard: heap-use-after-free" in text
+    assert "freed here:" in text
+    assert "Direct leak of 72 byte(s) in 3 object(s) allocated from:" in text
+    assert "SUMMARY: memguard: 72 byte(s) leaked in 3 allocation(s)." in text
+
+
+def test_heap_benchmark_quick_run_reports_every_figure() -> None:
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "bench_heap.py"), "--quick", "--json"],
+        capture_output=True, text=True, timeout=300, check=True,
+    )
+    data = json.loads(out.stdout)
+    assert data["pair_64"]["ratio"] > 1.0
+    assert data["memset_16_4096"]["ratio"] > 1.0
+    assert data["check_quarantine"]["check_speed_vs_memcmp"] > 0
+    assert data["rss_1m_blocks"]["slot_bytes"] == 80
