@@ -31,7 +31,7 @@ from collections import deque
 from contextlib import contextmanager
 from dataclasses import dataclass
 from types import FrameType
-from typing import Any, Callable, Iterator, Literal
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Literal
 
 from . import native
 from .canary import MAX_PAD, Canaries
@@ -39,6 +39,9 @@ from .errors import HeapClosedError, MemguardError, error_for
 from .leaks import BlockRecord, LeakGroup, Snapshot, group_records
 from .report import Report
 from .stacks import Stack, StackTable
+
+if TYPE_CHECKING:
+    from .callbacks import CAllocator
 
 __all__ = [
     "GuardedHeap",
@@ -205,10 +208,8 @@ class GuardedHeap:
         self._canaries = Canaries(redzone, secret, canary)
         self._front = self._canaries.front
         self._rear = self._canaries.rear
-        self._secret16 = self._canaries.secret
         self._seal_key = (secret >> 16) & _M30
         self._arena_key = (secret >> 48) & 0xFFF0
-        self._pads = self._canaries.pads
         self._tails = self._canaries.tails
         self._uoff = HEADER_SIZE + redzone
         self._stacks = StackTable(stack_depth)
@@ -230,7 +231,6 @@ class GuardedHeap:
         self._tls = threading.local()
         self._deferred: list[Report] = []
         self._alloc_s: list[struct.Struct | None] = [None] * (SMALL_MAX + 1)
-        self._rz_s: list[struct.Struct | None] = [None] * (SMALL_MAX + 1)
         self._slot_s: list[struct.Struct | None] = [None] * ((self._uoff + redzone + SMALL_MAX) // 16 + 1)
         self._free_s: list[struct.Struct | None] = [None] * len(self._slot_s)
         # Hook seams: None when no plugin implements the hook, so the hot path pays one test.
@@ -248,12 +248,6 @@ class GuardedHeap:
         s = _struct(f"<IIQQII{self.redzone}s{n}s{(-n & MAX_PAD) + self.redzone}s")
         if n <= SMALL_MAX:
             self._alloc_s[n] = s
-        return s
-
-    def _rz_struct(self, n: int) -> struct.Struct:
-        s = _struct(f"<{self.redzone}s{n}x{(-n & MAX_PAD) + self.redzone}s")
-        if n <= SMALL_MAX:
-            self._rz_s[n] = s
         return s
 
     def _slot_struct(self, stride: int) -> struct.Struct:
@@ -276,6 +270,17 @@ class GuardedHeap:
 
             self._plugins = HeapPlugins(self)
         return self._plugins
+
+    def c_allocator(self) -> CAllocator:
+        """C-callable allocator functions on this heap (see :mod:`memguard.callbacks`).
+
+        The returned object holds ctypes callbacks (``malloc``, ``calloc``, ``realloc``,
+        ``free``, ``opaque_alloc``, ``opaque_free``) usable as fields of ctypes structures;
+        keep it alive as long as C code may call them.
+        """
+        from .callbacks import CAllocator
+
+        return CAllocator(self)
 
     # ------------------------------------------------------------------ arenas
     def _carve(self, cls: int) -> int:
@@ -763,11 +768,10 @@ class GuardedHeap:
             hdr = self._header(found)
             if self._seal_ok(p, hdr, found[1]) and hdr[4] == QUARANTINED:
                 _, asid, n, serial, state, fsid = hdr
-                gone = ""
                 return Report(
                     kind="double-free", address=p, size=n, stack=stack, thread=thread, serial=serial,
                     alloc_stack=self._stacks.get(asid), free_stack=self._stacks.get(fsid),
-                    message=f"attempting {op} on 0x{p:x}, a {n}-byte block that was already freed{gone}",
+                    message=f"attempting {op} on 0x{p:x}, a {n}-byte block that was already freed",
                 )
             if hdr[4] != NEVER:
                 return self._header_report(found[0], found[1], p, hdr, op)

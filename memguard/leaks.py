@@ -7,6 +7,7 @@ in 3 object(s) allocated from:").
 
 from __future__ import annotations
 
+import os
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Protocol, Sequence
@@ -168,7 +169,7 @@ def format_leaks(groups: Sequence[LeakGroup], tool: str = "memguard") -> str:
     """LeakSanitizer-style text for ``groups``; empty string when there is nothing to say."""
     if not groups:
         return ""
-    lines = ["=" * 65, f"==ERROR: {tool}: detected memory leaks", ""]
+    lines = ["=" * 65, f"=={os.getpid()}==ERROR: {tool}: detected memory leaks", ""]
     for g in groups:
         lines.append(f"Direct leak of {g.size} byte(s) in {g.count} object(s) allocated from:")
         lines.append(format_stack(g.stack))

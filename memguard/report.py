@@ -66,6 +66,7 @@ class Report:
     :ivar memory_start: the address of ``memory[0]``.
     :ivar count: how many bytes were bad (or objects, for a leak).
     :ivar extra: anything else a checker wants to attach (JSON-ready values).
+    :ivar pid: the process that made the finding.
     """
 
     kind: str
@@ -84,6 +85,7 @@ class Report:
     memory_start: int = 0
     count: int = 0
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
+    pid: int = field(default_factory=os.getpid, compare=False)
 
     @property
     def bad_address(self) -> int:
@@ -102,7 +104,7 @@ class Report:
         return str(stack[0]) if stack else "<unknown>"
 
     def __str__(self) -> str:
-        lines = [_RULE, f"=={os.getpid()}==ERROR: memguard: {self.kind} on address 0x{self.bad_address:x}"]
+        lines = [_RULE, f"=={self.pid}==ERROR: memguard: {self.kind} on address 0x{self.bad_address:x}"]
         if self.message:
             lines.append(self.message)
         if self.stack:
@@ -154,6 +156,7 @@ class Report:
             "memory_start": self.memory_start,
             "count": self.count,
             "extra": dict(self.extra),
+            "pid": self.pid,
         }
 
     @classmethod
@@ -180,4 +183,5 @@ class Report:
             memory_start=int(data.get("memory_start", 0)),
             count=int(data.get("count", 0)),
             extra=dict(data.get("extra") or {}),
+            pid=int(data.get("pid", 0)),
         )

@@ -1,0 +1,166 @@
+"""The process-wide heap: :func:`install`, :func:`uninstall` and module-level ``malloc``/``free``.
+
+``memguard.malloc`` and friends allocate from the process-wide :class:`GuardedHeap`.
+When none is installed yet, the first call installs one with the defaults and
+``MEMGUARD_OPTIONS``, so a library can call them unconditionally.
+
+With ``leak_check=1`` (the default), an ``atexit`` handler checks the heap and prints the
+exit report when the interpreter ends (normal exit, ``sys.exit``, an uncaught exception,
+and SIGTERM with ``handle_sigterm=1``).  The exit status of a program that calls
+:func:`install` itself is not changed (Python offers no clean way to change it from an
+``atexit`` handler); ``memguard run`` applies the ``exitcode`` rule.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import threading
+from typing import Any
+
+from . import exitdump
+from .errors import MemguardError, OptionsError
+from .heap import GuardedHeap
+from .options import Options
+from .suppressions import Suppressions
+
+__all__ = [
+    "install",
+    "uninstall",
+    "process_heap",
+    "process_options",
+    "malloc",
+    "calloc",
+    "realloc",
+    "memalign",
+    "free",
+]
+
+_lock = threading.RLock()
+_heap: GuardedHeap | None = None
+_options: Options | None = None
+_suppressions: Suppressions | None = None
+_atexit_registered = False
+
+
+def install(**options: Any) -> GuardedHeap:
+    """Create the process-wide heap (once) and return it.
+
+    Options are ``MEMGUARD_OPTIONS`` overridden by the keyword arguments (see
+    :class:`memguard.options.Options`).  Calling it again returns the same heap; calling it
+    with options that differ from the installed ones raises :class:`MemguardError`
+    (call :func:`uninstall` first).  Thread-safe.
+
+    :raises OptionsError: an unknown option or a bad value.
+    :raises memguard.SuppressionsError: the ``suppressions`` file is unreadable or malformed.
+    """
+    global _heap, _options, _suppressions, _atexit_registered
+    heap = _heap
+    if heap is not None and not options:
+        return heap
+    with _lock:
+        if _heap is not None:
+            assert _options is not None
+            wanted = Options.resolve(**options)
+            if wanted != _options:
+                diff = ", ".join(
+                    f"{k}={getattr(wanted, k)!r} (installed: {getattr(_options, k)!r})"
+                    for k in wanted.changed().keys() | _options.changed().keys()
+                    if getattr(wanted, k) != getattr(_options, k)
+                )
+                raise MemguardError(
+                    f"memguard.install(): the process heap is already installed with other options: {diff}; "
+                    "call memguard.uninstall() first"
+                )
+            return _heap
+        opts = Options.resolve(**options)
+        suppressions = Suppressions.load(opts.suppressions) if opts.suppressions else Suppressions()
+        log_file = opts.log_file()
+        if log_file is not None:
+            directory = os.path.dirname(os.path.abspath(log_file))
+            if not os.path.isdir(directory):
+                raise OptionsError(
+                    f"option 'log_path': directory {directory!r} does not exist", "log_path",
+                    "stderr, stdout, or a path prefix in an existing directory",
+                )
+        heap = GuardedHeap(**opts.heap_kwargs(), name="process")
+        if opts.load_plugins:
+            _load_plugins(heap)
+        if opts.handle_sigterm:
+            exitdump.install_sigterm_handler()
+        if not _atexit_registered:
+            atexit.register(_at_exit)
+            _atexit_registered = True
+        _options, _suppressions = opts, suppressions
+        _heap = heap
+        return heap
+
+
+def _load_plugins(heap: GuardedHeap) -> None:
+    """Register entry-point plugins (issue 4's :func:`memguard.plugins.load_entrypoint_plugins`)."""
+    try:
+        from .plugins import load_entrypoint_plugins
+    except ImportError:  # pragma: no cover - the plugin layer is optional
+        return
+    load_entrypoint_plugins(heap)
+
+
+def uninstall() -> None:
+    """Remove the process-wide heap: no exit report for it; module-level calls install anew.
+
+    The heap is closed without a final check: pointers it handed out must not be used
+    afterwards.  A no-op when nothing is installed.
+    """
+    global _heap, _options, _suppressions
+    with _lock:
+        heap = _heap
+        _heap = None
+        _options = None
+        _suppressions = None
+        exitdump.restore_sigterm_handler()
+    if heap is not None and not heap.closed:
+        heap.close(check=False)
+
+
+def process_heap() -> GuardedHeap | None:
+    """The process-wide heap, or ``None`` when it is not installed."""
+    return _heap
+
+
+def process_options() -> Options | None:
+    """The options the process-wide heap was installed with, or ``None``."""
+    return _options
+
+
+def _at_exit() -> None:
+    """The ``atexit`` handler: the exit report of the process heap (when one is installed)."""
+    with _lock:
+        heap, options, suppressions = _heap, _options, _suppressions
+    if heap is None or options is None:
+        return
+    exitdump.dump(heap, options, suppressions)
+
+
+def malloc(size: int) -> int:
+    """``malloc`` on the process-wide heap (installed on first use)."""
+    return (_heap or install()).malloc(size)
+
+
+def calloc(count: int, size: int) -> int:
+    """``calloc`` on the process-wide heap (installed on first use)."""
+    return (_heap or install()).calloc(count, size)
+
+
+def realloc(address: int, size: int) -> int:
+    """``realloc`` on the process-wide heap (installed on first use)."""
+    return (_heap or install()).realloc(address, size)
+
+
+def memalign(alignment: int, size: int) -> int:
+    """``memalign`` on the process-wide heap (installed on first use)."""
+    return (_heap or install()).memalign(alignment, size)
+
+
+def free(address: int) -> None:
+    """``free`` on the process-wide heap (installed on first use)."""
+    (_heap or install()).free(address)
