@@ -82,3 +82,71 @@ def error_for(report: Report) -> MemguardError:
     if cls is None:
         cls = RefcountError if report.kind.startswith("refcount-") else MemguardError
     return cls(report.headline(), report)
+
+
+# --- issue 6: C libraries on the guarded heap ------------------------------------------
+__all__ += ["CallbackError", "LibraryNotFoundError"]
+
+
+class CallbackError(MemguardError):
+    """An allocator callback called from C failed in a way that is not a heap finding.
+
+    For example a negative size from a C ``int`` parameter, or an unexpected Python
+    exception inside the callback.  The callback returned NULL to C and recorded a
+    ``callback-error`` report, which the next :meth:`GuardedHeap.check` raises.
+    """
+
+
+class LibraryNotFoundError(MemguardError, OSError):
+    """A C library (zlib, libbz2, liblzma, libexpat, libsqlite3, …) is not installed."""
+
+
+_BY_KIND["callback-error"] = CallbackError
+
+
+# --- issue 3: options, suppressions (exit report) ----------------------------------------
+__all__ += ["OptionsError", "SuppressionsError"]
+
+
+class OptionsError(MemguardError, ValueError):
+    """A bad ``MEMGUARD_OPTIONS`` entry or ``install()`` keyword: unknown key or bad value.
+
+    :ivar key: the option's name (``None`` when the text could not be split into keys).
+    :ivar allowed: a description of the allowed values (or the known keys).
+    """
+
+    def __init__(self, message: str, key: str | None = None, allowed: str = "") -> None:
+        super().__init__(message)
+        self.key = key
+        self.allowed = allowed
+
+
+class SuppressionsError(MemguardError, ValueError):
+    """A suppressions file that cannot be read, or a malformed line in one.
+
+    :ivar filename: the file (``"<string>"`` for text given directly).
+    :ivar lineno: the 1-based line number (0 when the whole file is at fault).
+    """
+
+    def __init__(self, message: str, filename: str = "<string>", lineno: int = 0) -> None:
+        super().__init__(message)
+        self.filename = filename
+        self.lineno = lineno
+
+
+# --- issue 4: custom-allocator annotations (memguard.mempool) ------------------------------
+__all__ += ["PoolError"]
+
+
+class PoolError(MemguardError):
+    """A finding in a sub-allocator declared with :class:`memguard.MemPool`.
+
+    Overflow between regions, use after return, double return, return of a foreign
+    address, overlapping hand-outs (the ``pool-*`` report kinds).
+    """
+
+
+for _kind in ("pool-buffer-overflow", "pool-buffer-underflow", "pool-use-after-free", "pool-double-free",
+              "pool-bad-free", "pool-overlap"):
+    _BY_KIND[_kind] = PoolError
+del _kind

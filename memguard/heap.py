@@ -28,7 +28,6 @@ import struct
 import sys
 import threading
 from collections import deque
-from contextlib import contextmanager
 from dataclasses import dataclass
 from types import FrameType
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Literal
@@ -36,6 +35,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Literal
 from . import native
 from .canary import MAX_PAD, Canaries
 from .errors import HeapClosedError, MemguardError, error_for
+from .policy import ON_ERROR, ErrorPolicy
 from .leaks import BlockRecord, LeakGroup, Snapshot, group_records
 from .report import Report
 from .stacks import Stack, StackTable
@@ -79,7 +79,6 @@ _STATE_NAMES = {LIVE: "live", QUARANTINED: "quarantined", RETIRED: "corrupt"}
 #: Quarantine entries are ``address << 13 | size``; this size marks a large block.
 _LARGE_MARK = 0x1FFF
 
-ON_ERROR = ("raise", "report", "abort")
 _FILL_NEW = b"\xcd" * SMALL_MAX
 _FILL_FREED = b"\xdd" * SMALL_MAX
 _FREED_FILLS: list[bytes | None] = [None] * (SMALL_MAX + 1)
@@ -124,8 +123,9 @@ class InvalidAddressError(MemguardError, ValueError):
 class BlockInfo:
     """What memguard knows about one block.
 
-    :ivar state: ``"live"``, ``"quarantined"`` (freed, waiting) or ``"released"``
-        (left the quarantine; its slot may be reused).
+    :ivar state: ``"live"``, ``"quarantined"`` (freed and still poisoned: in the quarantine,
+        or out of it and waiting for its slot to be reused) or ``"corrupt"`` (its header was
+        found damaged; never reused).
     """
 
     address: int
@@ -164,7 +164,7 @@ def _round16(n: int) -> int:
     return (n + 15) & ~15
 
 
-class GuardedHeap:
+class GuardedHeap(ErrorPolicy):
     """A debug heap over the platform allocator.
 
     :param redzone: bytes of canary on each side of every block (a multiple of 16).
@@ -195,16 +195,13 @@ class GuardedHeap:
             raise ValueError(f"quarantine_bytes must be >= 0, got {quarantine_bytes}")
         if not 0 <= stack_depth <= 256:
             raise ValueError(f"stack_depth must be between 0 and 256, got {stack_depth}")
-        if on_error not in ON_ERROR:
-            raise ValueError(f"on_error must be one of {', '.join(ON_ERROR)}; got {on_error!r}")
         secret = int.from_bytes(os.urandom(8), "little")
         self.name = name
         self.redzone = redzone
         self.quarantine_bytes = quarantine_bytes
         self.stack_depth = stack_depth
-        self.on_error = on_error
+        self._init_policy(on_error)
         self.canary = canary
-        self.reports: list[Report] = []
         self._canaries = Canaries(redzone, secret, canary)
         self._front = self._canaries.front
         self._rear = self._canaries.rear
@@ -228,15 +225,12 @@ class GuardedHeap:
         self._live = 0
         self._peak = 0
         self._closed = False
-        self._tls = threading.local()
-        self._deferred: list[Report] = []
         self._alloc_s: list[struct.Struct | None] = [None] * (SMALL_MAX + 1)
         self._slot_s: list[struct.Struct | None] = [None] * ((self._uoff + redzone + SMALL_MAX) // 16 + 1)
         self._free_s: list[struct.Struct | None] = [None] * len(self._slot_s)
         # Hook seams: None when no plugin implements the hook, so the hot path pays one test.
         self._on_alloc: Callable[[GuardedHeap, int], None] | None = None
         self._on_free: Callable[[GuardedHeap, int], None] | None = None
-        self._on_report: Callable[[Report], None] | None = None
         self._on_check: Callable[[GuardedHeap], list[Report]] | None = None
         self._plugins: Any = None
         if plugins:
@@ -275,12 +269,16 @@ class GuardedHeap:
         """C-callable allocator functions on this heap (see :mod:`memguard.callbacks`).
 
         The returned object holds ctypes callbacks (``malloc``, ``calloc``, ``realloc``,
-        ``free``, ``opaque_alloc``, ``opaque_free``) usable as fields of ctypes structures;
-        keep it alive as long as C code may call them.
+        ``free``, ``opaque_alloc``, ``opaque_free``) usable as fields of ctypes structures.
+        There is one per heap, kept alive by the heap, so C may keep the pointers.
         """
-        from .callbacks import CAllocator
+        with self._lock:
+            alloc = self.__dict__.get("_c_allocator")
+            if alloc is None:
+                from .callbacks import CAllocator
 
-        return CAllocator(self)
+                alloc = self._c_allocator = CAllocator(self)
+        return alloc
 
     # ------------------------------------------------------------------ arenas
     def _carve(self, cls: int) -> int:
@@ -409,6 +407,10 @@ class GuardedHeap:
                 nu = nfound[1] + self._uoff
                 nfound[0][nu : nu + keep] = found[0][u : u + keep]
                 reports = self._free_found(found[0], found[1], address, self._stacks.capture(frame))
+                if reports and self.on_error != "report":
+                    # The caller will not get the new block: give it back rather than leak it.
+                    reports += self._free_found(nfound[0], nfound[1], new, self._stacks.capture(frame))
+                    new = 0
         self._emit(reports)
         if new and self._on_free is not None:
             self._on_free(self, address)
@@ -519,33 +521,42 @@ class GuardedHeap:
                             return
                         reports = self._evict() if self._qbytes > self.quarantine_bytes else None
                         arena = None
+            freed = True
             if arena is not None or p >> ARENA_SHIFT not in self._arenas:
-                reports = self._free_other(p, sid, f)
+                reports, freed = self._free_other(p, sid, f)
         finally:
             self._release()
-        if reports:
-            self._emit(reports)
-        if self._on_free is not None:
+        if freed and self._on_free is not None:
             self._on_free(self, p)
+        if reports:
+            __tracebackhide__ = True
+            self._emit(reports)
 
     def _free_slow(self, address: object, frame: FrameType | None) -> None:
         p = self._address_arg(address)
         if not p:
             return
         with self._lock:
-            reports = self._free_other(p, self._stacks.capture(frame), frame)
+            reports, freed = self._free_other(p, self._stacks.capture(frame), frame)
+        if freed and self._on_free is not None:
+            self._on_free(self, p)
+        __tracebackhide__ = True
         self._emit(reports)
 
-    def _free_other(self, p: int, sid: int, frame: FrameType | None) -> list[Report]:
-        """Everything but the fast path: large blocks, findings, bad pointers."""
+    def _free_other(self, p: int, sid: int, frame: FrameType | None) -> tuple[list[Report], bool]:
+        """Everything but the fast path: large blocks, findings, bad pointers.
+
+        Returns the findings and whether a block was freed.
+        """
         found = self._find(p)
         state = self._header(found)[4] if found is not None else None
         if state == RETIRED:
-            return []  # reported when its header was found damaged; never reused
+            return [], False  # reported when its header was found damaged; never reused
         if state != LIVE:
-            return [self._bad_free_report(p, found, frame, "free")]
+            return [self._bad_free_report(p, found, frame, "free")], False
         assert found is not None
-        return self._free_found(found[0], found[1], p, sid)
+        reports = self._free_found(found[0], found[1], p, sid)
+        return reports, self._header(found)[4] == QUARANTINED
 
     def _free_found(self, view: memoryview, hoff: int, p: int, sid: int) -> list[Report]:
         """Free the live block ``p`` (header at ``hoff``), reporting corruption first."""
@@ -567,7 +578,7 @@ class GuardedHeap:
         self._quarantine.append(p << 13 | (_LARGE_MARK if p in self._large else n))
         self._qbytes += n
         if self._qbytes > self.quarantine_bytes:
-            reports.extend(self._evict())
+            reports.extend(self._evict() or ())
         return reports
 
     def _evict(self) -> list[Report] | None:
@@ -794,26 +805,6 @@ class GuardedHeap:
             message=f"attempting {op} on address which was not malloc()-ed: 0x{p:x}",
         )
 
-    def _emit(self, reports: list[Report] | None) -> None:
-        """Record findings, tell the plugins, then act on ``on_error``."""
-        if not reports:
-            return
-        self.reports.extend(reports)
-        if self._on_report is not None:
-            for r in reports:
-                self._on_report(r)
-        if self.on_error == "raise":
-            if getattr(self._tls, "defer", 0):
-                self._deferred.extend(reports)
-                return
-            __tracebackhide__ = True
-            raise error_for(reports[0])
-        if self.on_error == "abort":
-            for r in reports:
-                print(r, file=sys.stderr)
-            sys.stderr.flush()
-            os.abort()
-
     # ------------------------------------------------------------------ inspection
     def view(self, address: int) -> memoryview:
         """A writable 1-D ``'B'`` memoryview of exactly the user bytes of a live block."""
@@ -841,63 +832,85 @@ class GuardedHeap:
                 free_stack=self._stacks.get(fsid) if state != LIVE else (),
             )
 
+    def _carved(self, base: int, stride: int) -> int:
+        """Bytes of an arena that have been carved into slots (the rest was never used)."""
+        for bump in self._bump:
+            if bump is not None and bump[1] == base:
+                return bump[3]
+        return ARENA_SIZE // stride * stride
+
     def _blocks(self) -> Iterator[tuple[memoryview, int, int, tuple[int, int, int, int, int, int]]]:
         """Every block slot in use: ``(view, header offset, user address, header)``."""
         uoff = self._uoff
         for view, base, stride, _ in list(self._arenas.values()):
-            count = ARENA_SIZE // stride
             walker = _struct(f"<IIQQII{stride - HEADER_SIZE}x")
-            for i, hdr in enumerate(walker.iter_unpack(view[: count * stride])):
+            for i, hdr in enumerate(walker.iter_unpack(view[: self._carved(base, stride)])):
                 if hdr[4] != NEVER:
                     yield view, i * stride, base + i * stride + uoff, hdr
         for p, (view, hoff, _) in list(self._large.items()):
             yield view, hoff, p, _HDR.unpack_from(view, hoff)
 
+    def _check_arena(self, view: memoryview, base: int, stride: int, akey: int) -> list[Report]:
+        """Verify every slot of one arena; intact slots cost a few comparisons each."""
+        reports: list[Report] = []
+        uoff = self._uoff
+        front_l, rear_l, tails = self._front, self._rear, self._tails
+        seal_key = self._seal_key
+        walker = self._slot_s[stride >> 4] or self._slot_struct(stride)
+        hoff = -stride
+        for seal, _, n, serial, state, _, front, rest in walker.iter_unpack(view[: self._carved(base, stride)]):
+            hoff += stride
+            if state == NEVER:
+                continue
+            k = (hoff ^ akey) & 0xFF0
+            if seal == (serial ^ n ^ hoff ^ seal_key) & _M30 and n <= stride:
+                if state == LIVE:
+                    if front == front_l[k] and rest.endswith(rear_l[k | (-n & 15)]):
+                        continue
+                elif state == QUARANTINED:
+                    if (
+                        front == front_l[k]
+                        and rest.startswith(_FREED_FILLS[(n + 15) & -16] or _freed_fill((n + 15) & -16))
+                        and rest.endswith(tails[k | (-n & 15)])
+                    ):
+                        continue
+                elif state == RETIRED:
+                    continue
+            reports.extend(self._check_one(view, hoff, base + hoff + uoff))
+        return reports
+
+    def _check_one(self, view: memoryview, hoff: int, p: int) -> list[Report]:
+        """Verify one block in detail (the slow path of :meth:`check`)."""
+        hdr = _HDR.unpack_from(view, hoff)
+        state = hdr[4]
+        if state == RETIRED:
+            return []
+        if not self._seal_ok(p, hdr, hoff):
+            _STATE.pack_into(view, hoff + _STATE_OFFSET, RETIRED)
+            return [self._header_report(view, hoff, p, hdr, "check()")]
+        if state == LIVE:
+            return self._verify_redzones(view, hoff, p, hdr, repair=True)
+        return self._verify_freed(view, hoff, p, hdr, repair=True)
+
     def check(self) -> list[Report]:
-        """Verify every live block's redzones and every quarantined block's poison.
+        """Verify every live block's redzones and every freed block's poison.
 
         Each corruption is reported once (the damaged canary or poison is restored after
         the report).  Plugins' ``memguard_check`` results are included.  Returns the new
         findings; with ``on_error="raise"`` the first one is raised.
         """
+        __tracebackhide__ = True
         reports: list[Report] = []
         with self._lock:
             if self._closed:
                 raise HeapClosedError("the heap is closed")
-            for view, hoff, p, hdr in self._blocks():
-                state = hdr[4]
-                if state == RETIRED:
-                    continue
-                if not self._seal_ok(p, hdr, hoff):
-                    reports.append(self._header_report(view, hoff, p, hdr, "check()"))
-                    _STATE.pack_into(view, hoff + _STATE_OFFSET, RETIRED)
-                    continue
-                if state == LIVE:
-                    reports.extend(self._verify_redzones(view, hoff, p, hdr, repair=True))
-                else:
-                    reports.extend(self._verify_freed(view, hoff, p, hdr, repair=True))
+            for view, base, stride, akey in list(self._arenas.values()):
+                reports.extend(self._check_arena(view, base, stride, akey))
+            for p, (view, hoff, _) in list(self._large.items()):
+                reports.extend(self._check_one(view, hoff, p))
         if self._on_check is not None:
             reports.extend(self._on_check(self))
-        pending, self._deferred = self._deferred, []
-        self._emit(reports)
-        if pending and self.on_error == "raise":
-            raise error_for(pending[0])
-        return pending + reports
-
-    @contextmanager
-    def deferred_errors(self) -> Iterator[None]:
-        """Within this block (in this thread), ``on_error="raise"`` records instead of raising.
-
-        For code that must not raise, such as allocator callbacks called from C: findings
-        are recorded (and seen by plugins) at once, and the next :meth:`check` raises the
-        first of them.
-        """
-        tls = self._tls
-        tls.defer = getattr(tls, "defer", 0) + 1
-        try:
-            yield
-        finally:
-            tls.defer -= 1
+        return self._settle(reports)
 
     def _live_records(self) -> list[BlockRecord]:
         records = [
@@ -915,14 +928,25 @@ class GuardedHeap:
                 raise HeapClosedError("the heap is closed")
             return Snapshot(self._serial, tuple(self._live_records()), self._stacks)
 
-    def leaks(self, since: Snapshot | None = None) -> list[LeakGroup]:
+    @property
+    def serial(self) -> int:
+        """Allocations made so far: a cheap mark for ``leaks(since=heap.serial)``."""
+        return self._serial
+
+    def leaks(self, since: Snapshot | int | None = None) -> list[LeakGroup]:
         """Blocks still live that were allocated after ``since`` (all when ``None``).
 
-        Grouped by allocation stack, largest total first.
+        ``since`` is a :class:`Snapshot` or an allocation count (:attr:`serial`).  Grouped by
+        allocation stack, largest total first.
         """
-        if since is not None and not isinstance(since, Snapshot):
-            raise TypeError(f"since must be a Snapshot or None, got {type(since).__name__}")
-        mark = since.serial if since is not None else 0
+        if since is None:
+            mark = 0
+        elif isinstance(since, Snapshot):
+            mark = since.serial
+        elif type(since) is int:
+            mark = since
+        else:
+            raise TypeError(f"since must be a Snapshot, an int or None, got {type(since).__name__}")
         with self._lock:
             if self._closed:
                 raise HeapClosedError("the heap is closed")

@@ -239,3 +239,446 @@ def owned_buffer(size: int, alignment: int = 0) -> tuple[int, memoryview]:
     owner = _owned_type(size).from_address(address)
     owner.release = release
     return address, memoryview(owner).cast("B")
+
+
+# =====================================================================================
+# C libraries with pluggable allocators (issue 6): zlib, bzip2, liblzma, expat, SQLite,
+# and the deliberately buggy C library the test-suite compiles.
+#
+# Everything below is loaded lazily: nothing is opened at import time.  Each loader
+# opens its library once (``ctypes.util.find_library`` first, then the usual soname),
+# sets ``argtypes``/``restype`` on every function memguard uses and caches the result.
+# A missing library raises :class:`memguard.errors.LibraryNotFoundError`.
+# =====================================================================================
+
+import ctypes.util as _ctypes_util  # noqa: E402
+import threading as _threading  # noqa: E402
+from typing import Callable, TypeVar  # noqa: E402
+
+__all__ += [
+    "MALLOC_FN",
+    "CALLOC_FN",
+    "REALLOC_FN",
+    "FREE_FN",
+    "SIZE_FN",
+    "ZALLOC_FN",
+    "OPAQUE_FREE_FN",
+    "BZALLOC_FN",
+    "LZMA_ALLOC_FN",
+    "SQLITE_MALLOC_FN",
+    "SQLITE_REALLOC_FN",
+    "SQLITE_SIZE_FN",
+    "SQLITE_ROUNDUP_FN",
+    "SQLITE_INIT_FN",
+    "SQLITE_SHUTDOWN_FN",
+    "ZStream",
+    "BzStream",
+    "LzmaAllocator",
+    "LzmaStream",
+    "XMLMemoryHandlingSuite",
+    "SqliteMemMethods",
+    "ZlibLib",
+    "Bz2Lib",
+    "LzmaLib",
+    "ExpatLib",
+    "SqliteLib",
+    "BuggyLib",
+    "load_library",
+    "zlib",
+    "bz2",
+    "lzma",
+    "expat",
+    "sqlite3",
+    "buggy",
+]
+
+_c_uint = ctypes.c_uint
+_c_int = ctypes.c_int
+
+# --- callback prototypes -------------------------------------------------------------
+# CFUNCTYPE caches its classes by signature, so two equal prototypes are the same type
+# and a callback of one can be stored in a structure field declared with the other.
+
+#: ``void *malloc(size_t size)``
+MALLOC_FN = ctypes.CFUNCTYPE(_vp, _sz)
+#: ``void *calloc(size_t count, size_t size)``
+CALLOC_FN = ctypes.CFUNCTYPE(_vp, _sz, _sz)
+#: ``void *realloc(void *ptr, size_t size)``
+REALLOC_FN = ctypes.CFUNCTYPE(_vp, _vp, _sz)
+#: ``void free(void *ptr)``
+FREE_FN = ctypes.CFUNCTYPE(None, _vp)
+#: ``size_t usable_size(void *ptr)``
+SIZE_FN = ctypes.CFUNCTYPE(_sz, _vp)
+#: zlib's ``alloc_func``: ``voidpf (*)(voidpf opaque, uInt items, uInt size)``
+ZALLOC_FN = ctypes.CFUNCTYPE(_vp, _vp, _c_uint, _c_uint)
+#: zlib's ``free_func``, bzip2's ``bzfree`` and ``lzma_allocator.free``: ``void (*)(void *opaque, void *ptr)``
+OPAQUE_FREE_FN = ctypes.CFUNCTYPE(None, _vp, _vp)
+#: bzip2's ``bzalloc``: ``void *(*)(void *opaque, int items, int size)``
+BZALLOC_FN = ctypes.CFUNCTYPE(_vp, _vp, _c_int, _c_int)
+#: ``lzma_allocator.alloc``: ``void *(*)(void *opaque, size_t nmemb, size_t size)``
+LZMA_ALLOC_FN = ctypes.CFUNCTYPE(_vp, _vp, _sz, _sz)
+#: ``sqlite3_mem_methods.xMalloc``: ``void *(*)(int)``
+SQLITE_MALLOC_FN = ctypes.CFUNCTYPE(_vp, _c_int)
+#: ``sqlite3_mem_methods.xRealloc``: ``void *(*)(void *, int)``
+SQLITE_REALLOC_FN = ctypes.CFUNCTYPE(_vp, _vp, _c_int)
+#: ``sqlite3_mem_methods.xSize``: ``int (*)(void *)``
+SQLITE_SIZE_FN = ctypes.CFUNCTYPE(_c_int, _vp)
+#: ``sqlite3_mem_methods.xRoundup``: ``int (*)(int)``
+SQLITE_ROUNDUP_FN = ctypes.CFUNCTYPE(_c_int, _c_int)
+#: ``sqlite3_mem_methods.xInit``: ``int (*)(void *)``
+SQLITE_INIT_FN = ctypes.CFUNCTYPE(_c_int, _vp)
+#: ``sqlite3_mem_methods.xShutdown``: ``void (*)(void *)``
+SQLITE_SHUTDOWN_FN = ctypes.CFUNCTYPE(None, _vp)
+
+
+# --- structures ------------------------------------------------------------------------
+class ZStream(ctypes.Structure):
+    """zlib's ``z_stream`` (``zalloc``/``zfree``/``opaque`` select the allocator)."""
+
+    _fields_ = [
+        ("next_in", _vp),
+        ("avail_in", _c_uint),
+        ("total_in", ctypes.c_ulong),
+        ("next_out", _vp),
+        ("avail_out", _c_uint),
+        ("total_out", ctypes.c_ulong),
+        ("msg", ctypes.c_char_p),
+        ("state", _vp),
+        ("zalloc", ZALLOC_FN),
+        ("zfree", OPAQUE_FREE_FN),
+        ("opaque", _vp),
+        ("data_type", _c_int),
+        ("adler", ctypes.c_ulong),
+        ("reserved", ctypes.c_ulong),
+    ]
+
+
+class BzStream(ctypes.Structure):
+    """bzip2's ``bz_stream`` (``bzalloc``/``bzfree``/``opaque`` select the allocator)."""
+
+    _fields_ = [
+        ("next_in", _vp),
+        ("avail_in", _c_uint),
+        ("total_in_lo32", _c_uint),
+        ("total_in_hi32", _c_uint),
+        ("next_out", _vp),
+        ("avail_out", _c_uint),
+        ("total_out_lo32", _c_uint),
+        ("total_out_hi32", _c_uint),
+        ("state", _vp),
+        ("bzalloc", BZALLOC_FN),
+        ("bzfree", OPAQUE_FREE_FN),
+        ("opaque", _vp),
+    ]
+
+
+class LzmaAllocator(ctypes.Structure):
+    """liblzma's ``lzma_allocator``: ``alloc(opaque, nmemb, size)``, ``free(opaque, ptr)``, ``opaque``."""
+
+    _fields_ = [("alloc", LZMA_ALLOC_FN), ("free", OPAQUE_FREE_FN), ("opaque", _vp)]
+
+
+class LzmaStream(ctypes.Structure):
+    """liblzma's ``lzma_stream``; a zeroed instance is ``LZMA_STREAM_INIT``."""
+
+    _fields_ = [
+        ("next_in", _vp),
+        ("avail_in", _sz),
+        ("total_in", ctypes.c_uint64),
+        ("next_out", _vp),
+        ("avail_out", _sz),
+        ("total_out", ctypes.c_uint64),
+        ("allocator", ctypes.POINTER(LzmaAllocator)),
+        ("internal", _vp),
+        ("reserved_ptr1", _vp),
+        ("reserved_ptr2", _vp),
+        ("reserved_ptr3", _vp),
+        ("reserved_ptr4", _vp),
+        ("seek_pos", ctypes.c_uint64),
+        ("reserved_int2", ctypes.c_uint64),
+        ("reserved_int3", _sz),
+        ("reserved_int4", _sz),
+        ("reserved_enum1", _c_int),
+        ("reserved_enum2", _c_int),
+    ]
+
+
+class XMLMemoryHandlingSuite(ctypes.Structure):
+    """expat's ``XML_Memory_Handling_Suite``: ``malloc_fcn``, ``realloc_fcn``, ``free_fcn``."""
+
+    _fields_ = [("malloc_fcn", MALLOC_FN), ("realloc_fcn", REALLOC_FN), ("free_fcn", FREE_FN)]
+
+
+class SqliteMemMethods(ctypes.Structure):
+    """SQLite's ``sqlite3_mem_methods`` (for ``sqlite3_config(SQLITE_CONFIG_MALLOC, …)``)."""
+
+    _fields_ = [
+        ("xMalloc", SQLITE_MALLOC_FN),
+        ("xFree", FREE_FN),
+        ("xRealloc", SQLITE_REALLOC_FN),
+        ("xSize", SQLITE_SIZE_FN),
+        ("xRoundup", SQLITE_ROUNDUP_FN),
+        ("xInit", SQLITE_INIT_FN),
+        ("xShutdown", SQLITE_SHUTDOWN_FN),
+        ("pAppData", _vp),
+    ]
+
+
+# --- loading -----------------------------------------------------------------------------
+_lib_lock = _threading.Lock()
+_lib_cache: dict[str, object] = {}
+
+#: ``name -> sonames to try`` when ``find_library`` finds nothing.
+_SONAMES: dict[str, tuple[str, ...]] = {
+    "z": ("libz.so.1", "libz.dylib", "zlib1.dll", "zlib.dll"),
+    "bz2": ("libbz2.so.1.0", "libbz2.so.1", "libbz2.dylib", "libbz2.dll", "bz2.dll"),
+    "lzma": ("liblzma.so.5", "liblzma.dylib", "liblzma.dll", "lzma.dll"),
+    "expat": ("libexpat.so.1", "libexpat.dylib", "libexpat.dll", "expat.dll"),
+    "sqlite3": ("libsqlite3.so.0", "libsqlite3.dylib", "sqlite3.dll"),
+}
+
+
+def load_library(name: str) -> ctypes.CDLL:
+    """Open the system library ``name`` (``"z"``, ``"bz2"``, ``"lzma"``, ``"expat"``, ``"sqlite3"``).
+
+    Raises :class:`memguard.errors.LibraryNotFoundError` naming the library when it is
+    not installed.  (Not cached; the typed loaders such as :func:`zlib` cache.)
+    """
+    from .errors import LibraryNotFoundError
+
+    candidates: list[str] = []
+    found = _ctypes_util.find_library(name)
+    if found:
+        candidates.append(found)
+    candidates.extend(_SONAMES.get(name, (f"lib{name}.so",)))
+    errors = []
+    for candidate in candidates:
+        try:
+            return ctypes.CDLL(candidate)
+        except OSError as exc:
+            errors.append(f"{candidate}: {exc}")
+    raise LibraryNotFoundError(f"C library {name!r} is not installed ({'; '.join(errors) or 'not found'})")
+
+
+def _require(lib: ctypes.CDLL, libname: str, name: str, restype: object, *argtypes: object) -> ctypes._CFuncPtr:  # type: ignore[name-defined]
+    fn = _declare(lib, name, restype, *argtypes)
+    if fn is None:
+        from .errors import LibraryNotFoundError
+
+        raise LibraryNotFoundError(f"{libname} has no function {name!r} (too old a version?)")
+    return fn
+
+
+def _cached(key: str, make: Callable[[], _T]) -> _T:
+    with _lib_lock:
+        lib = _lib_cache.get(key)
+        if lib is None:
+            lib = _lib_cache[key] = make()
+        return lib  # type: ignore[return-value]
+
+
+_T = TypeVar("_T")
+_cp = ctypes.c_char_p
+_pz = ctypes.POINTER(ZStream)
+_pbz = ctypes.POINTER(BzStream)
+_plz = ctypes.POINTER(LzmaStream)
+
+
+class ZlibLib:
+    """zlib's functions with prototypes set (see :func:`zlib`)."""
+
+    Z_OK = 0
+    Z_STREAM_END = 1
+    Z_BUF_ERROR = -5
+    Z_NO_FLUSH = 0
+    Z_FINISH = 4
+    Z_DEFLATED = 8
+
+    def __init__(self, lib: ctypes.CDLL) -> None:
+        d = lambda name, res, *args: _require(lib, "zlib", name, res, *args)  # noqa: E731
+        self.lib = lib
+        self.zlibVersion = d("zlibVersion", _cp)
+        self.deflateInit2_ = d("deflateInit2_", _c_int, _pz, _c_int, _c_int, _c_int, _c_int, _c_int, _cp, _c_int)
+        self.deflate = d("deflate", _c_int, _pz, _c_int)
+        self.deflateEnd = d("deflateEnd", _c_int, _pz)
+        self.deflateBound = d("deflateBound", ctypes.c_ulong, _pz, ctypes.c_ulong)
+        self.inflateInit2_ = d("inflateInit2_", _c_int, _pz, _c_int, _cp, _c_int)
+        self.inflate = d("inflate", _c_int, _pz, _c_int)
+        self.inflateEnd = d("inflateEnd", _c_int, _pz)
+        self.version: bytes = self.zlibVersion()
+
+
+class Bz2Lib:
+    """libbz2's functions with prototypes set (see :func:`bz2`)."""
+
+    BZ_RUN = 0
+    BZ_FINISH = 2
+    BZ_OK = 0
+    BZ_RUN_OK = 1
+    BZ_FINISH_OK = 3
+    BZ_STREAM_END = 4
+    BZ_MEM_ERROR = -3
+
+    def __init__(self, lib: ctypes.CDLL) -> None:
+        d = lambda name, res, *args: _require(lib, "libbz2", name, res, *args)  # noqa: E731
+        self.lib = lib
+        self.BZ2_bzlibVersion = d("BZ2_bzlibVersion", _cp)
+        self.BZ2_bzCompressInit = d("BZ2_bzCompressInit", _c_int, _pbz, _c_int, _c_int, _c_int)
+        self.BZ2_bzCompress = d("BZ2_bzCompress", _c_int, _pbz, _c_int)
+        self.BZ2_bzCompressEnd = d("BZ2_bzCompressEnd", _c_int, _pbz)
+        self.BZ2_bzDecompressInit = d("BZ2_bzDecompressInit", _c_int, _pbz, _c_int, _c_int)
+        self.BZ2_bzDecompress = d("BZ2_bzDecompress", _c_int, _pbz)
+        self.BZ2_bzDecompressEnd = d("BZ2_bzDecompressEnd", _c_int, _pbz)
+        self.version: bytes = self.BZ2_bzlibVersion()
+
+
+class LzmaLib:
+    """liblzma's functions with prototypes set (see :func:`lzma`)."""
+
+    LZMA_OK = 0
+    LZMA_STREAM_END = 1
+    LZMA_MEM_ERROR = 5
+    LZMA_RUN = 0
+    LZMA_FINISH = 3
+    LZMA_CHECK_CRC64 = 4
+
+    def __init__(self, lib: ctypes.CDLL) -> None:
+        d = lambda name, res, *args: _require(lib, "liblzma", name, res, *args)  # noqa: E731
+        self.lib = lib
+        self.lzma_version_string = d("lzma_version_string", _cp)
+        self.lzma_easy_encoder = d("lzma_easy_encoder", _c_int, _plz, ctypes.c_uint32, _c_int)
+        self.lzma_stream_decoder = d("lzma_stream_decoder", _c_int, _plz, ctypes.c_uint64, ctypes.c_uint32)
+        self.lzma_code = d("lzma_code", _c_int, _plz, _c_int)
+        self.lzma_end = d("lzma_end", None, _plz)
+        self.version: bytes = self.lzma_version_string()
+
+
+class ExpatLib:
+    """libexpat's functions with prototypes set (see :func:`expat`)."""
+
+    XML_STATUS_ERROR = 0
+    XML_STATUS_OK = 1
+    #: ``void (*XML_StartElementHandler)(void *userData, const XML_Char *name, const XML_Char **atts)``
+    START_HANDLER = ctypes.CFUNCTYPE(None, _vp, _cp, ctypes.POINTER(_cp))
+    #: ``void (*XML_EndElementHandler)(void *userData, const XML_Char *name)``
+    END_HANDLER = ctypes.CFUNCTYPE(None, _vp, _cp)
+
+    def __init__(self, lib: ctypes.CDLL) -> None:
+        d = lambda name, res, *args: _require(lib, "libexpat", name, res, *args)  # noqa: E731
+        self.lib = lib
+        self.XML_ExpatVersion = d("XML_ExpatVersion", _cp)
+        self.XML_ParserCreate = d("XML_ParserCreate", _vp, _cp)
+        self.XML_ParserCreate_MM = d(
+            "XML_ParserCreate_MM", _vp, _cp, ctypes.POINTER(XMLMemoryHandlingSuite), _cp
+        )
+        self.XML_Parse = d("XML_Parse", _c_int, _vp, _cp, _c_int, _c_int)
+        self.XML_ParserFree = d("XML_ParserFree", None, _vp)
+        self.XML_GetErrorCode = d("XML_GetErrorCode", _c_int, _vp)
+        self.XML_ErrorString = d("XML_ErrorString", _cp, _c_int)
+        self.XML_GetCurrentLineNumber = d("XML_GetCurrentLineNumber", ctypes.c_ulong, _vp)
+        self.XML_SetElementHandler = d("XML_SetElementHandler", None, _vp, self.START_HANDLER, self.END_HANDLER)
+        self.version: bytes = self.XML_ExpatVersion()
+
+
+class SqliteLib:
+    """libsqlite3's functions with prototypes set (see :func:`sqlite3`).
+
+    ``sqlite3_config`` is variadic; ``config_malloc`` is its ``(int, sqlite3_mem_methods *)``
+    form, which is how every ``SQLITE_CONFIG_MALLOC`` call is made.
+    """
+
+    SQLITE_OK = 0
+    SQLITE_BUSY = 5
+    SQLITE_ROW = 100
+    SQLITE_DONE = 101
+    SQLITE_MISUSE = 21
+    SQLITE_CONFIG_MALLOC = 4
+    SQLITE_CONFIG_GETMALLOC = 5
+    #: ``sqlite3_exec``'s callback: ``int (*)(void *, int, char **, char **)``
+    EXEC_CALLBACK = ctypes.CFUNCTYPE(_c_int, _vp, _c_int, ctypes.POINTER(_cp), ctypes.POINTER(_cp))
+
+    def __init__(self, lib: ctypes.CDLL) -> None:
+        d = lambda name, res, *args: _require(lib, "libsqlite3", name, res, *args)  # noqa: E731
+        pp = ctypes.POINTER(_vp)
+        self.lib = lib
+        self.sqlite3_libversion = d("sqlite3_libversion", _cp)
+        # A second handle on the same symbol, so the variadic function's two shapes keep
+        # their own prototypes.
+        self.config_malloc = _require(ctypes.CDLL(lib._name), "libsqlite3", "sqlite3_config", _c_int, _c_int, ctypes.POINTER(SqliteMemMethods))
+        self.sqlite3_initialize = d("sqlite3_initialize", _c_int)
+        self.sqlite3_shutdown = d("sqlite3_shutdown", _c_int)
+        self.sqlite3_open = d("sqlite3_open", _c_int, _cp, pp)
+        self.sqlite3_close = d("sqlite3_close", _c_int, _vp)
+        self.sqlite3_exec = d("sqlite3_exec", _c_int, _vp, _cp, self.EXEC_CALLBACK, _vp, pp)
+        self.sqlite3_prepare_v2 = d("sqlite3_prepare_v2", _c_int, _vp, _cp, _c_int, pp, pp)
+        self.sqlite3_step = d("sqlite3_step", _c_int, _vp)
+        self.sqlite3_finalize = d("sqlite3_finalize", _c_int, _vp)
+        self.sqlite3_column_int64 = d("sqlite3_column_int64", ctypes.c_int64, _vp, _c_int)
+        self.sqlite3_errmsg = d("sqlite3_errmsg", _cp, _vp)
+        self.sqlite3_free = d("sqlite3_free", None, _vp)
+        self.sqlite3_memory_used = d("sqlite3_memory_used", ctypes.c_int64)
+        self.version: bytes = self.sqlite3_libversion()
+
+
+class BuggyLib:
+    """The test-suite's deliberately buggy C library (``tests/clib/buggy.c``), prototypes set.
+
+    Every function allocates through the callbacks installed with ``buggy_set_allocator``.
+    """
+
+    def __init__(self, lib: ctypes.CDLL) -> None:
+        d = lambda name, res, *args: _require(lib, "buggy", name, res, *args)  # noqa: E731
+        self.lib = lib
+        self.buggy_set_allocator = d("buggy_set_allocator", None, MALLOC_FN, FREE_FN)
+        self.buggy_clean = d("buggy_clean", _c_int, _sz)
+        self.buggy_overflow = d("buggy_overflow", None, _sz)
+        self.buggy_underflow = d("buggy_underflow", None, _sz)
+        self.buggy_double_free = d("buggy_double_free", None, _sz)
+        self.buggy_use_after_free = d("buggy_use_after_free", None, _sz)
+        self.buggy_leak = d("buggy_leak", _vp, _sz)
+        self.buggy_interior_free = d("buggy_interior_free", None, _sz)
+        self.buggy_foreign_free = d("buggy_foreign_free", None)
+        self.buggy_check_null = d("buggy_check_null", _c_int, _sz)
+        self.buggy_churn = d("buggy_churn", ctypes.c_long, _sz, _sz)
+
+
+def zlib() -> ZlibLib:
+    """The system zlib, loaded once, every function memguard uses declared."""
+    return _cached("z", lambda: ZlibLib(load_library("z")))
+
+
+def bz2() -> Bz2Lib:
+    """The system libbz2, loaded once, every function memguard uses declared."""
+    return _cached("bz2", lambda: Bz2Lib(load_library("bz2")))
+
+
+def lzma() -> LzmaLib:
+    """The system liblzma, loaded once, every function memguard uses declared."""
+    return _cached("lzma", lambda: LzmaLib(load_library("lzma")))
+
+
+def expat() -> ExpatLib:
+    """The system libexpat, loaded once, every function memguard uses declared."""
+    return _cached("expat", lambda: ExpatLib(load_library("expat")))
+
+
+def sqlite3() -> SqliteLib:
+    """The system libsqlite3, loaded once, every function memguard uses declared.
+
+    Configuring SQLite's allocator changes it for the whole process (including Python's
+    own :mod:`sqlite3` module when it shares the library): do it in a process of its own.
+    """
+    return _cached("sqlite3", lambda: SqliteLib(load_library("sqlite3")))
+
+
+def buggy(path: str) -> BuggyLib:
+    """The compiled test library at ``path`` (one load per path), every function declared."""
+    def make() -> BuggyLib:
+        try:
+            return BuggyLib(ctypes.CDLL(path))
+        except OSError as exc:
+            from .errors import LibraryNotFoundError
+
+            raise LibraryNotFoundError(f"cannot load {path}: {exc}") from None
+
+    return _cached("buggy:" + path, make)

@@ -133,7 +133,7 @@ class Report:
         off = self.offset
         if off < 0:
             return f"located {-off} bytes to the left of"
-        if off >= self.size and self.size >= 0 and self.kind in ("heap-buffer-overflow",):
+        if off >= self.size:
             return f"located {off - self.size} bytes to the right of"
         return f"located {off} bytes inside of"
 

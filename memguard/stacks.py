@@ -107,18 +107,22 @@ class StackTable:
         self._cache: tuple[FrameType | None, dict[int, int]] = (None, {})
 
     def capture(self, frame: FrameType | None) -> int:
-        """Intern the stack that starts at ``frame``; return its id."""
-        cache = self._cache
-        if frame is cache[0] and frame is not None:
-            sid = cache[1].get(frame.f_lasti)
-            if sid is not None:
-                return sid
-        depth = self.depth
-        raw = []
+        """Intern the stack that starts at ``frame``; return its id.
+
+        memguard's own frames at the top are skipped first, so a call through a wrapper
+        or a C callback is attributed (and cached) by the user's frame.
+        """
         f = frame
         while f is not None and f.f_code.co_filename.startswith(_MEMGUARD_DIR):
             f = f.f_back
         top = f
+        cache = self._cache
+        if top is not None and top is cache[0]:
+            sid = cache[1].get(top.f_lasti)
+            if sid is not None:
+                return sid
+        depth = self.depth
+        raw = []
         while f is not None and len(raw) < depth:
             raw.append((f.f_code, f.f_lasti))
             f = f.f_back
@@ -129,12 +133,12 @@ class StackTable:
                 sid = len(self._raw)
                 self._raw.append(key)
                 self._ids[key] = sid
-            if top is frame and frame is not None:
+            if top is not None:
                 cache = self._cache
-                if cache[0] is frame and len(cache[1]) < 64:
-                    cache[1][frame.f_lasti] = sid
+                if cache[0] is top and len(cache[1]) < 64:
+                    cache[1][top.f_lasti] = sid
                 else:
-                    self._cache = (frame, {frame.f_lasti: sid})
+                    self._cache = (top, {top.f_lasti: sid})
         return sid
 
     def here(self, skip: int = 1) -> int:

@@ -1,0 +1,201 @@
+"""Real C libraries: their own allocator versus memguard's guarded heap (and valgrind).
+
+Run:  python benchmarks/bench_clibs.py [--quick] [--reps N] [--no-valgrind]
+
+Same work, same process: zlib compressing 64 MiB and expat parsing a generated 20 MiB
+XML document, first with the library's default allocator (the baseline), then with
+the guarded heap behind the library's allocator hooks.  Repetitions are interleaved
+(plain, guarded, guarded, plain, …) and medians compared.  Targets: zlib ratio <= 1.10,
+expat ratio <= 3.0.  Ratios are of process CPU time (``time.process_time``): on a shared
+machine wall-clock time mostly measures the neighbours; the wall-clock ratio is printed too.
+
+When ``valgrind`` is on PATH the same workloads (smaller, because memcheck is slow:
+see the size column) run under ``valgrind --tool=memcheck`` in a subprocess, timed
+inside the workload (interpreter start-up excluded), against the plain run of the same
+size in this process.  ``--quick`` uses small sizes (for the test-suite).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import memguard  # noqa: E402
+from memguard import clibs  # noqa: E402
+from memguard.callbacks import allocator_for  # noqa: E402
+
+MiB = 1 << 20
+
+
+def sample(n: int) -> bytes:
+    """``n`` bytes of compressible text-like data (a 1 MiB random tile, repeated)."""
+    rng = random.Random(64)
+    words = [b"alpha", b"beta", b"gamma", b"delta", b"memguard", b"zlib", b"heap", b"expat"]
+    tile = bytearray()
+    while len(tile) < MiB:
+        tile += rng.choice(words) + str(rng.randrange(100000)).encode() + b" "
+    tile = tile[:MiB]
+    return (bytes(tile) * (n // MiB + 1))[:n]
+
+
+def xml_document(n: int) -> bytes:
+    """A generated XML catalog of about ``n`` bytes (attributes, text, entities, CDATA)."""
+    parts = [b'<?xml version="1.0"?>\n<catalog xmlns:x="urn:x">\n']
+    size = len(parts[0])
+    i = 0
+    while size < n:
+        item = (
+            b'<item id="%d" kind="k%d" x:tag="t%d"><title>Title &amp; %d</title><price cur="EUR">%d.50</price>'
+            b"<tags><tag>a%d</tag><tag>b</tag></tags><![CDATA[raw <%d>]]></item>\n" % (i, i % 50, i % 7, i, i % 1000, i % 13, i)
+        )
+        parts.append(item)
+        size += len(item)
+        i += 1
+    parts.append(b"</catalog>\n")
+    return b"".join(parts)
+
+
+def zlib_work(data: bytes, allocator: object) -> None:
+    """Compress ``data`` at level 6 (the library's allocator when ``allocator`` is None)."""
+    clibs.deflate(data, allocator, level=6)
+
+
+def expat_work(data: bytes, allocator: object) -> None:
+    """Parse ``data`` with no handlers (the library's allocator when ``allocator`` is None)."""
+    clibs.expat_parse(data, allocator)
+
+
+WORKLOADS: dict[str, tuple[Callable[[int], bytes], Callable[[bytes, object], None]]] = {
+    "zlib": (sample, zlib_work),
+    "expat": (xml_document, expat_work),
+}
+
+
+def timed(fn: Callable[[], None]) -> float:
+    """Process CPU seconds of one call."""
+    t = time.process_time()
+    fn()
+    return time.process_time() - t
+
+
+def timed_both(fn: Callable[[], None]) -> tuple[float, float]:
+    """``(CPU seconds, wall seconds)`` of one call."""
+    w = time.perf_counter()
+    t = time.process_time()
+    fn()
+    return time.process_time() - t, time.perf_counter() - w
+
+
+def compare(name: str, size: int, reps: int) -> dict[str, float]:
+    """Interleaved plain/guarded runs of one workload; medians, ratio, allocations per run."""
+    make, work = WORKLOADS[name]
+    data = make(size)
+    heap = memguard.GuardedHeap(on_error="raise")
+    alloc = allocator_for(heap)  # heap.c_allocator(), one per heap
+    work(data, None)  # warm up both paths (library load, page faults)
+    work(data, alloc)
+    plain: list[tuple[float, float]] = []
+    guarded: list[tuple[float, float]] = []
+    before = heap.stats().total_allocs
+    for rep in range(reps):
+        order = [(plain, None), (guarded, alloc)]
+        if rep % 2:
+            order.reverse()
+        for bucket, allocator in order:
+            bucket.append(timed_both(lambda: work(data, allocator)))
+    allocs = (heap.stats().total_allocs - before) / reps
+    assert heap.check() == [] and heap.leaks() == [], "memguard found something in a clean run"
+    heap.close()
+    p, g = statistics.median(t[0] for t in plain), statistics.median(t[0] for t in guarded)
+    pw, gw = statistics.median(t[1] for t in plain), statistics.median(t[1] for t in guarded)
+    return {"size": len(data), "plain": p, "guarded": g, "ratio": g / p, "wall_ratio": gw / pw, "allocs": allocs}
+
+
+def worker(name: str, size: int) -> None:
+    """Run one plain workload and print its time as JSON (the valgrind subprocess)."""
+    make, work = WORKLOADS[name]
+    data = make(size)
+    print(json.dumps({"seconds": timed(lambda: work(data, None))}))
+
+
+def under_valgrind(name: str, size: int) -> float | None:
+    """Seconds the plain workload takes under memcheck (timed inside it); None on failure."""
+    cmd = [
+        "valgrind", "--tool=memcheck", "--leak-check=no", "-q", "--error-limit=no",
+        sys.executable, __file__, "--worker", name, "--size", str(size),
+    ]
+    env = dict(os.environ, PYTHONMALLOC="malloc")
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800, env=env)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        print(f"  valgrind run of {name} failed: {exc}", file=sys.stderr)
+        return None
+    for line in reversed(proc.stdout.splitlines()):
+        if line.startswith("{"):
+            return float(json.loads(line)["seconds"])
+    print(f"  valgrind run of {name} failed (rc {proc.returncode}): {proc.stderr[-500:]}", file=sys.stderr)
+    return None
+
+
+def main() -> int:
+    """Print the comparison tables; exit 1 when a target is missed (full runs only)."""
+    parser = argparse.ArgumentParser(description="zlib and expat: plain allocator vs memguard (vs valgrind)")
+    parser.add_argument("--quick", action="store_true", help="small sizes, few repetitions")
+    parser.add_argument("--reps", type=int, default=0, help="interleaved repetitions (default 5, quick 3)")
+    parser.add_argument("--no-valgrind", action="store_true", help="skip the valgrind comparison")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--size", type=int, default=0, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        worker(args.worker, args.size)
+        return 0
+    reps = args.reps or (3 if args.quick else 5)
+    sizes = {"zlib": 4 * MiB, "expat": 2 * MiB} if args.quick else {"zlib": 64 * MiB, "expat": 20 * MiB}
+    vg_sizes = {"zlib": 1 * MiB, "expat": MiB // 2} if args.quick else {"zlib": 8 * MiB, "expat": 4 * MiB}
+    targets = {"zlib": 1.10, "expat": 3.0}
+    print(f"Python {sys.version.split()[0]}, {reps} interleaved repetitions, medians")
+    print("CPU seconds (process_time); 'wall' is the wall-clock ratio")
+    header = f"{'workload':<8} {'size':>8} {'allocs/run':>10} {'plain s':>9} {'memguard s':>11} {'ratio':>6} {'target':>7} {'wall':>6}"
+    print(header)
+    print("-" * len(header))
+    failed = False
+    for name, size in sizes.items():
+        r = compare(name, size, reps)
+        ok = r["ratio"] <= targets[name]
+        failed |= not ok
+        print(
+            f"{name:<8} {r['size'] / MiB:>6.1f}Mi {r['allocs']:>10.0f} {r['plain']:>9.3f} {r['guarded']:>11.3f} "
+            f"{r['ratio']:>6.2f} {'<= %.2f' % targets[name]:>7} {r['wall_ratio']:>6.2f}{'' if ok else '  MISSED'}"
+        )
+    if not args.no_valgrind:
+        if shutil.which("valgrind") is None:
+            print("\nvalgrind is not on PATH: no memcheck comparison")
+        else:
+            print("\nvalgrind --tool=memcheck (PYTHONMALLOC=malloc), smaller workloads, CPU time inside the workload:")
+            header = f"{'workload':<8} {'size':>8} {'plain s':>9} {'memcheck s':>11} {'ratio':>7}"
+            print(header)
+            print("-" * len(header))
+            for name, size in vg_sizes.items():
+                make, work = WORKLOADS[name]
+                data = make(size)
+                work(data, None)
+                plain = statistics.median(timed(lambda: work(data, None)) for _ in range(reps))
+                vg = under_valgrind(name, size)
+                shown = f"{vg:>11.3f} {vg / plain:>7.1f}" if vg is not None else f"{'n/a':>11} {'n/a':>7}"
+                print(f"{name:<8} {size / MiB:>6.1f}Mi {plain:>9.3f} {shown}")
+    return 1 if failed and not args.quick else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,115 @@
+"""Benchmark: ObjectPool get+put pairs against the raw guarded-heap malloc+free pair.
+
+Cases (each timed in interleaved repetitions; the median per pair is printed):
+
+* ``heap pair``: ``heap.malloc(40); heap.free(p)`` on a heap with no plugin manager;
+* ``heap pair, idle plugins``: the same with a plugin manager and a plugin that
+  implements only ``memguard_report`` (the per-allocation seams stay ``None``: this
+  must not move);
+* ``heap pair, alloc+free plugin``: a plugin implementing ``memguard_alloc``/``memguard_free``;
+* ``pool pair``: ``ObjectPool.get(); put()``;
+* ``pool pair, invariants plugin``: with ``plugins/memguard_pool_invariants`` registered.
+
+Run: ``python benchmarks/bench_pool.py`` (``--quick`` for a smoke run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import memguard  # noqa: E402
+import plugins.memguard_pool_invariants as invariants  # noqa: E402
+
+
+class IdlePlugin:
+    """Implements a hook that is not on the allocation path."""
+
+    @memguard.hookimpl
+    def memguard_report(self, report: memguard.Report) -> None:
+        pass
+
+
+class CountingPlugin:
+    """Implements the allocation-path hooks."""
+
+    def __init__(self) -> None:
+        self.n = 0
+
+    @memguard.hookimpl
+    def memguard_alloc(self, heap: memguard.GuardedHeap, block: memguard.BlockInfo) -> None:
+        self.n += 1
+
+    @memguard.hookimpl
+    def memguard_free(self, heap: memguard.GuardedHeap, block: memguard.BlockInfo) -> None:
+        self.n -= 1
+
+
+def heap_case(plugins: list[object]) -> Callable[[int], float]:
+    heap = memguard.GuardedHeap(quarantine_bytes=1 << 16, plugins=plugins)
+
+    def run(n: int) -> float:
+        malloc, free = heap.malloc, heap.free
+        t = time.perf_counter()
+        for _ in range(n):
+            free(malloc(40))
+        return (time.perf_counter() - t) / n
+
+    return run
+
+
+def pool_case(plugins: list[object]) -> Callable[[int], float]:
+    heap = memguard.GuardedHeap(plugins=plugins)
+    pool = memguard.ObjectPool(40, heap=heap)
+
+    def run(n: int) -> float:
+        get, put = pool.get, pool.put
+        t = time.perf_counter()
+        for _ in range(n):
+            put(get())
+        return (time.perf_counter() - t) / n
+
+    return run
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="few, short repetitions (a smoke test)")
+    parser.add_argument("--pairs", type=int, default=None, help="pairs per repetition")
+    parser.add_argument("--reps", type=int, default=None, help="interleaved repetitions")
+    args = parser.parse_args(argv)
+    pairs = args.pairs or (200 if args.quick else 5000)
+    reps = args.reps or (3 if args.quick else 15)
+    cases = {
+        "heap pair": heap_case([]),
+        "heap pair, idle plugins": heap_case([IdlePlugin()]),
+        "heap pair, alloc+free plugin": heap_case([CountingPlugin()]),
+        "pool pair": pool_case([]),
+        "pool pair, invariants plugin": pool_case([invariants]),
+    }
+    times: dict[str, list[float]] = {name: [] for name in cases}
+    for run in cases.values():
+        run(max(pairs // 10, 10))  # warm up
+    for _ in range(reps):
+        for name, run in cases.items():
+            times[name].append(run(pairs))
+    base = statistics.median(times["heap pair"])
+    print(f"memguard pool benchmark: {reps} interleaved repetitions of {pairs} pairs (median per pair)")
+    for name, values in times.items():
+        med = statistics.median(values)
+        print(f"  {name:<32} {med * 1e6:8.2f} us   x{med / base:5.2f} of heap pair")
+    pool = statistics.median(times["pool pair"])
+    print(f"  invariants plugin overhead on the pool pair: x{statistics.median(times['pool pair, invariants plugin']) / pool:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

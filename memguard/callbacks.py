@@ -1,0 +1,310 @@
+"""C-callable allocators over a :class:`~memguard.GuardedHeap`.
+
+Many C libraries (zlib, bzip2, liblzma, expat, SQLite …) take a custom allocator.
+:class:`CAllocator` wraps a guarded heap in ctypes callbacks that C can call, so the
+library's own allocations land on the guarded heap: their overflows, double frees,
+uses after free and leaks are reported with the Python stack that called into the
+library.
+
+A finding inside a callback cannot raise through C.  Every callback therefore runs
+with the heap's errors deferred (see :meth:`GuardedHeap.deferred_errors`): the finding
+is recorded in ``heap.reports`` and passed to plugins (``memguard_report``) at once,
+the callback returns what the C contract expects (NULL from an allocation that failed,
+nothing from ``free``), and the next :meth:`GuardedHeap.check` raises it (with
+``on_error="raise"``).  Any other exception inside a callback (a negative size from a C
+``int``, a bug) becomes a ``callback-error`` report the same way; a failed allocation
+(:class:`MemoryError`) is simply NULL, as from ``malloc``.  Nothing a callback is given
+can crash the process: the heap never dereferences an address it does not own.
+"""
+
+from __future__ import annotations
+
+import _thread
+import os
+import threading
+from typing import Any, Callable
+
+from . import native
+from .errors import HeapClosedError, MemguardError
+from .report import Report
+from .stacks import Frame, current_stack
+
+__all__ = ["CAllocator", "KINDS", "allocator_for"]
+
+#: The callback kinds :meth:`CAllocator.function` can build, with their C shapes.
+KINDS: dict[str, str] = {
+    "malloc": "void *(size_t size)",
+    "calloc": "void *(size_t count, size_t size)",
+    "realloc": "void *(void *ptr, size_t size)",
+    "free": "void (void *ptr)",
+    "size": "size_t (void *ptr)  -- the block's size, 0 for NULL or an unknown pointer",
+    "opaque_alloc": "void *(void *opaque, N items, N size)  -- malloc(items * size)",
+    "opaque_calloc": "void *(void *opaque, N items, N size)  -- calloc(items, size)",
+    "opaque_free": "void (void *opaque, void *ptr)",
+}
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def _user_stack(depth: int) -> tuple[Frame, ...]:
+    """The calling thread's Python stack without memguard's own frames."""
+    stack = current_stack(depth + 16, skip=1)
+    return tuple(f for f in stack if not f.filename.startswith(_PACKAGE_DIR))[:depth]
+
+
+class CAllocator:
+    """A guarded heap as C function pointers.
+
+    Attributes are ctypes callbacks (``CFUNCTYPE`` instances) that C can call and that
+    can be stored directly in a ctypes structure field of the same prototype:
+
+    ========================  ==========================================================
+    ``malloc(size)``          :data:`memguard.native.MALLOC_FN`
+    ``calloc(n, size)``       :data:`memguard.native.CALLOC_FN`
+    ``realloc(p, size)``      :data:`memguard.native.REALLOC_FN`
+    ``free(p)``               :data:`memguard.native.FREE_FN`
+    ``size(p)``               :data:`memguard.native.SIZE_FN` (the block's size)
+    ``opaque_alloc(o, n, s)`` zlib's ``alloc_func`` (:data:`memguard.native.ZALLOC_FN`)
+    ``opaque_free(o, p)``     zlib's ``free_func``, bzip2's ``bzfree``, lzma's ``free``
+    ========================  ==========================================================
+
+    Other prototypes (bzip2's ``int`` sizes, liblzma's ``size_t`` sizes, SQLite's ``int``
+    sizes) are built by :meth:`function`.  The callbacks live as long as this object:
+    keep it (or the structure holding its callbacks) alive for as long as C may call them.
+
+    :ivar heap: the :class:`~memguard.GuardedHeap` the memory comes from.
+    :ivar null_returns: allocations answered with NULL (out of memory, bad arguments,
+        findings) since creation.
+    :ivar errors: exceptions that could not be recorded on the heap (it was closed).
+    """
+
+    def __init__(self, heap: Any) -> None:
+        from .heap import GuardedHeap
+
+        if not isinstance(heap, GuardedHeap):
+            raise TypeError(f"CAllocator needs a GuardedHeap, got {type(heap).__name__}")
+        self.heap = heap
+        self.null_returns = 0
+        self.errors: list[BaseException] = []
+        self._lock = threading.Lock()
+        self._callbacks: dict[tuple[str, type], Any] = {}
+        self._bodies = self._make_bodies()
+        self.malloc = self.function("malloc", native.MALLOC_FN)
+        self.calloc = self.function("calloc", native.CALLOC_FN)
+        self.realloc = self.function("realloc", native.REALLOC_FN)
+        self.free = self.function("free", native.FREE_FN)
+        self.size = self.function("size", native.SIZE_FN)
+        self.opaque_alloc = self.function("opaque_alloc", native.ZALLOC_FN)
+        self.opaque_free = self.function("opaque_free", native.OPAQUE_FREE_FN)
+
+    def function(self, kind: str, prototype: Any) -> Any:
+        """The callback of ``kind`` (see :data:`KINDS`) with the C prototype ``prototype``.
+
+        ``prototype`` is a ``ctypes.CFUNCTYPE`` class whose arity matches the kind, e.g.
+        ``function("opaque_alloc", native.BZALLOC_FN)`` for bzip2's ``bzalloc``.  The
+        callback is created once per ``(kind, prototype)`` and kept alive by this object.
+        """
+        body = self._bodies.get(kind)
+        if body is None:
+            raise ValueError(f"unknown callback kind {kind!r}; expected one of {', '.join(KINDS)}")
+        argtypes = getattr(prototype, "_argtypes_", None)
+        if not isinstance(prototype, type) or argtypes is None:
+            raise TypeError(f"prototype must be a ctypes.CFUNCTYPE class, got {prototype!r}")
+        arity = body.__code__.co_argcount
+        if len(argtypes) != arity:
+            raise TypeError(f"a {kind!r} callback takes {arity} argument(s); {prototype.__name__} has {len(argtypes)}")
+        key = (kind, prototype)
+        with self._lock:
+            cb = self._callbacks.get(key)
+            if cb is None:
+                cb = self._callbacks[key] = prototype(body)
+        return cb
+
+    @property
+    def addresses(self) -> dict[str, int]:
+        """The C address of each standard callback (for C code that takes raw pointers)."""
+        import ctypes
+
+        names = ("malloc", "calloc", "realloc", "free", "size", "opaque_alloc", "opaque_free")
+        return {name: ctypes.cast(getattr(self, name), ctypes.c_void_p).value or 0 for name in names}
+
+    # ------------------------------------------------------------------ callback bodies
+    def _make_bodies(self) -> dict[str, Callable[..., Any]]:
+        """The Python bodies of the callbacks, as closures over the heap's methods.
+
+        Each body is kept minimal (the callback is on the library's hot path): it marks
+        the thread as deferring errors, calls the heap and returns the address; every
+        exception goes to :meth:`_failed`, which never raises.
+        """
+        heap = self.heap
+        tls = heap._tls  # the per-thread state heap.deferred_errors() uses, set without a generator
+        h_malloc = heap.malloc
+        h_calloc = heap.calloc
+        h_realloc = heap.realloc
+        h_free = heap.free
+        failed = self._failed
+
+        def c_malloc(size: int) -> int | None:
+            tls.defer = getattr(tls, "defer", 0) + 1
+            try:
+                return h_malloc(size)
+            except BaseException as exc:  # noqa: BLE001 - nothing may escape into C
+                return failed(exc, "malloc", size=size)
+            finally:
+                tls.defer -= 1
+
+        def c_calloc(count: int, size: int) -> int | None:
+            tls.defer = getattr(tls, "defer", 0) + 1
+            try:
+                return h_calloc(count, size)
+            except BaseException as exc:  # noqa: BLE001
+                return failed(exc, "calloc", size=size, count=count)
+            finally:
+                tls.defer -= 1
+
+        def c_realloc(address: int | None, size: int) -> int | None:
+            tls.defer = getattr(tls, "defer", 0) + 1
+            try:
+                return h_realloc(address or 0, size) or None
+            except BaseException as exc:  # noqa: BLE001
+                return failed(exc, "realloc", address=address or 0, size=size)
+            finally:
+                tls.defer -= 1
+
+        def c_free(address: int | None) -> None:
+            if not address:
+                return
+            tls.defer = getattr(tls, "defer", 0) + 1
+            try:
+                h_free(address)
+            except BaseException as exc:  # noqa: BLE001
+                failed(exc, "free", address=address)
+            finally:
+                tls.defer -= 1
+
+        def c_size(address: int | None) -> int:
+            if not address:
+                return 0
+            tls.defer = getattr(tls, "defer", 0) + 1
+            try:
+                info = heap.block(address)
+                if info.state != "live":
+                    raise ValueError(f"size of 0x{address:x}, a block that is not live ({info.state})")
+                return info.size
+            except BaseException as exc:  # noqa: BLE001
+                failed(exc, "size", address=address)
+                return 0
+            finally:
+                tls.defer -= 1
+
+        def c_opaque_alloc(opaque: int | None, items: int, size: int) -> int | None:
+            tls.defer = getattr(tls, "defer", 0) + 1
+            try:
+                if items < 0 or size < 0:
+                    raise ValueError(f"negative allocation request: {items} item(s) of {size} byte(s)")
+                return h_malloc(items * size)
+            except BaseException as exc:  # noqa: BLE001
+                return failed(exc, "opaque_alloc", size=size, count=items)
+            finally:
+                tls.defer -= 1
+
+        def c_opaque_calloc(opaque: int | None, items: int, size: int) -> int | None:
+            tls.defer = getattr(tls, "defer", 0) + 1
+            try:
+                return h_calloc(items, size)
+            except BaseException as exc:  # noqa: BLE001
+                return failed(exc, "opaque_calloc", size=size, count=items)
+            finally:
+                tls.defer -= 1
+
+        def c_opaque_free(opaque: int | None, address: int | None) -> None:
+            if not address:
+                return
+            tls.defer = getattr(tls, "defer", 0) + 1
+            try:
+                h_free(address)
+            except BaseException as exc:  # noqa: BLE001
+                failed(exc, "opaque_free", address=address)
+            finally:
+                tls.defer -= 1
+
+        return {
+            "malloc": c_malloc,
+            "calloc": c_calloc,
+            "realloc": c_realloc,
+            "free": c_free,
+            "size": c_size,
+            "opaque_alloc": c_opaque_alloc,
+            "opaque_calloc": c_opaque_calloc,
+            "opaque_free": c_opaque_free,
+        }
+
+    def _failed(self, exc: BaseException, what: str, address: int = 0, size: int = 0, count: int = 1) -> None:
+        """Turn an exception inside a callback into NULL (and a report when it is a finding).
+
+        Runs inside the callback's deferral, so a report emitted here is recorded, not
+        raised.  Never raises.
+        """
+        try:
+            if what not in ("free", "opaque_free", "size"):
+                self.null_returns += 1
+            heap = self.heap
+            if isinstance(exc, MemoryError):
+                return None  # out of memory (or larger than SIZE_MAX): NULL, as from malloc
+            if isinstance(exc, HeapClosedError) or heap.closed:
+                self.errors.append(exc)
+                return None
+            if isinstance(exc, MemguardError) and exc.report is not None:
+                if not any(r is exc.report for r in heap.reports):
+                    heap._emit([exc.report])
+                return None
+            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                # Cannot be raised through C: deliver Ctrl-C once control is back in Python.
+                self.errors.append(exc)
+                if isinstance(exc, KeyboardInterrupt):
+                    _thread.interrupt_main()
+                return None
+            args = f"0x{address:x}, {size}" if what in ("realloc",) else (
+                f"0x{address:x}" if what in ("free", "opaque_free", "size") else
+                (f"{count}, {size}" if what != "malloc" else f"{size}")
+            )
+            t = threading.current_thread()
+            report = Report(
+                kind="callback-error",
+                address=address,
+                size=size if what not in ("free", "opaque_free", "size") else 0,
+                stack=_user_stack(heap.stack_depth),
+                thread=f"{t.name} (T{t.ident})",
+                message=f"{type(exc).__name__} in the C {what}({args}) callback: {exc}; NULL/nothing returned to C",
+                extra={"callback": what, "exception": type(exc).__name__},
+            )
+            heap._emit([report])
+        except BaseException as inner:  # noqa: BLE001 - on_error="abort" aside, never raise into C
+            try:
+                self.errors.append(inner)
+            except BaseException:  # noqa: BLE001  # pragma: no cover
+                pass
+        return None
+
+    def __repr__(self) -> str:
+        return f"<CAllocator over {self.heap!r}>"
+
+
+def allocator_for(obj: Any) -> CAllocator:
+    """The :class:`CAllocator` for ``obj``: a ``CAllocator`` itself, or a heap's allocator.
+
+    For a :class:`~memguard.GuardedHeap` this is ``heap.c_allocator()``: one allocator per
+    heap, kept alive by the heap, so callbacks handed to C stay valid as long as the heap.
+    """
+    if isinstance(obj, CAllocator):
+        return obj
+    from .heap import GuardedHeap
+
+    if not isinstance(obj, GuardedHeap):
+        raise TypeError(f"expected a CAllocator or a GuardedHeap, got {type(obj).__name__}")
+    # One allocator per heap, cached on the heap (see GuardedHeap.c_allocator), so that
+    # callbacks handed to C through a helper that was given only the heap stay alive as
+    # long as the heap does.
+    return obj.c_allocator()
+
+
