@@ -216,6 +216,8 @@ class GuardedHeap(ErrorPolicy):
         self._arenas: dict[int, tuple[memoryview, int, int, int]] | _Closed = {}
         self._arena_count = 0
         self._bump: list[list[Any] | None] = [None] * (SMALL_MAX // 16 + 1)
+        #: arena base -> its ``[view, base, stride, carved bytes]`` bump record
+        self._bump_of: dict[int, list[Any]] = {}
         self._free_slots: list[list[int]] | _Closed = [[] for _ in range(SMALL_MAX // 16 + 1)]
         self._large: dict[int, tuple[memoryview, int, int]] | _Closed = {}
         self._quarantine: deque[int] = deque()
@@ -295,7 +297,7 @@ class GuardedHeap(ErrorPolicy):
             if self._slot_s[stride >> 4] is None:
                 self._slot_struct(stride)
             self._arena_count += 1
-            bump = self._bump[cls] = [view, address, stride, 0]
+            bump = self._bump[cls] = self._bump_of[address] = [view, address, stride, 0]
         hoff = bump[3]
         bump[3] = hoff + bump[2]
         return bump[1] + hoff + self._uoff
@@ -834,49 +836,43 @@ class GuardedHeap(ErrorPolicy):
 
     def _carved(self, base: int, stride: int) -> int:
         """Bytes of an arena that have been carved into slots (the rest was never used)."""
-        for bump in self._bump:
-            if bump is not None and bump[1] == base:
-                return bump[3]
-        return ARENA_SIZE // stride * stride
-
-    def _blocks(self) -> Iterator[tuple[memoryview, int, int, tuple[int, int, int, int, int, int]]]:
-        """Every block slot in use: ``(view, header offset, user address, header)``."""
-        uoff = self._uoff
-        for view, base, stride, _ in list(self._arenas.values()):
-            walker = _struct(f"<IIQQII{stride - HEADER_SIZE}x")
-            for i, hdr in enumerate(walker.iter_unpack(view[: self._carved(base, stride)])):
-                if hdr[4] != NEVER:
-                    yield view, i * stride, base + i * stride + uoff, hdr
-        for p, (view, hoff, _) in list(self._large.items()):
-            yield view, hoff, p, _HDR.unpack_from(view, hoff)
+        return self._bump_of[base][3]
 
     def _check_arena(self, view: memoryview, base: int, stride: int, akey: int) -> list[Report]:
-        """Verify every slot of one arena; intact slots cost a few comparisons each."""
+        """Verify every slot of one arena; an intact slot costs a few comparisons.
+
+        The arena is copied once and compared in place (``bytes.startswith`` at an offset),
+        so no per-slot byte strings are made; a slot that fails is re-read and reported by
+        :meth:`_check_one`.
+        """
         reports: list[Report] = []
         uoff = self._uoff
         front_l, rear_l, tails = self._front, self._rear, self._tails
         seal_key = self._seal_key
-        walker = self._slot_s[stride >> 4] or self._slot_struct(stride)
+        fills = _FREED_FILLS
+        carved = self._carved(base, stride)
+        data = view[:carved].tobytes()
+        starts = data.startswith
         hoff = -stride
-        for seal, _, n, serial, state, _, front, rest in walker.iter_unpack(view[: self._carved(base, stride)]):
+        for seal, _, n, serial, state, _ in _struct(f"<IIQQII{stride - HEADER_SIZE}x").iter_unpack(data):
             hoff += stride
             if state == NEVER:
                 continue
             k = (hoff ^ akey) & 0xFF0
-            if seal == (serial ^ n ^ hoff ^ seal_key) & _M30 and n <= stride:
+            u = hoff + uoff
+            if seal == (serial ^ n ^ hoff ^ seal_key) & _M30 and n <= stride and starts(front_l[k], u - self.redzone):
                 if state == LIVE:
-                    if front == front_l[k] and rest.endswith(rear_l[k | (-n & 15)]):
+                    if starts(rear_l[k | (-n & 15)], u + n):
                         continue
                 elif state == QUARANTINED:
-                    if (
-                        front == front_l[k]
-                        and rest.startswith(_FREED_FILLS[(n + 15) & -16] or _freed_fill((n + 15) & -16))
-                        and rest.endswith(tails[k | (-n & 15)])
-                    ):
+                    span = (n + 15) & -16
+                    if starts(fills[span] or _freed_fill(span), u) and starts(tails[k | (-n & 15)], u + span):
                         continue
                 elif state == RETIRED:
                     continue
-            reports.extend(self._check_one(view, hoff, base + hoff + uoff))
+            elif state == RETIRED:
+                continue
+            reports.extend(self._check_one(view, hoff, base + u))
         return reports
 
     def _check_one(self, view: memoryview, hoff: int, p: int) -> list[Report]:
@@ -892,32 +888,58 @@ class GuardedHeap(ErrorPolicy):
             return self._verify_redzones(view, hoff, p, hdr, repair=True)
         return self._verify_freed(view, hoff, p, hdr, repair=True)
 
-    def check(self) -> list[Report]:
+    def check(self, since: Snapshot | None = None) -> list[Report]:
         """Verify every live block's redzones and every freed block's poison.
 
         Each corruption is reported once (the damaged canary or poison is restored after
         the report).  Plugins' ``memguard_check`` results are included.  Returns the new
         findings; with ``on_error="raise"`` the first one is raised.
+
+        With ``since`` (a :meth:`mark` or :meth:`snapshot`), only the blocks allocated or
+        freed after it are verified: a cheap check for the end of a test, to be completed
+        by a full ``check()`` later (the pytest plugin runs one at the end of the session).
         """
         __tracebackhide__ = True
+        if since is not None and not isinstance(since, Snapshot):
+            raise TypeError(f"since must be a Snapshot or None, got {type(since).__name__}")
         reports: list[Report] = []
         with self._lock:
             if self._closed:
                 raise HeapClosedError("the heap is closed")
-            for view, base, stride, akey in list(self._arenas.values()):
-                reports.extend(self._check_arena(view, base, stride, akey))
-            for p, (view, hoff, _) in list(self._large.items()):
-                reports.extend(self._check_one(view, hoff, p))
+            if since is None or since.frees < 0:
+                for view, base, stride, akey in list(self._arenas.values()):
+                    reports.extend(self._check_arena(view, base, stride, akey))
+                for p, (view, hoff, _) in list(self._large.items()):
+                    reports.extend(self._check_one(view, hoff, p))
+            else:
+                q = self._quarantine
+                freed = min(len(q), self._evicted + len(q) - since.frees)
+                young = [q[i] >> 13 for i in range(len(q) - freed, len(q))]
+                if not self._young_all_freed(since.serial, since.frees):
+                    young += [r.address for r in self._live_records(since.serial)]
+                for p in young:
+                    found = self._find(p)
+                    if found is not None:
+                        reports.extend(self._check_one(found[0], found[1], p))
         if self._on_check is not None:
             reports.extend(self._on_check(self))
         return self._settle(reports)
 
-    def _live_records(self) -> list[BlockRecord]:
-        records = [
-            BlockRecord(p, hdr[2], hdr[3], hdr[1])
-            for _, hoff, p, hdr in self._blocks()
-            if hdr[4] == LIVE and self._seal_ok(p, hdr, hoff)
-        ]
+    def _live_records(self, since: int = 0) -> list[BlockRecord]:
+        """Live blocks with a serial above ``since``, oldest first."""
+        records = []
+        uoff = self._uoff
+        for view, base, stride, _ in list(self._arenas.values()):
+            walker = _struct(f"<IIQQII{stride - HEADER_SIZE}x")
+            hoff = -stride
+            for hdr in walker.iter_unpack(view[: self._carved(base, stride)]):
+                hoff += stride
+                if hdr[4] == LIVE and hdr[3] > since and self._seal_ok(base + hoff + uoff, hdr, hoff):
+                    records.append(BlockRecord(base + hoff + uoff, hdr[2], hdr[3], hdr[1]))
+        for p, (view, hoff, _) in list(self._large.items()):
+            hdr = _HDR.unpack_from(view, hoff)
+            if hdr[4] == LIVE and hdr[3] > since and self._seal_ok(p, hdr, hoff):
+                records.append(BlockRecord(p, hdr[2], hdr[3], hdr[1]))
         records.sort(key=lambda r: r.serial)
         return records
 
@@ -926,12 +948,41 @@ class GuardedHeap(ErrorPolicy):
         with self._lock:
             if self._closed:
                 raise HeapClosedError("the heap is closed")
-            return Snapshot(self._serial, tuple(self._live_records()), self._stacks)
+            return Snapshot(
+                self._serial, tuple(self._live_records()), self._stacks, self._evicted + len(self._quarantine)
+            )
 
     @property
     def serial(self) -> int:
         """Allocations made so far: a cheap mark for ``leaks(since=heap.serial)``."""
         return self._serial
+
+    def mark(self) -> Snapshot:
+        """A cheap :class:`Snapshot` with no block records, for ``leaks(since=mark)``.
+
+        Taking it costs a few counter reads, and ``leaks(since=mark)`` answers without walking
+        the heap when every block allocated since the mark has already been freed.
+        """
+        with self._lock:
+            return Snapshot(self._serial, (), self._stacks, self._evicted + len(self._quarantine))
+
+    def _young_all_freed(self, serial: int, frees: int) -> bool:
+        """Whether every block allocated after ``serial`` was freed, judged from the
+        quarantine alone (False when that cannot be told cheaply)."""
+        allocated = self._serial - serial
+        freed = self._evicted + len(self._quarantine) - frees
+        q = self._quarantine
+        if freed < allocated or freed > len(q) or freed > 256:
+            return False
+        young = 0
+        for i in range(len(q) - freed, len(q)):
+            p = q[i] >> 13
+            found = self._find(p)
+            if found is None:
+                return False
+            if self._header(found)[3] > serial:
+                young += 1
+        return young == allocated
 
     def leaks(self, since: Snapshot | int | None = None) -> list[LeakGroup]:
         """Blocks still live that were allocated after ``since`` (all when ``None``).
@@ -950,7 +1001,9 @@ class GuardedHeap(ErrorPolicy):
         with self._lock:
             if self._closed:
                 raise HeapClosedError("the heap is closed")
-            records = [r for r in self._live_records() if r.serial > mark]
+            if isinstance(since, Snapshot) and since.frees >= 0 and self._young_all_freed(mark, since.frees):
+                return []
+            records = self._live_records(mark)
         return group_records(records, self._stacks)
 
     def stats(self) -> HeapStats:
@@ -997,6 +1050,7 @@ class GuardedHeap(ErrorPolicy):
                 self._large = _Closed()
                 self._free_slots = _Closed()
                 self._bump = [None] * len(self._bump)
+                self._bump_of = {}
                 self._evicted += len(self._quarantine)
                 self._quarantine.clear()
                 self._qbytes = 0

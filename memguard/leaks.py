@@ -124,12 +124,14 @@ class Snapshot:
 
     :ivar serial: the heap's allocation count when the snapshot was taken; blocks with a
         larger serial were allocated after it.
-    :ivar records: the live blocks, oldest first.
+    :ivar records: the live blocks, oldest first (empty for a :meth:`GuardedHeap.mark`).
+    :ivar frees: the heap's free count when it was taken (-1 when unknown).
     """
 
     serial: int
     records: tuple[BlockRecord, ...]
     stacks: _StackSource = field(repr=False, compare=False)
+    frees: int = -1
 
     @property
     def size(self) -> int:

@@ -269,6 +269,7 @@ class _Tracker:
     frees0: int = 0
     reports0: int = 0
     setup_serial: int | None = None
+    mark0: Any = None
     wide_fixture: bool = False
     own: list[Any] = field(default_factory=list)  # guarded_heap / ref_audit objects
     raised: list[Report] = field(default_factory=list)  # MemguardErrors that failed the test
@@ -444,6 +445,7 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
         heap = tracker.heap = run.process_heap()
         s = heap.stats()
         tracker.allocs0, tracker.live0, tracker.frees0 = s.total_allocs, s.live_blocks, s.total_frees
+        tracker.mark0 = tracker.heap.mark()
         tracker.reports0 = len(heap.reports)
         run.consumed = max(run.consumed, tracker.reports0)
         if "on_error" in policy.options and policy.marked:
@@ -530,7 +532,8 @@ def _process_findings(run: _Run, tracker: _Tracker) -> tuple[list[Report], list[
         saved, heap.on_error = heap.on_error, "report"
         before = len(heap.reports)
         try:
-            heap.check()
+            # The blocks this test allocated or freed; the session ends with a full check().
+            heap.check(since=tracker.mark0)
         finally:
             heap.on_error = saved
         start = tracker.reports0 if saved != "raise" else before
@@ -539,13 +542,11 @@ def _process_findings(run: _Run, tracker: _Tracker) -> tuple[list[Report], list[
         reports = list(heap.reports[tracker.reports0:]) if heap.on_error != "raise" else []
     run.consumed = max(run.consumed, len(heap.reports))
     groups: list[LeakGroup] = []
-    if s.total_allocs != tracker.allocs0 and s.live_blocks != tracker.live0:
-        from .leaks import Snapshot
-
-        mark = tracker.allocs0
+    if s.total_allocs != tracker.allocs0:
+        since: Any = tracker.mark0 if tracker.mark0 is not None else tracker.allocs0
         if tracker.wide_fixture and tracker.setup_serial is not None:
-            mark = tracker.setup_serial  # blocks made in setup may belong to a wider fixture
-        groups = heap.leaks(since=Snapshot(mark, (), None))  # type: ignore[arg-type]
+            since = tracker.setup_serial  # blocks made in setup may belong to a wider fixture
+        groups = heap.leaks(since=since)
     return reports, groups
 
 
@@ -758,8 +759,6 @@ def _session_check(run: _Run) -> None:
     heap = run.heap
     if heap is None or heap.closed:
         return
-    from .leaks import Snapshot
-
     saved, heap.on_error = heap.on_error, "report"
     try:
         heap.check()
@@ -767,7 +766,7 @@ def _session_check(run: _Run) -> None:
         heap.on_error = saved
     reports = list(heap.reports[run.consumed:])
     run.consumed = len(heap.reports)
-    groups = [g for g in heap.leaks(since=Snapshot(run.session_serial, (), None))  # type: ignore[arg-type]
+    groups = [g for g in heap.leaks(since=run.session_serial)
               if not set(g.addresses) <= run.reported_addresses]
     reports, _ = run.filter(reports)
     groups, _ = run.filter(groups)

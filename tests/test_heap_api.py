@@ -657,3 +657,37 @@ def test_repr_mentions_state(heap):
     assert "1 live blocks" in repr(heap)
     heap.close()
     assert "closed" in repr(heap)
+
+
+def test_check_since_a_mark_verifies_only_blocks_allocated_or_freed_after_it() -> None:
+    heap = memguard.GuardedHeap(on_error="report")
+    old_freed = heap.malloc(24)
+    heap.free(old_freed)
+    old_live = heap.malloc(24)
+    mark = heap.mark()
+    assert mark.records == () and mark.serial == heap.serial
+    young_freed = heap.malloc(40)
+    heap.free(young_freed)
+    young_live = heap.malloc(40)
+    for p in (old_freed, young_freed):
+        ctypes.memset(p + 1, 0x41, 1)           # use after free
+    for p, n in ((old_live, 24), (young_live, 40)):
+        ctypes.memset(p + n, 0x41, 1)           # one byte past the end
+    found = {(r.kind, r.address) for r in heap.check(since=mark)}
+    assert found == {("heap-use-after-free", young_freed), ("heap-buffer-overflow", young_live)}
+    found = {(r.kind, r.address) for r in heap.check()}
+    assert found == {("heap-use-after-free", old_freed), ("heap-buffer-overflow", old_live)}
+    with pytest.raises(TypeError):
+        heap.check(since=3)  # type: ignore[arg-type]
+
+
+def test_leaks_since_a_mark_without_walking_when_everything_was_freed() -> None:
+    heap = memguard.GuardedHeap()
+    keep = heap.malloc(8)
+    mark = heap.mark()
+    heap.free(heap.malloc(16))
+    assert heap.leaks(since=mark) == []
+    heap.free(keep)                 # frees an older block...
+    leaked = heap.malloc(32)        # ...while a young one stays: the walk must find it
+    groups = heap.leaks(since=mark)
+    assert [(g.size, g.count, g.addresses) for g in groups] == [(32, 1, (leaked,))]

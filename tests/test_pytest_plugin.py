@@ -401,3 +401,23 @@ def test_benchmark_quick_runs() -> None:
                           env={**os.environ, "MEMGUARD_OPTIONS": ""})
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "ratio --memguard / plain" in proc.stdout
+
+
+def test_leak_is_charged_even_when_the_test_also_frees_an_older_block(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        test_swap="""
+        import memguard
+
+        OLD = []
+
+        def test_makes_old():
+            OLD.append(memguard.malloc(8))
+
+        def test_swaps():
+            memguard.free(OLD.pop())   # the live-block count is unchanged...
+            memguard.malloc(40)        # ...but this block leaks
+        """
+    )
+    result = pytester.runpytest("--memguard", "-rf")
+    result.assert_outcomes(passed=0, failed=2)
+    result.stdout.fnmatch_lines(["*test_swaps*leaked 40 bytes in 1 block*"])
