@@ -293,9 +293,11 @@ class GuardedHeap(ErrorPolicy):
             address, view = native.owned_buffer(ARENA_SIZE + stride, ARENA_SIZE)
             native.memset(address, 0xDD, ARENA_SIZE + stride)
             akey = (self._arena_key ^ (address >> ARENA_SHIFT) * 0x9E30) & 0xFF0  # canary key of this arena
-            self._arenas[address >> ARENA_SHIFT] = (view, address, stride, akey)
-            if self._slot_s[stride >> 4] is None:
-                self._slot_struct(stride)
+            slot_s = self._slot_s[stride >> 4] or self._slot_struct(stride)
+            # (view, base, stride, canary key, user address of slot 0, slot struct, free struct)
+            self._arenas[address >> ARENA_SHIFT] = (
+                view, address, stride, akey, address + self._uoff, slot_s, self._free_s[stride >> 4]
+            )
             self._arena_count += 1
             bump = self._bump[cls] = self._bump_of[address] = [view, address, stride, 0]
         hoff = bump[3]
@@ -306,7 +308,7 @@ class GuardedHeap(ErrorPolicy):
         """``(view, header offset)`` of the block whose user region starts at ``p``."""
         arena = self._arenas.get(p >> ARENA_SHIFT)
         if arena is not None:
-            view, base, stride, _ = arena
+            view, base, stride = arena[:3]
             hoff = p - base - self._uoff
             if hoff >= 0 and hoff % stride == 0 and hoff + stride <= ARENA_SIZE:
                 return view, hoff
@@ -320,7 +322,7 @@ class GuardedHeap(ErrorPolicy):
         """``(view, header offset, user address)`` of a block whose slot contains ``p``."""
         arena = self._arenas.get(p >> ARENA_SHIFT)
         if arena is not None:
-            view, base, stride, _ = arena
+            view, base, stride = arena[:3]
             index = (p - base) // stride
             if (index + 1) * stride > ARENA_SIZE:
                 return None
@@ -345,8 +347,8 @@ class GuardedHeap(ErrorPolicy):
         try:
             slots = self._free_slots[(size + 15) >> 4]
             p = slots.pop() if slots else self._carve((size + 15) >> 4)
-            view, base, _, akey = self._arenas[p >> ARENA_SHIFT]
-            hoff = p - base - self._uoff
+            view, _, _, akey, ubase, _, _ = self._arenas[p >> ARENA_SHIFT]
+            hoff = p - ubase
             serial = self._serial = self._serial + 1
             k = (hoff ^ akey) & 0xFF0
             (self._alloc_s[size] or self._alloc_struct(size)).pack_into(
@@ -450,7 +452,7 @@ class GuardedHeap(ErrorPolicy):
             if size <= SMALL_MAX and alignment <= 16:
                 slots = self._free_slots[(size + 15) >> 4]
                 p = slots.pop() if slots else self._carve((size + 15) >> 4)
-                view, base, _, _ = self._arenas[p >> ARENA_SHIFT]
+                view, base = self._arenas[p >> ARENA_SHIFT][:2]
                 hoff = p - base - uoff
             else:
                 pre = -uoff % alignment
@@ -504,10 +506,10 @@ class GuardedHeap(ErrorPolicy):
         try:
             arena = self._arenas.get(p >> ARENA_SHIFT)
             if arena is not None:
-                view, base, stride, akey = arena
-                hoff = p - base - self._uoff
+                view, _, stride, akey, ubase, slot_s, free_s = arena
+                hoff = p - ubase
                 if not hoff % stride:
-                    seal, _, n, serial, state, _, front, rest = self._slot_s[stride >> 4].unpack_from(view, hoff)
+                    seal, _, n, serial, state, _, front, rest = slot_s.unpack_from(view, hoff)
                     k = (hoff ^ akey) & 0xFF0
                     if (
                         state == LIVE
@@ -515,13 +517,16 @@ class GuardedHeap(ErrorPolicy):
                         and front == self._front[k]
                         and rest.endswith(self._rear[k | (-n & 15)])
                     ):
-                        self._free_s[stride >> 4].pack_into(view, hoff + _STATE_OFFSET, QUARANTINED, sid, front, _FILL_FREED)
+                        free_s.pack_into(view, hoff + _STATE_OFFSET, QUARANTINED, sid, front, _FILL_FREED)
                         self._live -= n
                         self._quarantine.append(p << 13 | n)
-                        self._qbytes += n
-                        if self._qbytes <= self.quarantine_bytes and self._on_free is None:
-                            return
-                        reports = self._evict() if self._qbytes > self.quarantine_bytes else None
+                        qbytes = self._qbytes = self._qbytes + n
+                        if qbytes <= self.quarantine_bytes:
+                            if self._on_free is None:
+                                return
+                            reports = None
+                        else:
+                            reports = self._evict()
                         arena = None
             freed = True
             if arena is not None or p >> ARENA_SHIFT not in self._arenas:
@@ -608,7 +613,7 @@ class GuardedHeap(ErrorPolicy):
                 if found:
                     reports = (reports or []) + found
             else:
-                view, base, _, _ = arenas[p >> ARENA_SHIFT]
+                view, base = arenas[p >> ARENA_SHIFT][:2]
                 if not _FILL_FREED.startswith(view[p - base : p - base + ((n + 15) & -16)]):
                     found = self._evict_small_slow(view, p - base - self._uoff, p)
                     if found:
@@ -907,7 +912,7 @@ class GuardedHeap(ErrorPolicy):
             if self._closed:
                 raise HeapClosedError("the heap is closed")
             if since is None or since.frees < 0:
-                for view, base, stride, akey in list(self._arenas.values()):
+                for view, base, stride, akey, *_ in list(self._arenas.values()):
                     reports.extend(self._check_arena(view, base, stride, akey))
                 for p, (view, hoff, _) in list(self._large.items()):
                     reports.extend(self._check_one(view, hoff, p))
@@ -929,7 +934,7 @@ class GuardedHeap(ErrorPolicy):
         """Live blocks with a serial above ``since``, oldest first."""
         records = []
         uoff = self._uoff
-        for view, base, stride, _ in list(self._arenas.values()):
+        for view, base, stride, *_ in list(self._arenas.values()):
             walker = _struct(f"<IIQQII{stride - HEADER_SIZE}x")
             hoff = -stride
             for hdr in walker.iter_unpack(view[: self._carved(base, stride)]):
