@@ -1066,22 +1066,6 @@ class GuardedHeap(ErrorPolicy):
             raise error_for(reports[0])
         return reports
 
-    def __enter__(self) -> GuardedHeap:
-        return self
-
-    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.close(check=True) if self.on_error != "raise" else self._close_quietly()
-
-    def _close_quietly(self) -> None:
-        saved, self.on_error = self.on_error, "report"
-        try:
-            self.close()
-        finally:
-            self.on_error = saved
-
     def __repr__(self) -> str:
         s = self.stats() if not self._closed else None
         state = "closed" if s is None else f"{s.live_blocks} live blocks, {s.live_bytes} bytes"

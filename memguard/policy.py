@@ -15,12 +15,14 @@ import os
 import sys
 import threading
 from contextlib import contextmanager
-from typing import Callable, Iterator
+from typing import Callable, Iterator, TypeVar
 
 from .errors import error_for
 from .report import Report
 
 __all__ = ["ErrorPolicy", "ON_ERROR"]
+
+_P = TypeVar("_P", bound="ErrorPolicy")
 
 #: The accepted values of ``on_error``.
 ON_ERROR = ("raise", "report", "abort")
@@ -81,6 +83,24 @@ class ErrorPolicy:
             print(r, file=sys.stderr)
         sys.stderr.flush()
         os.abort()
+
+    def close(self) -> list[Report]:  # pragma: no cover - every checker defines it
+        """Verify one last time and release the checker's resources."""
+        raise NotImplementedError
+
+    def __enter__(self: _P) -> _P:
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        """Close; while an exception is already in flight, findings are recorded, not raised."""
+        if exc_type is None:
+            self.close()
+            return
+        saved, self.on_error = self.on_error, "report"
+        try:
+            self.close()
+        finally:
+            self.on_error = saved
 
     @contextmanager
     def deferred_errors(self) -> Iterator[None]:

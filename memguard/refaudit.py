@@ -374,18 +374,5 @@ class RefAudit(ErrorPolicy):
             self._abort(reports)
         return reports
 
-    def __enter__(self) -> RefAudit:
-        return self
-
-    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            saved, self.on_error = self.on_error, "report"
-            try:
-                self.close()
-            finally:
-                self.on_error = saved
-
     def __repr__(self) -> str:
         return f"<RefAudit {self.name!r}: {len(self.refs())} held, {len(self.reports)} report(s)>"
