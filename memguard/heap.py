@@ -30,7 +30,7 @@ import threading
 from collections import deque
 from dataclasses import dataclass
 from types import FrameType
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Literal
+from typing import TYPE_CHECKING, Any, Callable, Literal
 
 from . import native
 from .canary import MAX_PAD, Canaries
