@@ -85,6 +85,33 @@ def _address(data: bytes) -> int:
     return ctypes.cast(ctypes.c_char_p(data), ctypes.c_void_p).value or 0
 
 
+def _pump(strm: Any, data: bytes, step: Callable[[bool], int], done: Callable[[int, int, bool], bool]) -> bytes:
+    """Drive a zlib/bzip2-shaped stream over ``data`` and return everything it produced.
+
+    Input is fed through ``next_in``/``avail_in`` in pieces that fit a 32-bit count and
+    output is collected through a ``_CHUNK`` buffer.  ``step(last)`` runs the library once
+    (``last`` is true once all input has been handed over) and returns its status code;
+    ``done(rc, produced, exhausted)`` raises on errors and says whether the stream ended.
+    """
+    out = bytearray()
+    buf = ctypes.create_string_buffer(_CHUNK)
+    base = _address(data)
+    pos = 0
+    while True:
+        if strm.avail_in == 0 and pos < len(data):
+            take = min(_MAX_IN, len(data) - pos)
+            strm.next_in = base + pos
+            strm.avail_in = take
+            pos += take
+        strm.next_out = ctypes.addressof(buf)
+        strm.avail_out = _CHUNK
+        rc = step(pos >= len(data))
+        produced = _CHUNK - strm.avail_out
+        out += buf.raw[:produced]
+        if done(rc, produced, strm.avail_in == 0 and pos >= len(data)):
+            return bytes(out)
+
+
 def _alloc(allocator: CAllocator | Any | None) -> CAllocator | None:
     return None if allocator is None else allocator_for(allocator)
 
@@ -114,29 +141,17 @@ def deflate(data: bytes, allocator: Any = None, level: int = 6, wbits: int = 15)
     strm = zlib_stream(alloc) if alloc is not None else native.ZStream()
     rc = z.deflateInit2_(ctypes.byref(strm), level, z.Z_DEFLATED, wbits, 8, 0, z.version, ctypes.sizeof(strm))
     _zcheck(rc, strm, "deflateInit2_")
-    out = bytearray()
-    buf = ctypes.create_string_buffer(_CHUNK)
-    base = _address(data)
+    ref = ctypes.byref(strm)
+
+    def done(rc: int, produced: int, exhausted: bool) -> bool:
+        if rc not in (z.Z_OK, z.Z_BUF_ERROR, z.Z_STREAM_END):
+            _zcheck(rc, strm, "deflate")
+        return rc == z.Z_STREAM_END
+
     try:
-        pos = 0
-        while True:
-            if strm.avail_in == 0 and pos < len(data):
-                take = min(_MAX_IN, len(data) - pos)
-                strm.next_in = base + pos
-                strm.avail_in = take
-                pos += take
-            flush = z.Z_FINISH if pos >= len(data) else z.Z_NO_FLUSH
-            strm.next_out = ctypes.addressof(buf)
-            strm.avail_out = _CHUNK
-            rc = z.deflate(ctypes.byref(strm), flush)
-            out += buf.raw[: _CHUNK - strm.avail_out]
-            if rc == z.Z_STREAM_END:
-                break
-            if rc not in (z.Z_OK, z.Z_BUF_ERROR):
-                _zcheck(rc, strm, "deflate")
+        return _pump(strm, data, lambda last: z.deflate(ref, z.Z_FINISH if last else z.Z_NO_FLUSH), done)
     finally:
         z.deflateEnd(ctypes.byref(strm))
-    return bytes(out)
 
 
 def inflate(data: bytes, allocator: Any = None, wbits: int = 15) -> bytes:
@@ -147,31 +162,19 @@ def inflate(data: bytes, allocator: Any = None, wbits: int = 15) -> bytes:
     strm = zlib_stream(alloc) if alloc is not None else native.ZStream()
     rc = z.inflateInit2_(ctypes.byref(strm), wbits, z.version, ctypes.sizeof(strm))
     _zcheck(rc, strm, "inflateInit2_")
-    out = bytearray()
-    buf = ctypes.create_string_buffer(_CHUNK)
-    base = _address(data)
+    ref = ctypes.byref(strm)
+
+    def done(rc: int, produced: int, exhausted: bool) -> bool:
+        if rc == z.Z_BUF_ERROR and not produced and exhausted:
+            raise CLibraryError("zlib", rc, "truncated input")
+        if rc not in (z.Z_OK, z.Z_BUF_ERROR, z.Z_STREAM_END):
+            _zcheck(rc, strm, "inflate")
+        return rc == z.Z_STREAM_END
+
     try:
-        pos = 0
-        while True:
-            if strm.avail_in == 0 and pos < len(data):
-                take = min(_MAX_IN, len(data) - pos)
-                strm.next_in = base + pos
-                strm.avail_in = take
-                pos += take
-            strm.next_out = ctypes.addressof(buf)
-            strm.avail_out = _CHUNK
-            rc = z.inflate(ctypes.byref(strm), z.Z_NO_FLUSH)
-            produced = _CHUNK - strm.avail_out
-            out += buf.raw[:produced]
-            if rc == z.Z_STREAM_END:
-                break
-            if rc == z.Z_BUF_ERROR and not produced and strm.avail_in == 0 and pos >= len(data):
-                raise CLibraryError("zlib", rc, "truncated input")
-            if rc not in (z.Z_OK, z.Z_BUF_ERROR):
-                _zcheck(rc, strm, "inflate")
+        return _pump(strm, data, lambda last: z.inflate(ref, z.Z_NO_FLUSH), done)
     finally:
         z.inflateEnd(ctypes.byref(strm))
-    return bytes(out)
 
 
 def _zcheck(rc: int, strm: native.ZStream, what: str) -> None:
@@ -212,28 +215,16 @@ def bz2_compress(data: bytes, allocator: Any = None, level: int = 9) -> bytes:
     alloc = _alloc(allocator)
     strm = bz_stream(alloc) if alloc is not None else native.BzStream()
     _bzcheck(bz.BZ2_bzCompressInit(ctypes.byref(strm), level, 0, 0), "BZ2_bzCompressInit")
-    out = bytearray()
-    buf = ctypes.create_string_buffer(_CHUNK)
-    base = _address(data)
+    ref = ctypes.byref(strm)
+
+    def done(rc: int, produced: int, exhausted: bool) -> bool:
+        _bzcheck(rc, "BZ2_bzCompress")
+        return rc == bz.BZ_STREAM_END
+
     try:
-        pos = 0
-        while True:
-            if strm.avail_in == 0 and pos < len(data):
-                take = min(_MAX_IN, len(data) - pos)
-                strm.next_in = base + pos
-                strm.avail_in = take
-                pos += take
-            action = bz.BZ_FINISH if pos >= len(data) else bz.BZ_RUN
-            strm.next_out = ctypes.addressof(buf)
-            strm.avail_out = _CHUNK
-            rc = bz.BZ2_bzCompress(ctypes.byref(strm), action)
-            _bzcheck(rc, "BZ2_bzCompress")
-            out += buf.raw[: _CHUNK - strm.avail_out]
-            if rc == bz.BZ_STREAM_END:
-                break
+        return _pump(strm, data, lambda last: bz.BZ2_bzCompress(ref, bz.BZ_FINISH if last else bz.BZ_RUN), done)
     finally:
         bz.BZ2_bzCompressEnd(ctypes.byref(strm))
-    return bytes(out)
 
 
 def bz2_decompress(data: bytes, allocator: Any = None) -> bytes:
@@ -243,30 +234,18 @@ def bz2_decompress(data: bytes, allocator: Any = None) -> bytes:
     alloc = _alloc(allocator)
     strm = bz_stream(alloc) if alloc is not None else native.BzStream()
     _bzcheck(bz.BZ2_bzDecompressInit(ctypes.byref(strm), 0, 0), "BZ2_bzDecompressInit")
-    out = bytearray()
-    buf = ctypes.create_string_buffer(_CHUNK)
-    base = _address(data)
+    ref = ctypes.byref(strm)
+
+    def done(rc: int, produced: int, exhausted: bool) -> bool:
+        _bzcheck(rc, "BZ2_bzDecompress")
+        if rc != bz.BZ_STREAM_END and not produced and exhausted:
+            raise CLibraryError("bzip2", -7, "BZ2_bzDecompress: unexpected end of input")
+        return rc == bz.BZ_STREAM_END
+
     try:
-        pos = 0
-        while True:
-            if strm.avail_in == 0 and pos < len(data):
-                take = min(_MAX_IN, len(data) - pos)
-                strm.next_in = base + pos
-                strm.avail_in = take
-                pos += take
-            strm.next_out = ctypes.addressof(buf)
-            strm.avail_out = _CHUNK
-            rc = bz.BZ2_bzDecompress(ctypes.byref(strm))
-            _bzcheck(rc, "BZ2_bzDecompress")
-            produced = _CHUNK - strm.avail_out
-            out += buf.raw[:produced]
-            if rc == bz.BZ_STREAM_END:
-                break
-            if not produced and strm.avail_in == 0 and pos >= len(data):
-                raise CLibraryError("bzip2", -7, "BZ2_bzDecompress: unexpected end of input")
+        return _pump(strm, data, lambda last: bz.BZ2_bzDecompress(ref), done)
     finally:
         bz.BZ2_bzDecompressEnd(ctypes.byref(strm))
-    return bytes(out)
 
 
 # ---------------------------------------------------------------------------- liblzma
