@@ -576,10 +576,9 @@ def test_stack_depth_limits_frames():
     h = memguard.GuardedHeap(stack_depth=2)
     p = outer(h)
     stack = h.block(p).alloc_stack
-    assert [f.name for f in stack] == [
-        "test_stack_depth_limits_frames.<locals>.inner",
-        "test_stack_depth_limits_frames.<locals>.outer",
-    ]
+    # Qualified names where the interpreter has them (3.11+), plain names on 3.10.
+    assert [f.name.rsplit(".", 1)[-1] for f in stack] == ["inner", "outer"]
+    assert len(stack) == 2
     assert all(isinstance(f, memguard.Frame) for f in stack)
     h0 = memguard.GuardedHeap(stack_depth=0)
     assert h0.block(h0.malloc(8)).alloc_stack == ()
