@@ -304,14 +304,11 @@ def build_report(
     leaks: list[LeakGroup] = []
     stats: dict[str, int] | None = None
     if not closed:
-        saved, heap.on_error = heap.on_error, "report"
-        try:
+        with heap.reporting():
             heap.check()
             if options.leak_check:
                 leaks = heap.leaks()
             stats = dataclasses.asdict(heap.stats())
-        finally:
-            heap.on_error = saved
     reports = [_trim_report(r) for r in list(heap.reports)]
     leaks = _trim_leaks(leaks)
     only = Only(options.only)

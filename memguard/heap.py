@@ -1043,11 +1043,8 @@ class GuardedHeap(ErrorPolicy):
         reports: list[Report] = []
         try:
             if check:
-                saved, self.on_error = self.on_error, "report"
-                try:
+                with self.reporting():
                     reports = self.check()
-                finally:
-                    self.on_error = saved
         finally:
             with self._lock:
                 self._closed = True

@@ -234,9 +234,7 @@ class ObjectPool:
         if self._destroyed:
             return []
         self._destroyed = True
-        saved = self.heap.on_error
-        self.heap.on_error = "report"
-        try:
+        with self.heap.reporting() as saved:
             reports = self.mempool.destroy()
             for chunk in self._chunks:
                 self.heap.free(chunk)
@@ -244,8 +242,6 @@ class ObjectPool:
             self._free.clear()
             if self._own_heap:
                 reports = reports + self.heap.close()
-        finally:
-            self.heap.on_error = saved
         if reports and saved == "raise":
             from .errors import error_for
 

@@ -96,9 +96,18 @@ class ErrorPolicy:
         if exc_type is None:
             self.close()
             return
+        with self.reporting():
+            self.close()
+
+    @contextmanager
+    def reporting(self) -> Iterator[str]:
+        """Within this block, findings are recorded and passed on but never raised.
+
+        Yields the ``on_error`` value in force before the block, which is restored after it.
+        """
         saved, self.on_error = self.on_error, "report"
         try:
-            self.close()
+            yield saved
         finally:
             self.on_error = saved
 

@@ -529,13 +529,10 @@ def _process_findings(run: _Run, tracker: _Tracker) -> tuple[list[Report], list[
     # The heap's check seam is None unless a plugin implements memguard_check.
     plugins = getattr(heap, "_on_check", None) is not None
     if touched or plugins:
-        saved, heap.on_error = heap.on_error, "report"
         before = len(heap.reports)
-        try:
+        with heap.reporting() as saved:
             # The blocks this test allocated or freed; the session ends with a full check().
             heap.check(since=tracker.mark0)
-        finally:
-            heap.on_error = saved
         start = tracker.reports0 if saved != "raise" else before
         reports = list(heap.reports[start:])
     else:
@@ -564,16 +561,13 @@ def _own_findings(tracker: _Tracker) -> tuple[list[Report], list[LeakGroup]]:
         if obj.closed:
             continue
         during = list(obj.reports) if obj.on_error != "raise" else []
-        saved, obj.on_error = obj.on_error, "report"
-        try:
+        with obj.reporting():
             if isinstance(obj, GuardedHeap):
                 found = obj.check()
                 groups.extend(obj.leaks())
                 obj.close(check=False)
             else:
                 found = obj.close()  # checks first: references still held are refcount-leak reports
-        finally:
-            obj.on_error = saved
         seen = set(map(id, during))
         reports.extend(during)
         reports.extend(r for r in found if id(r) not in seen)
@@ -759,11 +753,8 @@ def _session_check(run: _Run) -> None:
     heap = run.heap
     if heap is None or heap.closed:
         return
-    saved, heap.on_error = heap.on_error, "report"
-    try:
+    with heap.reporting():
         heap.check()
-    finally:
-        heap.on_error = saved
     reports = list(heap.reports[run.consumed:])
     run.consumed = len(heap.reports)
     groups = [g for g in heap.leaks(since=run.session_serial)

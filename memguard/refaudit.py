@@ -360,11 +360,10 @@ class RefAudit(ErrorPolicy):
         """Check one last time, then refuse further ``track`` calls; closing twice is a no-op."""
         if self._closed:
             return []
-        saved, self.on_error = self.on_error, "report"
         try:
-            reports = self.check()
+            with self.reporting():
+                reports = self.check()
         finally:
-            self.on_error = saved
             self._closed = True
             if self._plugins is not None:
                 self._plugins.heap_closed()

@@ -199,15 +199,13 @@ def test_emit_to_stdout(heap: memguard.GuardedHeap, capsys: pytest.CaptureFixtur
 
 
 def test_dump_never_raises(capsys: pytest.CaptureFixture[str]) -> None:
-    class Broken:
-        closed = False
-        on_error = "raise"
-        reports: list[object] = []
-
-        def check(self) -> None:
+    class Broken(memguard.GuardedHeap):
+        def check(self, since: object = None) -> list[memguard.Report]:
             raise RuntimeError("plugin exploded")
 
-    assert exitdump.dump(Broken(), Options()) is None
+    broken = Broken()
+    assert exitdump.dump(broken, Options()) is None
+    assert broken.on_error == "raise"  # restored after the failed dump
     assert "could not produce the exit report: RuntimeError: plugin exploded" in capsys.readouterr().err
     assert exitdump.dump(None, Options()) is None
 

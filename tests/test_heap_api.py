@@ -690,3 +690,16 @@ def test_leaks_since_a_mark_without_walking_when_everything_was_freed() -> None:
     leaked = heap.malloc(32)        # ...while a young one stays: the walk must find it
     groups = heap.leaks(since=mark)
     assert [(g.size, g.count, g.addresses) for g in groups] == [(32, 1, (leaked,))]
+
+
+def test_reporting_records_without_raising_and_restores_on_error() -> None:
+    heap = memguard.GuardedHeap(on_error="raise")
+    p = heap.malloc(8)
+    heap.free(p)
+    with heap.reporting() as before:
+        assert before == "raise" and heap.on_error == "report"
+        heap.free(p)  # a double free: recorded, not raised
+    assert heap.on_error == "raise"
+    assert [r.kind for r in heap.reports] == ["double-free"]
+    with pytest.raises(memguard.DoubleFreeError):
+        heap.free(p)
