@@ -16,11 +16,6 @@ import memguard
 MiB = 1 << 20
 
 
-@pytest.fixture
-def heap():
-    h = memguard.GuardedHeap(on_error="report")
-    yield h
-    h.close(check=False)
 
 
 # ----------------------------------------------------------------------------- arguments

@@ -31,11 +31,6 @@ def _here() -> str:
     return sys._getframe(1).f_code.co_name
 
 
-@pytest.fixture
-def heap():
-    h = memguard.GuardedHeap(on_error="report")
-    yield h
-    h.close(check=False)
 
 
 def _assert_top(stack, line: int, func: str) -> None:

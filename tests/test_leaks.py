@@ -18,11 +18,6 @@ def _line() -> int:
     return sys._getframe(1).f_lineno
 
 
-@pytest.fixture
-def heap():
-    h = memguard.GuardedHeap(on_error="report")
-    yield h
-    h.close(check=False)
 
 
 def _make(heap, n, size):
