@@ -36,9 +36,10 @@ from . import native
 from .canary import MAX_PAD, Canaries
 from .errors import HeapClosedError, MemguardError, error_for
 from .policy import ON_ERROR, ErrorPolicy
+from .mutex import Mutex
 from .leaks import BlockRecord, LeakGroup, Snapshot, group_records
 from .report import Report
-from .stacks import Stack, StackTable
+from .stacks import Stack, StackTable, is_user_frame
 
 if TYPE_CHECKING:
     from .callbacks import CAllocator
@@ -61,13 +62,15 @@ SMALL_MAX = 4096
 ARENA_SHIFT = 18
 #: Size (and alignment) of a size-class arena.
 ARENA_SIZE = 1 << ARENA_SHIFT
-_HDR = struct.Struct("<IIQQII")  # seal, alloc stack, size, serial, state, free stack
+_ARENA_MASK = ARENA_SIZE - 1
+_HDR = struct.Struct("<QIQIII")  # seal, size, serial, alloc stack, state, free stack
 #: Bytes of block header in front of the front redzone.
 HEADER_SIZE = _HDR.size
 _STATE = struct.Struct("<I")
 _STATE_OFFSET = 24
 _M32 = 0xFFFFFFFF
-_M30 = 0x3FFFFFFF
+#: Largest block (the header holds the size in 32 bits).
+MAX_BLOCK = _M32
 _SIZE_MAX = native.SIZE_MAX
 
 LIVE = 0xA110C8ED
@@ -78,6 +81,12 @@ NEVER = 0xDDDDDDDD
 _STATE_NAMES = {LIVE: "live", QUARANTINED: "quarantined", RETIRED: "corrupt"}
 #: Quarantine entries are ``address << 13 | size``; this size marks a large block.
 _LARGE_MARK = 0x1FFF
+#: The low byte of ``LIVE`` as stored (little-endian): unique among the states.
+_LIVE_LOW = LIVE & 0xFF
+#: ``_PADS[pad]`` writes ``pad`` bytes (the rear redzone's part inside a 16-byte span).
+_PADS = [struct.Struct(f"{pad}s").pack_into for pad in range(16)]
+#: Poison spans up to this size are verified by unpacking; larger ones by ``startswith``.
+_UNPACK_MAX = 256
 
 _FILL_NEW = b"\xcd" * SMALL_MAX
 _FILL_FREED = b"\xdd" * SMALL_MAX
@@ -101,6 +110,17 @@ def _poison_address() -> int:
         native.memset(address, 0xDD, _POISON_CHUNK)
         _poison_buffer = (address, view)
     return _poison_buffer[0]
+
+
+def _read_header(view: memoryview, hoff: int) -> tuple[int, int, int, int, int, int]:
+    """A block header as ``(seal, alloc stack, size, serial, state, free stack)``."""
+    seal, n, serial, asid, state, fsid = _HDR.unpack_from(view, hoff)
+    return seal, asid, n, serial, state, fsid
+
+
+#: Size class (user bytes rounded up to 16, over 16) and padding of every small size.
+_CLASS_OF = [(n + 15) >> 4 for n in range(SMALL_MAX + 1)]
+_PAD_OF = [-n & 15 for n in range(SMALL_MAX + 1)]
 
 
 _struct_cache: dict[str, struct.Struct] = {}
@@ -205,57 +225,31 @@ class GuardedHeap(ErrorPolicy):
         self._canaries = Canaries(redzone, secret, canary)
         self._front = self._canaries.front
         self._rear = self._canaries.rear
-        self._seal_key = (secret >> 16) & _M30
-        self._arena_key = (secret >> 48) & 0xFFF0
+        self._seal_key = secret >> 2  # seals are sums: this keeps them below 2**64
         self._tails = self._canaries.tails
         self._uoff = HEADER_SIZE + redzone
         self._stacks = StackTable(stack_depth)
-        self._lock = threading.RLock()
-        self._acquire = self._lock.acquire
-        self._release = self._lock.release
-        self._arenas: dict[int, tuple[memoryview, int, int, int]] | _Closed = {}
+        self._lock = Mutex()
+        #: Held by the one thread taking blocks out of the quarantine (and by close()).
+        self._evictor = Mutex()
+        self._arenas: dict[int, tuple[Any, ...]] | _Closed = {}
         self._arena_count = 0
         self._bump: list[list[Any] | None] = [None] * (SMALL_MAX // 16 + 1)
         #: arena base -> its ``[view, base, stride, carved bytes]`` bump record
         self._bump_of: dict[int, list[Any]] = {}
         self._free_slots: list[list[int]] | _Closed = [[] for _ in range(SMALL_MAX // 16 + 1)]
         self._large: dict[int, tuple[memoryview, int, int]] | _Closed = {}
+        #: Freed blocks, oldest first, as ``address << 13 | size`` (``_LARGE_MARK`` for a large block).
         self._quarantine: deque[int] = deque()
-        self._qbytes = 0
-        self._serial = 0
-        self._evicted = 0  # blocks that left the quarantine; frees = evicted + quarantined
-        self._live = 0
-        self._peak = 0
         self._closed = False
-        self._alloc_s: list[struct.Struct | None] = [None] * (SMALL_MAX + 1)
-        self._slot_s: list[struct.Struct | None] = [None] * ((self._uoff + redzone + SMALL_MAX) // 16 + 1)
-        self._free_s: list[struct.Struct | None] = [None] * len(self._slot_s)
         # Hook seams: None when no plugin implements the hook, so the hot path pays one test.
-        self._on_alloc: Callable[[GuardedHeap, int], None] | None = None
-        self._on_free: Callable[[GuardedHeap, int], None] | None = None
+        # (``_on_alloc`` and ``_on_free`` are properties that reach the fast paths.)
         self._on_check: Callable[[GuardedHeap], list[Report]] | None = None
         self._plugins: Any = None
+        self._build_paths()
         if plugins:
             for plugin in plugins:
                 self.plugins.register(plugin)
-
-    # ------------------------------------------------------------------ structs
-    def _alloc_struct(self, n: int) -> struct.Struct:
-        s = _struct(f"<IIQQII{self.redzone}s{n}s{(-n & MAX_PAD) + self.redzone}s")
-        if n <= SMALL_MAX:
-            self._alloc_s[n] = s
-        return s
-
-    def _slot_struct(self, stride: int) -> struct.Struct:
-        """Structs for a whole arena slot of ``stride`` bytes.
-
-        Reading: header, front redzone, and the rest (user region, padding, tail redzone).
-        Freeing: state, free stack, front redzone, 0xDD over the user region and padding.
-        """
-        body = stride - self._uoff - self.redzone
-        s = self._slot_s[stride >> 4] = _struct(f"<IIQQII{self.redzone}s{body + self.redzone}s")
-        self._free_s[stride >> 4] = _struct(f"<II{self.redzone}s{body}s")
-        return s
 
     # ------------------------------------------------------------------ plugins
     @property
@@ -284,19 +278,28 @@ class GuardedHeap(ErrorPolicy):
 
     # ------------------------------------------------------------------ arenas
     def _carve(self, cls: int) -> int:
-        """Take a never-used slot of size class ``cls`` (user size ``16 * cls``)."""
+        """Take a never-used slot of size class ``cls`` (user size ``16 * cls``); under the lock."""
+        if self._closed:
+            raise HeapClosedError("the heap is closed")
         bump = self._bump[cls]
         if bump is None or bump[3] + bump[2] > ARENA_SIZE:
-            stride = self._uoff + 16 * cls + self.redzone
+            uoff, rz = self._uoff, self.redzone
+            stride = uoff + 16 * cls + rz
             # The buffer runs one slot past ARENA_SIZE so that reading the header of the
-            # partial slot at the end reads zeros memguard owns.
+            # partial slot at the end reads bytes memguard owns.
             address, view = native.owned_buffer(ARENA_SIZE + stride, ARENA_SIZE)
             native.memset(address, 0xDD, ARENA_SIZE + stride)
-            akey = (self._arena_key ^ (address >> ARENA_SHIFT) * 0x9E30) & 0xFF0  # canary key of this arena
-            slot_s = self._slot_s[stride >> 4] or self._slot_struct(stride)
-            # (view, base, stride, canary key, user address of slot 0, slot struct, free struct)
+            body = 16 * cls
+            # Reading a slot at free: seal, size, serial, state, front redzone, the last 16
+            # bytes of the user region (where the padding is), the tail redzone.
+            last = min(body, 16)
+            reader = _struct(f"<QIQ4xI4x{rz}s{body - last}x{last}s{rz}s")
+            # Freeing it: state, free stack, front redzone (rewritten as is), 0xDD fill.
+            freer = _struct(f"<II{rz}s{body}s")
+            # (view, base, stride, user address of slot 0, reader, freer); the canary key
+            # of a slot is its offset & 0xFF0 (the patterns are drawn from the heap's secret).
             self._arenas[address >> ARENA_SHIFT] = (
-                view, address, stride, akey, address + self._uoff, slot_s, self._free_s[stride >> 4]
+                view, address, stride, address + uoff, reader.unpack_from, freer.pack_into
             )
             self._arena_count += 1
             bump = self._bump[cls] = self._bump_of[address] = [view, address, stride, 0]
@@ -333,36 +336,296 @@ class GuardedHeap(ErrorPolicy):
                 return view, hoff, user
         return None
 
+    # ------------------------------------------------------------------ fast paths
+    def _build_paths(self) -> None:
+        """Build the counters and the malloc/free fast paths of this heap, as closures.
+
+        A guarded malloc+free pair has to cost only a few times two ctypes calls, so the
+        common case (a small block, no finding, no contention) runs as a closure over the
+        heap's tables: cell and local variables instead of attribute lookups, per-size
+        tables of bound ``struct`` methods built on first use, one ``struct`` call to
+        write a block, one to read it back at free and one to poison it.  Everything else
+        falls back to the general methods (:meth:`_alloc`, :meth:`_free_slow`).
+
+        The counters live here too; the methods reach them through ``_counts``,
+        ``_count_alloc``, ``_retire`` and ``_forget_quarantine``.  Like bound methods, the
+        fast paths keep their heap alive.
+
+        While a fast path holds the lock token it allocates nothing the garbage collector
+        tracks and calls no code outside memguard (see :mod:`memguard.mutex`): a block is
+        read and verified before the token is taken.  Blocks leave the quarantine without
+        the lock, in :func:`evict`, which one thread at a time runs (it has a token of its
+        own); the quarantined bytes are ``qin - qout``, each counter with a single writer
+        (``qin`` under the lock, ``qout`` under the evictor's token).
+        """
+        heap = self
+        uoff, rz = self._uoff, self.redzone
+        arenas = self._arenas
+        free_slots = self._free_slots
+        quarantine = self._quarantine
+        q_append, q_popleft = quarantine.append, quarantine.popleft
+        ev_take, ev_give = self._evictor.take, self._evictor.give
+        memory = native.address_space()
+        budget = self.quarantine_bytes
+        low = budget - (budget >> 4)  # eviction takes the quarantine down to 15/16 of its budget
+        seal_key = self._seal_key
+        front_l, tails_l, pads_l = self._front, self._tails, self._canaries.pads
+        stacks = self._stacks
+        capture = stacks.capture
+        take, give = self._lock.take, self._lock.give
+        # Tables by user size, built on first use; the entries are per size class (few and
+        # small, so they stay in cache) and shared by the sizes of the class:
+        #: (pack_into writing a whole slot, the class's free list)
+        writers: list[tuple[Any, ...] | None] = [None] * (SMALL_MAX + 1)
+        #: (a reader of a freed block's poison and what it reads when the poison is intact,
+        #: or None and the poisoned span; push onto the class's free list)
+        checkers: list[tuple[Any, ...] | None] = [None] * (SMALL_MAX + 1)
+        serial = live = peak = qin = qout = evicted = 0
+        # The last call site of each fast path, ``(frame, f_lasti, stack id)``: a loop that
+        # allocates or frees at one line costs one comparison instead of a stack walk.
+        # Only user frames are kept (a wrapper inside memguard is one frame for many
+        # callers); the tuple is replaced whole, so threads never see half of one.
+        malloc_site: tuple[FrameType | None, int, int] = (None, -1, 0)
+        free_site: tuple[FrameType | None, int, int] = (None, -1, 0)
+        on_alloc: Callable[[GuardedHeap, int], None] | None = None
+        on_free: Callable[[GuardedHeap, int], None] | None = None
+
+        def size_class(size: int) -> tuple[Any, ...]:
+            cls = _CLASS_OF[size]
+            span = cls << 4
+            slots = free_slots[cls]
+            if span <= _UNPACK_MAX:  # small poison: unpacked and compared (no memoryview slice)
+                checker = (_struct(f"{span}s").unpack_from, (_FILL_FREED[:span],), slots.append)
+            else:  # compared in place, by evict()
+                checker = (None, span, slots.append)
+            # Header, front redzone, 0xCD over the whole span, tail redzone; the padding
+            # between the block's end and the span's end is written after it (_PADS).
+            writer = (_struct(f"<QIQIII{rz}s{span}s{rz}s").pack_into, slots)
+            for n in range(max(span - 15, 0), span + 1):
+                writers[n] = writer
+                checkers[n] = checker
+            return writer
+
+        def malloc(size: int) -> int:
+            nonlocal serial, live, peak, malloc_site
+            if type(size) is not int or not 0 <= size <= SMALL_MAX:
+                return heap._alloc(heap._size_arg(size, "size"), 16, _FILL_NEW, _getframe(1))
+            f = _getframe(1)
+            site = malloc_site
+            if site[0] is f and site[1] == f.f_lasti:
+                sid = site[2]
+            else:
+                sid = capture(f)
+                if is_user_frame(f):
+                    malloc_site = (f, f.f_lasti, sid)
+            pack, slots = writers[size] or size_class(size)
+            try:
+                take()
+            except IndexError:  # another thread holds the lock
+                return heap._alloc(size, 16, _FILL_NEW, f)
+            if not slots:  # (only this lock's holder pops) the general path carves a slot
+                give(True)
+                return heap._alloc(size, 16, _FILL_NEW, f)
+            try:
+                p = slots.pop()
+                hoff = (p & _ARENA_MASK) - uoff  # arenas are aligned to their size
+                serial += 1
+                k = hoff & 0xFF0
+                pad = _PAD_OF[size]
+                # A slot on a free list belongs to a live arena, so it is written by address.
+                pack(
+                    memory, p - uoff, serial + size + hoff + seal_key, size, serial, sid, LIVE, 0,
+                    front_l[k], _FILL_NEW, tails_l[k + pad],
+                )
+                if pad:
+                    _PADS[pad](memory, p + size, pads_l[k + pad])
+                live += size
+                if live > peak:
+                    peak = live
+            finally:
+                give(True)
+            if on_alloc is not None:
+                on_alloc(heap, p)
+            return p
+
+        def free(address: int) -> None:
+            nonlocal live, qin, free_site
+            p = address
+            f = _getframe(1)
+            if type(p) is not int:
+                return heap._free_slow(p, f)
+            try:
+                view, _, _, ubase, read, poison = arenas[p >> ARENA_SHIFT]
+            except KeyError:  # not in an arena (also 0 and negative addresses)
+                return heap._free_slow(p, f)
+            hoff = p - ubase
+            # Read and verify the block before taking the lock (this allocates).  An address
+            # that is not the start of a slot reads bytes of the arena that fail the seal
+            # (it covers the block's offset), and the general path reports it.
+            seal, n, ser, state, front, last, tail = read(view, hoff)
+            if not (state == LIVE and seal == ser + n + hoff + seal_key):
+                return heap._free_slow(p, f)
+            k = hoff & 0xFF0
+            kp = k + _PAD_OF[n]
+            if not (front == front_l[k] and tail == tails_l[kp] and (kp == k or last.endswith(pads_l[kp]))):
+                return heap._free_slow(p, f)
+            site = free_site
+            if site[0] is f and site[1] == f.f_lasti:
+                sid = site[2]
+            else:
+                sid = capture(f)
+                if is_user_frame(f):
+                    free_site = (f, f.f_lasti, sid)
+            try:
+                take()
+            except IndexError:  # another thread holds the lock
+                return heap._free_slow(p, f)
+            try:
+                freed = view[hoff + _STATE_OFFSET] == _LIVE_LOW  # not freed by another thread meanwhile
+                if freed:
+                    poison(view, hoff + _STATE_OFFSET, QUARANTINED, sid, front, _FILL_FREED)
+                    live -= n
+                    q_append(p << 13 | n)
+                    qin += n
+            finally:
+                give(True)
+            if not freed:
+                return heap._free_slow(p, f)
+            if on_free is not None:
+                on_free(heap, p)
+            if qin - qout > budget:
+                reports = evict()
+                if reports:
+                    __tracebackhide__ = True
+                    heap._emit(reports)
+
+        def evict() -> list[Report] | None:
+            """Take the oldest blocks out of the quarantine until it is under budget.
+
+            Blocks leave in batches (down to 15/16 of the budget), each with its poison
+            verified: a small block's slot goes back to its size class (still poisoned,
+            and still verified by ``check()``, until it is reused); a large block's memory
+            goes back to the native allocator.  Runs without the lock, in one thread at a
+            time: a thread that finds another evicting (or itself, re-entered from a
+            finalizer) leaves the work to it.
+            """
+            nonlocal qout, evicted
+            try:
+                ev_take()
+            except IndexError:
+                return None
+            reports = None
+            out, goal, count = qout, qin - low, 0
+            try:
+                # close() takes this token before it releases the arenas: while it is held,
+                # the blocks of an open heap can be read by address.
+                if heap._closed:
+                    return None
+                while out < goal:
+                    try:
+                        e = q_popleft()
+                    except IndexError:  # pragma: no cover - only after a concurrent close()
+                        break
+                    n = e & _LARGE_MARK
+                    p = e >> 13
+                    if n != _LARGE_MARK:
+                        check, intact, push = checkers[n]
+                        if (
+                            check(memory, p) != intact
+                            if check is not None
+                            else not _FILL_FREED.startswith(memory[p : p + intact])
+                        ):
+                            found = heap._evict_small_slow(p)
+                            if found:
+                                reports = (reports or []) + found
+                        push(p)
+                    else:
+                        n, found = heap._evict_large(p)
+                        if found:
+                            reports = (reports or []) + found
+                    out += n
+                    count += 1
+            finally:
+                qout = out
+                evicted += count
+                ev_give(True)
+            return reports
+
+        def retire(p: int, n: int, is_large: bool) -> None:
+            """Put a freed block in the quarantine (lock held); :func:`evict` follows."""
+            nonlocal live, qin
+            live -= n
+            q_append(p << 13 | (_LARGE_MARK if is_large else n))
+            qin += n
+
+        def count_alloc(size: int) -> int:
+            """Count a new block (lock held); return its serial number."""
+            nonlocal serial, live, peak
+            if size <= SMALL_MAX and writers[size] is None:
+                size_class(size)  # a small block needs its tables even when made here
+            serial += 1
+            live += size
+            if live > peak:
+                peak = live
+            return serial
+
+        def counts() -> tuple[int, int, int, int, int]:
+            """``(serial, live bytes, peak bytes, quarantined bytes, evicted blocks)``."""
+            return serial, live, peak, qin - qout, evicted
+
+        def forget_quarantine() -> None:
+            """Empty the quarantine without verifying it, forget call sites (``close``; lock held)."""
+            nonlocal qin, evicted, malloc_site, free_site
+            malloc_site = free_site = (None, -1, 0)
+            evicted += len(quarantine)
+            quarantine.clear()
+            qin = qout
+
+        def set_seam(name: str, fn: Callable[[GuardedHeap, int], None] | None) -> None:
+            nonlocal on_alloc, on_free
+            if name == "alloc":
+                on_alloc = fn
+            else:
+                on_free = fn
+
+        self._count_alloc = count_alloc
+        self._counts = counts
+        self._retire = retire
+        self._evict = evict
+        self._forget_quarantine = forget_quarantine
+        self._set_seam = set_seam
+        # The fast paths shadow the general methods, unless a subclass overrides them.
+        if type(self).malloc is GuardedHeap.malloc:
+            malloc.__doc__, malloc.__qualname__ = GuardedHeap.malloc.__doc__, "GuardedHeap.malloc"
+            self.malloc = malloc  # type: ignore[method-assign]
+        if type(self).free is GuardedHeap.free:
+            free.__doc__, free.__qualname__ = GuardedHeap.free.__doc__, "GuardedHeap.free"
+            self.free = free  # type: ignore[method-assign]
+
+    @property
+    def _on_alloc(self) -> Callable[[GuardedHeap, int], None] | None:
+        """Hook seam: called after every allocation (set by the plugin manager)."""
+        return self.__dict__.get("_on_alloc_fn")
+
+    @_on_alloc.setter
+    def _on_alloc(self, fn: Callable[[GuardedHeap, int], None] | None) -> None:
+        self.__dict__["_on_alloc_fn"] = fn
+        self._set_seam("alloc", fn)
+
+    @property
+    def _on_free(self) -> Callable[[GuardedHeap, int], None] | None:
+        """Hook seam: called after every successful free (set by the plugin manager)."""
+        return self.__dict__.get("_on_free_fn")
+
+    @_on_free.setter
+    def _on_free(self, fn: Callable[[GuardedHeap, int], None] | None) -> None:
+        self.__dict__["_on_free_fn"] = fn
+        self._set_seam("free", fn)
+
     # ------------------------------------------------------------------ allocation
     def malloc(self, size: int) -> int:
         """Allocate ``size`` bytes filled with 0xCD; return the user address."""
-        if type(size) is not int or not 0 <= size <= SMALL_MAX:
-            return self._alloc(self._size_arg(size, "size"), 16, _FILL_NEW, _getframe(1))
-        f = _getframe(1)
-        c = self._stacks._cache
-        sid = c[1].get(f.f_lasti) if c[0] is f else None
-        if sid is None:
-            sid = self._stacks.capture(f)
-        self._acquire()
-        try:
-            slots = self._free_slots[(size + 15) >> 4]
-            p = slots.pop() if slots else self._carve((size + 15) >> 4)
-            view, _, _, akey, ubase, _, _ = self._arenas[p >> ARENA_SHIFT]
-            hoff = p - ubase
-            serial = self._serial = self._serial + 1
-            k = (hoff ^ akey) & 0xFF0
-            (self._alloc_s[size] or self._alloc_struct(size)).pack_into(
-                view, hoff, (serial ^ size ^ hoff ^ self._seal_key) & _M30, sid, size, serial, LIVE, 0,
-                self._front[k], _FILL_NEW, self._rear[k | (-size & 15)],
-            )
-            live = self._live = self._live + size
-            if live > self._peak:
-                self._peak = live
-        finally:
-            self._release()
-        if self._on_alloc is not None:
-            self._on_alloc(self, p)
-        return p
+        return self._alloc(self._size_arg(size, "size"), 16, _FILL_NEW, _getframe(1))
 
     def calloc(self, count: int, size: int) -> int:
         """Allocate ``count * size`` zeroed bytes; ``MemoryError`` when the product overflows."""
@@ -455,6 +718,8 @@ class GuardedHeap(ErrorPolicy):
                 view, base = self._arenas[p >> ARENA_SHIFT][:2]
                 hoff = p - base - uoff
             else:
+                if size > MAX_BLOCK:
+                    raise MemoryError(f"cannot allocate {size} bytes: memguard's blocks hold at most {MAX_BLOCK} bytes")
                 pre = -uoff % alignment
                 total = pre + uoff + _round16(size) + self.redzone
                 try:
@@ -467,9 +732,9 @@ class GuardedHeap(ErrorPolicy):
                 p = address + pre + uoff
                 self._large[p] = (view, hoff, size)
             if True:
-                serial = self._serial = self._serial + 1
+                serial = self._count_alloc(size)
                 front, rear = self._expected(p, size)
-                _HDR.pack_into(view, hoff, (serial ^ size ^ hoff ^ self._seal_key) & _M30, sid, size, serial, LIVE, 0)
+                _HDR.pack_into(view, hoff, serial + size + hoff + self._seal_key, size, serial, sid, LIVE, 0)
                 u = hoff + uoff
                 view[u - self.redzone : u] = front
                 if size <= SMALL_MAX:
@@ -477,9 +742,6 @@ class GuardedHeap(ErrorPolicy):
                 else:
                     native.memset(p, 0xCD if fill is not None else 0, size)
                 view[u + size : u + size + len(rear)] = rear
-                live = self._live = self._live + size
-                if live > self._peak:
-                    self._peak = live
         if self._on_alloc is not None:
             self._on_alloc(self, p)
         return p
@@ -492,54 +754,11 @@ class GuardedHeap(ErrorPolicy):
         address memguard never handed out is reported (``double-free``/``bad-free``) and
         never touches memory memguard does not own.
         """
-        p = address
-        if type(p) is not int or p <= 0:
-            if p == 0 and type(p) is int:
-                return
-            return self._free_slow(p, _getframe(1))
-        f = _getframe(1)
-        c = self._stacks._cache
-        sid = c[1].get(f.f_lasti) if c[0] is f else None
-        if sid is None:
-            sid = self._stacks.capture(f)
-        self._acquire()
-        try:
-            arena = self._arenas.get(p >> ARENA_SHIFT)
-            if arena is not None:
-                view, _, stride, akey, ubase, slot_s, free_s = arena
-                hoff = p - ubase
-                if not hoff % stride:
-                    seal, _, n, serial, state, _, front, rest = slot_s.unpack_from(view, hoff)
-                    k = (hoff ^ akey) & 0xFF0
-                    if (
-                        state == LIVE
-                        and seal == (serial ^ n ^ hoff ^ self._seal_key) & _M30
-                        and front == self._front[k]
-                        and rest.endswith(self._rear[k | (-n & 15)])
-                    ):
-                        free_s.pack_into(view, hoff + _STATE_OFFSET, QUARANTINED, sid, front, _FILL_FREED)
-                        self._live -= n
-                        self._quarantine.append(p << 13 | n)
-                        qbytes = self._qbytes = self._qbytes + n
-                        if qbytes <= self.quarantine_bytes:
-                            if self._on_free is None:
-                                return
-                            reports = None
-                        else:
-                            reports = self._evict()
-                        arena = None
-            freed = True
-            if arena is not None or p >> ARENA_SHIFT not in self._arenas:
-                reports, freed = self._free_other(p, sid, f)
-        finally:
-            self._release()
-        if freed and self._on_free is not None:
-            self._on_free(self, p)
-        if reports:
-            __tracebackhide__ = True
-            self._emit(reports)
+        __tracebackhide__ = True
+        self._free_slow(address, _getframe(1))
 
     def _free_slow(self, address: object, frame: FrameType | None) -> None:
+        """The general free: any block, any finding (the fast path's fallback)."""
         p = self._address_arg(address)
         if not p:
             return
@@ -551,7 +770,7 @@ class GuardedHeap(ErrorPolicy):
         self._emit(reports)
 
     def _free_other(self, p: int, sid: int, frame: FrameType | None) -> tuple[list[Report], bool]:
-        """Everything but the fast path: large blocks, findings, bad pointers.
+        """Free ``p`` under the lock: large blocks, findings, bad pointers.
 
         Returns the findings and whether a block was freed.
         """
@@ -581,70 +800,45 @@ class GuardedHeap(ErrorPolicy):
             view[u : u + _round16(n)] = _FILL_FREED[: _round16(n)]
         else:
             native.memset(p, 0xDD, _round16(n))
-        self._live -= n
-        self._quarantine.append(p << 13 | (_LARGE_MARK if p in self._large else n))
-        self._qbytes += n
-        if self._qbytes > self.quarantine_bytes:
-            reports.extend(self._evict() or ())
+        self._retire(p, n, p in self._large)
+        reports.extend(self._evict() or ())
         return reports
 
-    def _evict(self) -> list[Report] | None:
-        """Take the oldest blocks out of the quarantine until it is below its budget.
-
-        Blocks leave in batches (down to 15/16 of the budget) so the cost of a call is
-        shared by many frees.  The poison of each block leaving is verified: a small
-        block's slot then goes back to its size class (still poisoned, and still verified
-        by :meth:`check`, until it is reused); a large block's memory goes back to the
-        native allocator.
-        """
-        q = self._quarantine
-        limit = self.quarantine_bytes - (self.quarantine_bytes >> 4)
-        slots = self._free_slots
-        arenas = self._arenas
-        qbytes = self._qbytes
-        reports = None
-        before = len(q)
-        while qbytes > limit and q:
-            entry = q.popleft()
-            n = entry & _LARGE_MARK
-            p = entry >> 13
-            if n == _LARGE_MARK:
-                n, found = self._evict_large(p)
-                if found:
-                    reports = (reports or []) + found
-            else:
-                view, base = arenas[p >> ARENA_SHIFT][:2]
-                if not _FILL_FREED.startswith(view[p - base : p - base + ((n + 15) & -16)]):
-                    found = self._evict_small_slow(view, p - base - self._uoff, p)
-                    if found:
-                        reports = (reports or []) + found
-                slots[(n + 15) >> 4].append(p)
-            qbytes -= n
-        self._qbytes = qbytes
-        self._evicted += before - len(q)
-        return reports
-
-    def _evict_small_slow(self, view: memoryview, hoff: int, p: int) -> list[Report]:
-        hdr = _HDR.unpack_from(view, hoff)
-        if hdr[4] == RETIRED:
-            return []
-        if not self._seal_ok(p, hdr, hoff) or hdr[4] != QUARANTINED:
-            return [self._header_report(view, hoff, p, hdr, "quarantine eviction")]
-        return self._verify_freed(view, hoff, p, hdr, repair=True)
+    def _evict_small_slow(self, p: int) -> list[Report]:
+        """A small block left the quarantine with damaged poison: report it, repaired."""
+        with self._lock:
+            found = self._find(p)
+            if found is None:  # pragma: no cover - the heap was closed meanwhile
+                return []
+            view, hoff = found
+            hdr = _read_header(view, hoff)
+            if hdr[4] == RETIRED:
+                return []
+            if not self._seal_ok(p, hdr, hoff) or hdr[4] != QUARANTINED:
+                return [self._header_report(view, hoff, p, hdr, "quarantine eviction")]
+            return self._verify_freed(view, hoff, p, hdr, repair=True)
 
     def _evict_large(self, p: int) -> tuple[int, list[Report]]:
-        view, hoff, n = self._large[p]
-        hdr = _HDR.unpack_from(view, hoff)
-        if hdr[4] == RETIRED:
-            reports = []
-        elif not self._seal_ok(p, hdr, hoff) or hdr[4] != QUARANTINED:
-            reports = [self._header_report(view, hoff, p, hdr, "quarantine eviction")]
-        else:
-            reports = self._verify_freed(view, hoff, p, hdr, repair=False)
-        # Dropping the entry drops the view, and with it the native memory (unless a
-        # user's memoryview still holds it).
-        del self._large[p]
-        return n, reports
+        """A large block left the quarantine: verify it and return its memory.
+
+        Returns the block's size and the findings.
+        """
+        with self._lock:
+            large = self._large.get(p) if not self._closed else None
+            if large is None:  # pragma: no cover - the heap was closed meanwhile
+                return 0, []
+            view, hoff, n = large
+            hdr = _read_header(view, hoff)
+            if hdr[4] == RETIRED:
+                reports = []
+            elif not self._seal_ok(p, hdr, hoff) or hdr[4] != QUARANTINED:
+                reports = [self._header_report(view, hoff, p, hdr, "quarantine eviction")]
+            else:
+                reports = self._verify_freed(view, hoff, p, hdr, repair=False)
+            # Dropping the entry drops the view, and with it the native memory (unless a
+            # user's memoryview still holds it).
+            del self._large[p]
+            return n, reports
 
     def _slot_capacity(self, p: int) -> int:
         arena = self._arenas.get(p >> ARENA_SHIFT)
@@ -652,13 +846,13 @@ class GuardedHeap(ErrorPolicy):
 
     # ------------------------------------------------------------------ verification
     def _header(self, found: tuple[memoryview, int]) -> tuple[int, int, int, int, int, int]:
-        return _HDR.unpack_from(found[0], found[1])  # type: ignore[return-value]
+        return _read_header(found[0], found[1])
 
     def _key16(self, p: int) -> int:
         """The canary key of the block at ``p`` (arena blocks: from the arena's key and offset)."""
         arena = self._arenas.get(p >> ARENA_SHIFT)
         if arena is not None:
-            return (p - arena[1] - self._uoff ^ arena[3]) & 0xFF0
+            return (p - arena[1] - self._uoff) & 0xFF0
         return self._canaries.key16(p)
 
     def _expected(self, p: int, n: int) -> tuple[bytes, bytes]:
@@ -669,7 +863,7 @@ class GuardedHeap(ErrorPolicy):
     def _seal_ok(self, p: int, hdr: tuple[int, ...], hoff: int) -> bool:
         """Whether a header is intact: the seal matches and the size fits the slot."""
         seal, _, n, serial, state, _ = hdr
-        if seal != (serial ^ n ^ hoff ^ self._seal_key) & _M30 or state not in _STATE_NAMES:
+        if seal != serial + n + hoff + self._seal_key or state not in _STATE_NAMES:
             return False
         large = self._large.get(p)
         if large is not None:
@@ -843,7 +1037,7 @@ class GuardedHeap(ErrorPolicy):
         """Bytes of an arena that have been carved into slots (the rest was never used)."""
         return self._bump_of[base][3]
 
-    def _check_arena(self, view: memoryview, base: int, stride: int, akey: int) -> list[Report]:
+    def _check_arena(self, view: memoryview, base: int, stride: int) -> list[Report]:
         """Verify every slot of one arena; an intact slot costs a few comparisons.
 
         The arena is copied once and compared in place (``bytes.startswith`` at an offset),
@@ -859,13 +1053,13 @@ class GuardedHeap(ErrorPolicy):
         data = view[:carved].tobytes()
         starts = data.startswith
         hoff = -stride
-        for seal, _, n, serial, state, _ in _struct(f"<IIQQII{stride - HEADER_SIZE}x").iter_unpack(data):
+        for seal, n, serial, _, state, _ in _struct(f"<QIQIII{stride - HEADER_SIZE}x").iter_unpack(data):
             hoff += stride
             if state == NEVER:
                 continue
-            k = (hoff ^ akey) & 0xFF0
+            k = hoff & 0xFF0
             u = hoff + uoff
-            if seal == (serial ^ n ^ hoff ^ seal_key) & _M30 and n <= stride and starts(front_l[k], u - self.redzone):
+            if seal == serial + n + hoff + seal_key and n <= stride and starts(front_l[k], u - self.redzone):
                 if state == LIVE:
                     if starts(rear_l[k | (-n & 15)], u + n):
                         continue
@@ -882,7 +1076,7 @@ class GuardedHeap(ErrorPolicy):
 
     def _check_one(self, view: memoryview, hoff: int, p: int) -> list[Report]:
         """Verify one block in detail (the slow path of :meth:`check`)."""
-        hdr = _HDR.unpack_from(view, hoff)
+        hdr = _read_header(view, hoff)
         state = hdr[4]
         if state == RETIRED:
             return []
@@ -912,13 +1106,13 @@ class GuardedHeap(ErrorPolicy):
             if self._closed:
                 raise HeapClosedError("the heap is closed")
             if since is None or since.frees < 0:
-                for view, base, stride, akey, *_ in list(self._arenas.values()):
-                    reports.extend(self._check_arena(view, base, stride, akey))
+                for view, base, stride, *_ in list(self._arenas.values()):
+                    reports.extend(self._check_arena(view, base, stride))
                 for p, (view, hoff, _) in list(self._large.items()):
                     reports.extend(self._check_one(view, hoff, p))
             else:
                 q = self._quarantine
-                freed = min(len(q), self._evicted + len(q) - since.frees)
+                freed = min(len(q), self._counts()[4] + len(q) - since.frees)
                 young = [q[i] >> 13 for i in range(len(q) - freed, len(q))]
                 if not self._young_all_freed(since.serial, since.frees):
                     young += [r.address for r in self._live_records(since.serial)]
@@ -935,14 +1129,15 @@ class GuardedHeap(ErrorPolicy):
         records = []
         uoff = self._uoff
         for view, base, stride, *_ in list(self._arenas.values()):
-            walker = _struct(f"<IIQQII{stride - HEADER_SIZE}x")
+            walker = _struct(f"<QIQIII{stride - HEADER_SIZE}x")
             hoff = -stride
-            for hdr in walker.iter_unpack(view[: self._carved(base, stride)]):
+            for seal, n, serial, asid, state, fsid in walker.iter_unpack(view[: self._carved(base, stride)]):
                 hoff += stride
+                hdr = (seal, asid, n, serial, state, fsid)
                 if hdr[4] == LIVE and hdr[3] > since and self._seal_ok(base + hoff + uoff, hdr, hoff):
                     records.append(BlockRecord(base + hoff + uoff, hdr[2], hdr[3], hdr[1]))
         for p, (view, hoff, _) in list(self._large.items()):
-            hdr = _HDR.unpack_from(view, hoff)
+            hdr = _read_header(view, hoff)
             if hdr[4] == LIVE and hdr[3] > since and self._seal_ok(p, hdr, hoff):
                 records.append(BlockRecord(p, hdr[2], hdr[3], hdr[1]))
         records.sort(key=lambda r: r.serial)
@@ -953,14 +1148,13 @@ class GuardedHeap(ErrorPolicy):
         with self._lock:
             if self._closed:
                 raise HeapClosedError("the heap is closed")
-            return Snapshot(
-                self._serial, tuple(self._live_records()), self._stacks, self._evicted + len(self._quarantine)
-            )
+            serial, _, _, _, evicted = self._counts()
+            return Snapshot(serial, tuple(self._live_records()), self._stacks, evicted + len(self._quarantine))
 
     @property
     def serial(self) -> int:
         """Allocations made so far: a cheap mark for ``leaks(since=heap.serial)``."""
-        return self._serial
+        return self._counts()[0]
 
     def mark(self) -> Snapshot:
         """A cheap :class:`Snapshot` with no block records, for ``leaks(since=mark)``.
@@ -969,13 +1163,15 @@ class GuardedHeap(ErrorPolicy):
         the heap when every block allocated since the mark has already been freed.
         """
         with self._lock:
-            return Snapshot(self._serial, (), self._stacks, self._evicted + len(self._quarantine))
+            serial, _, _, _, evicted = self._counts()
+            return Snapshot(serial, (), self._stacks, evicted + len(self._quarantine))
 
     def _young_all_freed(self, serial: int, frees: int) -> bool:
         """Whether every block allocated after ``serial`` was freed, judged from the
         quarantine alone (False when that cannot be told cheaply)."""
-        allocated = self._serial - serial
-        freed = self._evicted + len(self._quarantine) - frees
+        now, _, _, _, evicted = self._counts()
+        allocated = now - serial
+        freed = evicted + len(self._quarantine) - frees
         q = self._quarantine
         if freed < allocated or freed > len(q) or freed > 256:
             return False
@@ -1014,14 +1210,15 @@ class GuardedHeap(ErrorPolicy):
     def stats(self) -> HeapStats:
         """Counters: live and peak bytes, allocations, frees, quarantine."""
         with self._lock:
+            serial, live, peak, qbytes, evicted = self._counts()
             return HeapStats(
-                live_blocks=self._serial - self._evicted - len(self._quarantine),
-                live_bytes=self._live,
-                peak_bytes=self._peak,
-                total_allocs=self._serial,
-                total_frees=self._evicted + len(self._quarantine),
+                live_blocks=serial - evicted - len(self._quarantine),
+                live_bytes=live,
+                peak_bytes=peak,
+                total_allocs=serial,
+                total_frees=evicted + len(self._quarantine),
                 quarantined_blocks=len(self._quarantine),
-                quarantined_bytes=self._qbytes,
+                quarantined_bytes=qbytes,
                 arena_bytes=self._arena_count * ARENA_SIZE,
                 large_blocks=len(self._large) if not self._closed else 0,
             )
@@ -1046,16 +1243,20 @@ class GuardedHeap(ErrorPolicy):
                 with self.reporting():
                     reports = self.check()
         finally:
-            with self._lock:
+            with self._evictor, self._lock:
                 self._closed = True
+                # The fast paths hold these tables: empty them in place, so that every
+                # call falls back to a general method, which raises HeapClosedError.
+                self._arenas.clear()
+                self._large.clear()
+                for slots in self._free_slots:
+                    slots.clear()
                 self._arenas = _Closed()
                 self._large = _Closed()
                 self._free_slots = _Closed()
                 self._bump = [None] * len(self._bump)
                 self._bump_of = {}
-                self._evicted += len(self._quarantine)
-                self._quarantine.clear()
-                self._qbytes = 0
+                self._forget_quarantine()
                 self._stacks.forget_frame()
             if self._plugins is not None:
                 self._plugins.heap_closed()

@@ -34,6 +34,7 @@ __all__ = [
     "memmove",
     "memcmp",
     "owned_buffer",
+    "address_space",
     "string_at",
     "raw_malloc",
     "raw_free",
@@ -239,6 +240,25 @@ def owned_buffer(size: int, alignment: int = 0) -> tuple[int, memoryview]:
     owner = _owned_type(size).from_address(address)
     owner.release = release
     return address, memoryview(owner).cast("B")
+
+
+_address_space: memoryview | None = None
+
+
+def address_space() -> memoryview:
+    """A 1-D ``'B'`` memoryview whose index ``i`` is the byte at address ``i``.
+
+    It owns nothing and checks nothing: an index is safe only where the caller knows it
+    owns the memory (the heap reads blocks leaving its quarantine through it, by address,
+    while it holds them).  Needs a 64-bit interpreter, where every address is below
+    ``sys.maxsize``.
+    """
+    global _address_space
+    if _address_space is None:
+        if POINTER_SIZE != 8:  # pragma: no cover - 32-bit interpreters only
+            raise RuntimeError("memguard needs a 64-bit Python")
+        _address_space = memoryview((ctypes.c_ubyte * sys.maxsize).from_address(0)).cast("B")
+    return _address_space
 
 
 # =====================================================================================

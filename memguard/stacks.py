@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from types import CodeType, FrameType
 from typing import Iterable, Sequence
 
-__all__ = ["Frame", "Stack", "StackTable", "format_stack", "current_stack"]
+__all__ = ["Frame", "Stack", "StackTable", "format_stack", "current_stack", "is_user_frame"]
 
 _getframe = sys._getframe
 
@@ -65,6 +65,11 @@ def _lineno(code: CodeType, lasti: int) -> int:
 _MEMGUARD_DIR = os.path.dirname(_lineno.__code__.co_filename) + os.sep
 
 
+def is_user_frame(frame: FrameType) -> bool:
+    """Whether ``frame`` is outside the memguard package (a frame a stack starts at)."""
+    return not frame.f_code.co_filename.startswith(_MEMGUARD_DIR)
+
+
 def _resolve(raw: Iterable[tuple[CodeType, int]]) -> Stack:
     return tuple(
         Frame(code.co_filename, _lineno(code, lasti), getattr(code, "co_qualname", code.co_name))
@@ -100,7 +105,8 @@ class StackTable:
         self._ids: dict[tuple[tuple[CodeType, int], ...], int] = {(): 0}
         self._raw: list[tuple[tuple[CodeType, int], ...]] = [()]
         self._resolved: dict[int, Stack] = {0: ()}
-        self._lock = threading.Lock()
+        # Re-entrant: the collector may run a finalizer that allocates while it is held.
+        self._lock = threading.RLock()
         #: ``(frame, {lasti: id})``: the last frame captured from and the ids of its call
         #: sites.  Read without a lock (one attribute load); replaced, never mutated in place
         #: by another frame.

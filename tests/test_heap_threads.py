@@ -154,3 +154,126 @@ def test_threads_check_concurrent_with_allocation():
     assert found == []
     assert heap.reports == []
     heap.close()
+
+
+def test_threads_racing_double_frees_are_each_reported_and_never_corrupt_the_heap():
+    """Two threads free the same block at once: one free wins, the other is a double free,
+    and the slot is never handed out twice afterwards."""
+    heap = memguard.GuardedHeap(on_error="report", quarantine_bytes=1 << 12)
+    rounds = 300
+    barrier = threading.Barrier(2)
+    blocks = [0] * rounds
+
+    def racer(first: bool) -> None:
+        for i in range(rounds):
+            if first:
+                blocks[i] = heap.malloc(24)
+            barrier.wait()
+            heap.free(blocks[i])
+            barrier.wait()
+
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        threads = [threading.Thread(target=racer, args=(k == 0,)) for k in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        sys.setswitchinterval(old)
+    assert [r.kind for r in heap.reports] == ["double-free"] * rounds
+    assert sorted(r.address for r in heap.reports) == sorted(blocks)
+    s = heap.stats()
+    assert (s.total_allocs, s.total_frees, s.live_blocks) == (rounds, rounds, 0)
+    live = [heap.malloc(24) for _ in range(2 * rounds)]  # recycles every evicted slot
+    assert len(set(live)) == len(live)
+    for p in live:
+        heap.free(p)
+    assert heap.close() == []
+    assert len(heap.reports) == rounds
+
+
+class _FreesOnCollection:
+    """An object in a reference cycle whose finalizer frees a block (as a binding's
+    ``__del__`` would): the collector runs it in the middle of whatever allocates."""
+
+    def __init__(self, heap: memguard.GuardedHeap) -> None:
+        self.heap = heap
+        self.address = heap.malloc(40)
+        self.cycle = self
+
+    def __del__(self) -> None:
+        self.heap.free(self.address)
+        self.heap.free(self.heap.malloc(8))
+
+
+def test_finalizers_that_free_during_allocation_neither_deadlock_nor_corrupt():
+    import gc
+
+    heap = memguard.GuardedHeap(quarantine_bytes=1 << 12)
+    done = threading.Event()
+    errors: list = []
+
+    def workload() -> None:
+        try:
+            for i in range(4000):
+                _FreesOnCollection(heap)  # garbage at once, collected whenever gc runs
+                heap.free(heap.malloc(16 + i % 200))
+            gc.collect()
+        except BaseException as e:  # pragma: no cover - reported by the test
+            errors.append(e)
+        finally:
+            done.set()
+
+    old = gc.get_threshold()
+    gc.set_threshold(5)  # collect very often, inside the heap's own allocations
+    try:
+        t = threading.Thread(target=workload, daemon=True)
+        t.start()
+        assert done.wait(120), "the heap deadlocked when a finalizer re-entered it"
+    finally:
+        gc.set_threshold(*old)
+    assert errors == []
+    assert heap.reports == []
+    assert heap.stats().live_blocks == 0
+    assert heap.close() == []
+
+
+def test_mutex_is_reentrant_through_with_and_excludes_other_threads():
+    from memguard.mutex import Mutex
+
+    m = Mutex()
+    with m:
+        with m:
+            assert m.held()
+        assert m.held()
+        try:
+            m.take()
+        except IndexError:
+            pass
+        else:  # pragma: no cover - the token is held
+            raise AssertionError("the token was free while held")
+    assert not m.held()
+    m.take()  # free again
+    m.give(True)
+
+    total = 0
+
+    def add() -> None:
+        nonlocal total
+        for _ in range(20000):
+            with m:
+                total += 1
+
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        threads = [threading.Thread(target=add) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        sys.setswitchinterval(old)
+    assert total == 80000
