@@ -83,8 +83,6 @@ _STATE_NAMES = {LIVE: "live", QUARANTINED: "quarantined", RETIRED: "corrupt"}
 _LARGE_MARK = 0x1FFF
 #: The low byte of ``LIVE`` as stored (little-endian): unique among the states.
 _LIVE_LOW = LIVE & 0xFF
-#: ``_PADS[pad]`` writes ``pad`` bytes (the rear redzone's part inside a 16-byte span).
-_PADS = [struct.Struct(f"{pad}s").pack_into for pad in range(16)]
 #: Poison spans up to this size are verified by unpacking; larger ones by ``startswith``.
 _UNPACK_MAX = 256
 
@@ -122,6 +120,9 @@ def _read_header(view: memoryview, hoff: int) -> tuple[int, int, int, int, int, 
 _CLASS_OF = [(n + 15) >> 4 for n in range(SMALL_MAX + 1)]
 _PAD_OF = [-n & 15 for n in range(SMALL_MAX + 1)]
 
+
+#: ``_PADS[pad]`` writes ``pad`` bytes (the rear redzone's part inside a 16-byte span).
+_PADS = [struct.Struct(f"{pad}s").pack_into for pad in range(16)]
 
 _struct_cache: dict[str, struct.Struct] = {}
 
@@ -462,7 +463,10 @@ class GuardedHeap(ErrorPolicy):
             # Read and verify the block before taking the lock (this allocates).  An address
             # that is not the start of a slot reads bytes of the arena that fail the seal
             # (it covers the block's offset), and the general path reports it.
-            seal, n, ser, state, front, last, tail = read(view, hoff)
+            try:
+                seal, n, ser, state, front, last, tail = read(view, hoff)
+            except struct.error:  # just after the arena's start: no slot begins there
+                return heap._free_slow(p, f)
             if not (state == LIVE and seal == ser + n + hoff + seal_key):
                 return heap._free_slow(p, f)
             k = hoff & 0xFF0

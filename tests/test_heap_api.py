@@ -698,3 +698,59 @@ def test_reporting_records_without_raising_and_restores_on_error() -> None:
     assert [r.kind for r in heap.reports] == ["double-free"]
     with pytest.raises(memguard.DoubleFreeError):
         heap.free(p)
+
+
+def test_blocks_bigger_than_the_header_can_describe_raise_memory_error(heap):
+    from memguard.heap import MAX_BLOCK
+
+    for op in (lambda: heap.malloc(MAX_BLOCK + 1), lambda: heap.memalign(64, MAX_BLOCK + 1), lambda: heap.calloc(2, MAX_BLOCK)):
+        with pytest.raises(MemoryError, match="at most"):
+            op()
+    s = heap.stats()
+    assert (s.total_allocs, s.live_blocks, s.large_blocks) == (0, 0, 0)
+
+
+def test_a_subclass_that_overrides_malloc_and_free_is_called():
+    calls: list[str] = []
+
+    class Counting(memguard.GuardedHeap):
+        def malloc(self, size: int) -> int:
+            calls.append("malloc")
+            return super().malloc(size)
+
+        def free(self, address: int) -> None:
+            calls.append("free")
+            super().free(address)
+
+    with Counting() as h:
+        h.free(h.malloc(24))
+        assert calls == ["malloc", "free"]
+        assert h.stats().total_frees == 1
+
+
+def test_bound_fast_paths_keep_their_heap_alive():
+    import gc
+
+    h = memguard.GuardedHeap()
+    m, f = h.malloc, h.free
+    assert m.__doc__ == memguard.GuardedHeap.malloc.__doc__
+    assert f.__qualname__ == "GuardedHeap.free"
+    del h
+    gc.collect()
+    p = m(40)
+    f(p)
+    with pytest.raises(memguard.DoubleFreeError):  # still the same heap
+        f(p)
+
+
+@pytest.mark.parametrize("delta", [-48, -40, -16, -1, 16, 32, 48, 64])
+def test_free_near_a_slot_start_is_a_bad_free_of_the_right_block(heap, delta):
+    first = heap.malloc(32)  # the first slot of its arena: -48 reads before the arena's first header
+    heap.free(first + delta)
+    (r,) = heap.reports
+    assert r.kind == "bad-free"
+    assert heap.block(first).state == "live"
+    assert bytes(heap.view(first)) == b"\xcd" * 32
+    heap.free(first)
+    assert heap.check() == []
+    assert len(heap.reports) == 1
