@@ -514,6 +514,8 @@ class GuardedHeap(ErrorPolicy):
             finalizer) leaves the work to it.
             """
             nonlocal qout, evicted
+            if qin - qout <= budget:
+                return None
             try:
                 ev_take()
             except IndexError:

@@ -424,6 +424,20 @@ def test_stats_with_eviction():
         h.close()
 
 
+@pytest.mark.parametrize("size", [100, 4096, 5000, 1 << 20])
+def test_the_quarantine_keeps_everything_up_to_its_budget(size):
+    """Nothing leaves the quarantine before its budget is exceeded, whichever path frees."""
+    with memguard.GuardedHeap(quarantine_bytes=3 * size) as h:
+        for p in [h.malloc(size) for _ in range(3)]:
+            h.free(p)
+        s = h.stats()
+        assert (s.quarantined_blocks, s.quarantined_bytes) == (3, 3 * size)
+        h.free(h.malloc(size))  # one more: now over budget, down to 15/16 of it
+        s = h.stats()
+        assert s.quarantined_bytes <= 3 * size - (3 * size) // 16
+        assert s.total_frees == 4
+
+
 # ----------------------------------------------------------------------------- eviction on slow-path frees
 def test_free_of_a_large_block_that_triggers_a_clean_eviction():
     """Slow-path frees (large, aligned, realloc) evicting clean blocks must not fail."""
