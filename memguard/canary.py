@@ -57,16 +57,21 @@ class Canaries:
             else:
                 f = bytes(rng.choice(_ALPHABET) for _ in range(redzone))
                 r = bytes(rng.choice(_ALPHABET) for _ in range(length))
+            # The rear redzone is the padding (a prefix of r[:MAX_PAD]) then one tail
+            # pattern per key, whatever the padding: one object per key is what the heap's
+            # fast paths touch for most blocks, so the tables stay small in the cache.
+            tail = r[MAX_PAD:]
             front.extend([f] * 16)
-            rear.extend(r[: pad + redzone] for pad in range(16))
+            rear.extend(r[:pad] + tail for pad in range(16))
             pads.extend(r[:pad] for pad in range(16))
-            tails.extend(r[pad : pad + redzone] for pad in range(16))
+            tails.extend([tail] * 16)
         self.front: list[bytes] = front
         #: ``rear[key16 | pad]``: the whole rear redzone, padding included.
         self.rear: list[bytes] = rear
         #: ``pads[key16 | pad]``: the part of the rear redzone inside the 16-byte rounding.
         self.pads: list[bytes] = pads
-        #: ``tails[key16 | pad]``: the ``redzone`` bytes after the 16-byte rounding.
+        #: ``tails[key16 | pad]``: the ``redzone`` bytes after the 16-byte rounding (the same
+        #: for every ``pad``).
         self.tails: list[bytes] = tails
 
     def key16(self, address: int) -> int:

@@ -4,9 +4,9 @@ Block layout (every block, small or large)::
 
     [pad][header 32][front redzone R][user region n][rear redzone: pad to 16 + R]
 
-The header holds a seal (a checksum of the block's address, size and serial keyed by a
-per-heap secret), the allocation stack id, the size, the serial number, the state and
-the free stack id.  Redzone bytes are keyed per block (see :mod:`memguard.canary`).
+The header holds a seal (the sum of the block's offset, size and serial and a per-heap
+secret), the size, the serial number, the allocation stack id, the state and the free
+stack id.  Redzone bytes are keyed per block (see :mod:`memguard.canary`).
 
 Small blocks (up to :data:`SMALL_MAX` bytes, natural alignment) live in per-size-class
 arenas: native chunks of :data:`ARENA_SIZE` bytes, aligned to their size, so the arena of
@@ -14,6 +14,12 @@ any address is found with one shift and one dict lookup and a pointer is validat
 against memguard's own tables before a single byte of it is read.  Freed blocks wait in
 a FIFO quarantine; a slot is reused only after it leaves the quarantine with its poison
 verified.  Large and over-aligned blocks get a native allocation each.
+
+Speed: ``malloc`` and ``free`` of small blocks run as per-heap closures (see
+:meth:`GuardedHeap._build_paths`) that write a block with one ``struct`` call, read it back
+with one and poison it with one; the lock is a token in a list (:mod:`memguard.mutex`)
+and blocks leave the quarantine without it.  Everything unusual falls back to the
+general methods, which do the same work step by step and write the reports.
 
 Native memory is owned by memoryviews (:func:`memguard.native.owned_buffer`), so a view
 handed out by :meth:`GuardedHeap.view` keeps its memory alive even after
@@ -52,6 +58,7 @@ __all__ = [
     "SMALL_MAX",
     "ARENA_SIZE",
     "HEADER_SIZE",
+    "MAX_BLOCK",
     "ON_ERROR",
 ]
 
