@@ -492,7 +492,10 @@ class GuardedHeap(ErrorPolicy):
             except IndexError:  # another thread holds the lock
                 return heap._free_slow(p, f)
             try:
-                freed = view[hoff + _STATE_OFFSET] == _LIVE_LOW  # not freed by another thread meanwhile
+                # Not freed by another thread meanwhile.  (Were it freed, evicted and handed
+                # to a third thread in that time, the state reads live again: the race needs
+                # the whole quarantine to go by, and is not guarded against.)
+                freed = view[hoff + _STATE_OFFSET] == _LIVE_LOW
                 if freed:
                     poison(view, hoff + _STATE_OFFSET, QUARANTINED, sid, front, _FILL_FREED)
                     live -= n

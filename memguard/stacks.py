@@ -8,12 +8,13 @@ a stack is rendered.  No ``traceback`` or ``inspect`` is used.
 
 from __future__ import annotations
 
+import inspect
 import os
 import sys
 import threading
 from dataclasses import dataclass
 from types import CodeType, FrameType
-from typing import Iterable, Sequence
+from typing import Any, Sequence
 
 __all__ = ["Frame", "Stack", "StackTable", "format_stack", "current_stack", "is_user_frame"]
 
@@ -61,6 +62,9 @@ def _lineno(code: CodeType, lasti: int) -> int:
     return line
 
 
+#: Code flags of frames that can be suspended and resumed under another caller.
+_RESUMABLE = inspect.CO_GENERATOR | inspect.CO_COROUTINE | inspect.CO_ASYNC_GENERATOR | inspect.CO_ITERABLE_COROUTINE
+
 #: Frames whose file lives in this directory are memguard's own and never shown.
 _MEMGUARD_DIR = os.path.dirname(_lineno.__code__.co_filename) + os.sep
 
@@ -70,10 +74,11 @@ def is_user_frame(frame: FrameType) -> bool:
     return not frame.f_code.co_filename.startswith(_MEMGUARD_DIR)
 
 
-def _resolve(raw: Iterable[tuple[CodeType, int]]) -> Stack:
+def _resolve(raw: Sequence[Any]) -> Stack:
+    """Frames from a flat ``(code, f_lasti, code, f_lasti, ...)`` key."""
     return tuple(
         Frame(code.co_filename, _lineno(code, lasti), getattr(code, "co_qualname", code.co_name))
-        for code, lasti in raw
+        for code, lasti in zip(raw[::2], raw[1::2])
     )
 
 
@@ -83,9 +88,9 @@ def current_stack(depth: int = 16, skip: int = 1) -> Stack:
         f: FrameType | None = _getframe(skip + 1)
     except ValueError:
         return ()
-    raw = []
-    while f is not None and len(raw) < depth:
-        raw.append((f.f_code, f.f_lasti))
+    raw: list[Any] = []
+    while f is not None and len(raw) < 2 * depth:
+        raw += (f.f_code, f.f_lasti)
         f = f.f_back
     return _resolve(raw)
 
@@ -94,16 +99,18 @@ class StackTable:
     """Interns captured stacks; id 0 is the empty stack.
 
     Capturing is cheap when called repeatedly from the same frame at the same
-    instruction (a loop): the previous id is reused without walking the stack.
-    Frames inside the memguard package are skipped, so stacks start at the user's code.
+    instruction (a loop), and when a function is called repeatedly from the same call
+    site (a helper called in a loop: a new frame each time, under the same parent frame):
+    the previous id is reused without walking the stack.  Frames inside the memguard
+    package are skipped, so stacks start at the user's code.
     """
 
-    __slots__ = ("depth", "_ids", "_raw", "_resolved", "_lock", "_cache")
+    __slots__ = ("depth", "_ids", "_raw", "_resolved", "_lock", "_cache", "_parent_cache")
 
     def __init__(self, depth: int) -> None:
         self.depth = depth
-        self._ids: dict[tuple[tuple[CodeType, int], ...], int] = {(): 0}
-        self._raw: list[tuple[tuple[CodeType, int], ...]] = [()]
+        self._ids: dict[tuple[Any, ...], int] = {(): 0}
+        self._raw: list[tuple[Any, ...]] = [()]
         self._resolved: dict[int, Stack] = {0: ()}
         # Re-entrant: the collector may run a finalizer that allocates while it is held.
         self._lock = threading.RLock()
@@ -111,40 +118,76 @@ class StackTable:
         #: sites.  Read without a lock (one attribute load); replaced, never mutated in place
         #: by another frame.
         self._cache: tuple[FrameType | None, dict[int, int]] = (None, {})
+        #: ``(parent frame, {(its f_lasti, id(code), lasti): id})``: the ids of stacks whose
+        #: second frame is that parent.  While a frame runs, the frames below it cannot
+        #: change, so its instruction and the top frame's code and instruction name the
+        #: whole stack.  Generator and coroutine parents are never cached (they can be
+        #: resumed under another caller).
+        self._parent_cache: tuple[FrameType | None, dict[tuple[int, int, int], int]] = (None, {})
 
     def capture(self, frame: FrameType | None) -> int:
         """Intern the stack that starts at ``frame``; return its id.
 
         memguard's own frames at the top are skipped first, so a call through a wrapper
-        or a C callback is attributed (and cached) by the user's frame.
+        or a C callback is attributed (and cached) by the user's frame.  A stack is keyed
+        by the flat tuple ``(id(code), f_lasti, ...)`` of its frames (hashing code objects
+        themselves costs microseconds); the interned stacks keep their code objects alive,
+        so an id in a key cannot be reused.  Looking an existing stack up takes no lock.
         """
         f = frame
         while f is not None and f.f_code.co_filename.startswith(_MEMGUARD_DIR):
             f = f.f_back
         top = f
         cache = self._cache
-        if top is not None and top is cache[0]:
+        if top is None:
+            return 0
+        if top is cache[0]:
             sid = cache[1].get(top.f_lasti)
             if sid is not None:
                 return sid
-        depth = self.depth
-        raw = []
-        while f is not None and len(raw) < depth:
-            raw.append((f.f_code, f.f_lasti))
+        parent = top.f_back
+        if parent is not None and not parent.f_code.co_flags & _RESUMABLE:
+            pcache = self._parent_cache
+            site = (parent.f_lasti, id(top.f_code), top.f_lasti)
+            if pcache[0] is parent:
+                sid = pcache[1].get(site)
+                if sid is not None:
+                    return sid
+        else:
+            site = None
+        raw: list[int] = []
+        append = raw.append
+        left = self.depth
+        while f is not None and left:
+            append(id(f.f_code))
+            append(f.f_lasti)
             f = f.f_back
+            left -= 1
         key = tuple(raw)
-        with self._lock:
-            sid = self._ids.get(key)
-            if sid is None:
-                sid = len(self._raw)
-                self._raw.append(key)
-                self._ids[key] = sid
-            if top is not None:
-                cache = self._cache
-                if cache[0] is top and len(cache[1]) < 64:
-                    cache[1][top.f_lasti] = sid
-                else:
-                    self._cache = (top, {top.f_lasti: sid})
+        sid = self._ids.get(key)
+        if sid is None:
+            with self._lock:
+                sid = self._ids.get(key)
+                if sid is None:
+                    frames: list[Any] = []
+                    f = top
+                    while f is not None and len(frames) < len(raw):
+                        frames += (f.f_code, f.f_lasti)
+                        f = f.f_back
+                    sid = len(self._raw)
+                    self._raw.append(tuple(frames))
+                    self._ids[key] = sid
+        cache = self._cache
+        if cache[0] is top and len(cache[1]) < 64:
+            cache[1][top.f_lasti] = sid
+        else:
+            self._cache = (top, {top.f_lasti: sid})
+        if site is not None:
+            pcache = self._parent_cache
+            if pcache[0] is parent and len(pcache[1]) < 64:
+                pcache[1][site] = sid
+            else:
+                self._parent_cache = (parent, {site: sid})
         return sid
 
     def here(self, skip: int = 1) -> int:
@@ -165,8 +208,9 @@ class StackTable:
         return stack
 
     def forget_frame(self) -> None:
-        """Drop the cached frame reference (so its locals can be collected)."""
+        """Drop the cached frame references (so their locals can be collected)."""
         self._cache = (None, {})
+        self._parent_cache = (None, {})
 
     def __len__(self) -> int:
         return len(self._raw)

@@ -601,6 +601,52 @@ def test_stacks_skip_memguard_frames(heap):
     assert heap.block(p).alloc_stack[0].filename == __file__
 
 
+def test_cached_stacks_follow_the_caller(heap):
+    """Stack ids are cached per call site; every stack must still name its real callers."""
+
+    def helper() -> int:
+        return heap.malloc(8)
+
+    def via_a() -> int:
+        return helper()
+
+    def via_b() -> int:
+        return helper()
+
+    def two_lines() -> tuple[int, int]:
+        x = helper()
+        y = helper()
+        return x, y
+
+    def gen():  # a generator parent, resumed from two different callers
+        while True:
+            yield helper()
+
+    g = gen()
+
+    def resume_1() -> int:
+        return next(g)
+
+    def resume_2() -> int:
+        return next(g)
+
+    def names(p: int) -> list[str]:
+        return [f.name.rsplit(".", 1)[-1] for f in heap.block(p).alloc_stack[:3]]
+
+    for _ in range(3):  # again and again: the second round comes from the caches
+        assert names(via_a())[:2] == ["helper", "via_a"]
+        assert names(via_b())[:2] == ["helper", "via_b"]
+        x, y = two_lines()
+        sx, sy = heap.block(x).alloc_stack, heap.block(y).alloc_stack
+        assert sx[1].name.endswith("two_lines") and sy[1].name.endswith("two_lines")
+        assert sy[1].lineno == sx[1].lineno + 1
+        assert names(resume_1()) == ["helper", "gen", "resume_1"]
+        assert names(resume_2()) == ["helper", "gen", "resume_2"]
+    heap.free(heap.malloc(1))
+    for p in [helper() for _ in range(3)]:
+        assert names(p)[:2] == ["helper", "<listcomp>"] or names(p)[1] == "test_cached_stacks_follow_the_caller"
+
+
 # ----------------------------------------------------------------------------- lifetime
 def test_close_then_every_call_raises_heap_closed_error():
     h = memguard.GuardedHeap()
