@@ -33,5 +33,6 @@ def test_heap_benchmark_quick_run_reports_every_figure() -> None:
     data = json.loads(out.stdout)
     assert data["pair_64"]["ratio"] > 1.0
     assert data["memset_16_4096"]["ratio"] > 1.0
+    assert data["helper_pair_64"]["ratio"] > 1.0
     assert data["check_quarantine"]["check_speed_vs_memcmp"] > 0
     assert data["rss_1m_blocks"]["slot_bytes"] == 80
