@@ -192,6 +192,26 @@ def _round16(n: int) -> int:
     return (n + 15) & ~15
 
 
+class _Seam:
+    """A hook seam of the heap that its fast paths keep in their closure.
+
+    Reading it gives the function set (or None); setting it also hands the function to
+    the fast paths, which pay one ``is not None`` test per call for it.
+    """
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, heap: Any, owner: type | None = None) -> Any:
+        if heap is None:
+            return self
+        return heap.__dict__.get(self.name)
+
+    def __set__(self, heap: Any, fn: Callable[[Any, int], None] | None) -> None:
+        heap.__dict__[self.name] = fn
+        heap._set_seam(self.name, fn)
+
+
 class GuardedHeap(ErrorPolicy):
     """A debug heap over the platform allocator.
 
@@ -251,7 +271,7 @@ class GuardedHeap(ErrorPolicy):
         self._quarantine: deque[int] = deque()
         self._closed = False
         # Hook seams: None when no plugin implements the hook, so the hot path pays one test.
-        # (``_on_alloc`` and ``_on_free`` are properties that reach the fast paths.)
+        # (``_on_alloc`` and ``_on_free`` are _Seam descriptors that reach the fast paths.)
         self._on_check: Callable[[GuardedHeap], list[Report]] | None = None
         self._plugins: Any = None
         self._build_paths()
@@ -398,7 +418,8 @@ class GuardedHeap(ErrorPolicy):
         on_alloc: Callable[[GuardedHeap, int], None] | None = None
         on_free: Callable[[GuardedHeap, int], None] | None = None
 
-        def size_class(size: int) -> tuple[Any, ...]:
+        def size_class(size: int) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
+            """Build the tables of ``size``'s class; return its (writer, checker)."""
             cls = _CLASS_OF[size]
             span = cls << 4
             slots = free_slots[cls]
@@ -412,7 +433,7 @@ class GuardedHeap(ErrorPolicy):
             for n in range(max(span - 15, 0), span + 1):
                 writers[n] = writer
                 checkers[n] = checker
-            return writer
+            return writer, checker
 
         def malloc(size: int) -> int:
             nonlocal serial, live, peak, malloc_site
@@ -426,7 +447,7 @@ class GuardedHeap(ErrorPolicy):
                 sid = capture(f)
                 if is_user_frame(f):
                     malloc_site = (f, f.f_lasti, sid)
-            pack, slots = writers[size] or size_class(size)
+            pack, slots = writers[size] or size_class(size)[0]
             try:
                 take()
             except IndexError:  # another thread holds the lock
@@ -545,7 +566,8 @@ class GuardedHeap(ErrorPolicy):
                     n = e & _LARGE_MARK
                     p = e >> 13
                     if n != _LARGE_MARK:
-                        check, intact, push = checkers[n]
+                        # (a block the general path made may be the first of its class here)
+                        check, intact, push = checkers[n] or size_class(n)[1]
                         if (
                             check(memory, p) != intact
                             if check is not None
@@ -577,8 +599,6 @@ class GuardedHeap(ErrorPolicy):
         def count_alloc(size: int) -> int:
             """Count a new block (lock held); return its serial number."""
             nonlocal serial, live, peak
-            if size <= SMALL_MAX and writers[size] is None:
-                size_class(size)  # a small block needs its tables even when made here
             serial += 1
             live += size
             if live > peak:
@@ -599,7 +619,7 @@ class GuardedHeap(ErrorPolicy):
 
         def set_seam(name: str, fn: Callable[[GuardedHeap, int], None] | None) -> None:
             nonlocal on_alloc, on_free
-            if name == "alloc":
+            if name == "_on_alloc":
                 on_alloc = fn
             else:
                 on_free = fn
@@ -618,25 +638,10 @@ class GuardedHeap(ErrorPolicy):
             free.__doc__, free.__qualname__ = GuardedHeap.free.__doc__, "GuardedHeap.free"
             self.free = free  # type: ignore[method-assign]
 
-    @property
-    def _on_alloc(self) -> Callable[[GuardedHeap, int], None] | None:
-        """Hook seam: called after every allocation (set by the plugin manager)."""
-        return self.__dict__.get("_on_alloc_fn")
-
-    @_on_alloc.setter
-    def _on_alloc(self, fn: Callable[[GuardedHeap, int], None] | None) -> None:
-        self.__dict__["_on_alloc_fn"] = fn
-        self._set_seam("alloc", fn)
-
-    @property
-    def _on_free(self) -> Callable[[GuardedHeap, int], None] | None:
-        """Hook seam: called after every successful free (set by the plugin manager)."""
-        return self.__dict__.get("_on_free_fn")
-
-    @_on_free.setter
-    def _on_free(self, fn: Callable[[GuardedHeap, int], None] | None) -> None:
-        self.__dict__["_on_free_fn"] = fn
-        self._set_seam("free", fn)
+    #: Hook seams: called after every allocation, and after every successful free (set by
+    #: the plugin manager; None when no plugin implements the hook).
+    _on_alloc = _Seam()
+    _on_free = _Seam()
 
     # ------------------------------------------------------------------ allocation
     def malloc(self, size: int) -> int:

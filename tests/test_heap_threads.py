@@ -59,12 +59,10 @@ def _worker(heap: memguard.GuardedHeap, seed: int, out: dict, errors: list) -> N
     out[seed] = (allocs, frees, live)
 
 
-def _run(heap: memguard.GuardedHeap) -> dict:
-    out: dict = {}
-    errors: list = []
-    threads = [threading.Thread(target=_worker, args=(heap, seed, out, errors)) for seed in range(1, THREADS + 1)]
+def _run_threads(threads: list[threading.Thread], interval: float = 1e-5) -> None:
+    """Start and join ``threads`` with the interpreter switching between them very often."""
     old = sys.getswitchinterval()
-    sys.setswitchinterval(1e-5)  # switch threads often
+    sys.setswitchinterval(interval)
     try:
         for t in threads:
             t.start()
@@ -72,6 +70,12 @@ def _run(heap: memguard.GuardedHeap) -> dict:
             t.join()
     finally:
         sys.setswitchinterval(old)
+
+
+def _run(heap: memguard.GuardedHeap) -> dict:
+    out: dict = {}
+    errors: list = []
+    _run_threads([threading.Thread(target=_worker, args=(heap, seed, out, errors)) for seed in range(1, THREADS + 1)])
     assert errors == []
     assert len(out) == THREADS
     return out
@@ -172,16 +176,7 @@ def test_threads_racing_double_frees_are_each_reported_and_never_corrupt_the_hea
             heap.free(blocks[i])
             barrier.wait()
 
-    old = sys.getswitchinterval()
-    sys.setswitchinterval(1e-6)
-    try:
-        threads = [threading.Thread(target=racer, args=(k == 0,)) for k in range(2)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-    finally:
-        sys.setswitchinterval(old)
+    _run_threads([threading.Thread(target=racer, args=(k == 0,)) for k in range(2)], 1e-6)
     assert [r.kind for r in heap.reports] == ["double-free"] * rounds
     assert sorted(r.address for r in heap.reports) == sorted(blocks)
     s = heap.stats()
@@ -266,14 +261,5 @@ def test_mutex_is_reentrant_through_with_and_excludes_other_threads():
             with m:
                 total += 1
 
-    old = sys.getswitchinterval()
-    sys.setswitchinterval(1e-6)
-    try:
-        threads = [threading.Thread(target=add) for _ in range(4)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-    finally:
-        sys.setswitchinterval(old)
+    _run_threads([threading.Thread(target=add) for _ in range(4)], 1e-6)
     assert total == 80000
