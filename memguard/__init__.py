@@ -3,89 +3,119 @@
 A guarded heap over the platform allocator (canary redzones, 0xCD/0xDD fill patterns,
 a quarantine of freed blocks, double/invalid free detection, allocation and free
 stacks), leak reports in LeakSanitizer's shape, and hooks for plugins.
+
+This module is the public facade: every name in :data:`__all__` is imported from the
+module that defines it on first use (PEP 562), so ``import memguard`` (and the pytest
+plugin, which every pytest run loads) costs almost nothing until memguard is used.
 """
 
 from __future__ import annotations
 
-from .errors import (
-    DoubleFreeError,
-    HeapClosedError,
-    HeapCorruptionError,
-    InvalidFreeError,
-    LeakError,
-    MemguardError,
-    PluginError,
-    RefcountError,
-)
-from .heap import BlockInfo, GuardedHeap, HeapStats, InvalidAddressError
-from .leaks import BlockRecord, LeakGroup, SiteDiff, Snapshot, format_leaks
-from .report import Report
-from .stacks import Frame
-from .errors import OptionsError, SuppressionsError  # issue 3
-from .options import Options  # issue 3
-from .process import calloc, free, install, malloc, memalign, process_heap, realloc, uninstall  # issue 3
-from .suppressions import Suppressions  # issue 3
-from .errors import PoolError  # issue 4
-from .hookspecs import hookimpl  # issue 4
-from .mempool import MemPool, MemPoolStats, Region, all_leaks  # issue 4
-from .objpool import ObjectPool, PoolStats  # issue 4
-from .plugins import HeapPlugins, PluginValidationError, load_entrypoint_plugins  # issue 4
-from .refaudit import Ref, RefAudit  # issue 4
-from .callbacks import CAllocator  # issue 6
-from .errors import CallbackError, LibraryNotFoundError  # issue 6
+import importlib
+from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from memguard._version import __version__
 
-__all__ = [
-    "GuardedHeap",
-    "BlockInfo",
-    "HeapStats",
-    "Report",
-    "Frame",
-    "Snapshot",
-    "BlockRecord",
-    "LeakGroup",
-    "SiteDiff",
-    "format_leaks",
-    "MemguardError",
-    "HeapCorruptionError",
-    "DoubleFreeError",
-    "InvalidFreeError",
-    "InvalidAddressError",
-    "LeakError",
-    "RefcountError",
-    "PluginError",
-    "HeapClosedError",
-    # issue 3: process-wide heap, options, suppressions
-    "install",
-    "uninstall",
-    "process_heap",
-    "malloc",
-    "calloc",
-    "realloc",
-    "memalign",
-    "free",
-    "Options",
-    "OptionsError",
-    "Suppressions",
-    "SuppressionsError",
-    # issue 4: hooks, plugins, sub-allocator annotations, refcount audit, object pool
-    "hookimpl",
-    "HeapPlugins",
-    "PluginValidationError",
-    "load_entrypoint_plugins",
-    "MemPool",
-    "MemPoolStats",
-    "Region",
-    "all_leaks",
-    "PoolError",
-    "ObjectPool",
-    "PoolStats",
-    "RefAudit",
-    "Ref",
-    # issue 6: C libraries on the guarded heap (memguard.clibs holds the adapters)
-    "CAllocator",
-    "CallbackError",
-    "LibraryNotFoundError",
-    "__version__",
-]
+#: Public name -> the module that defines it.
+_EXPORTS: dict[str, str] = {
+    # the heap
+    "GuardedHeap": "memguard.heap.guarded",
+    "BlockInfo": "memguard.heap.guarded",
+    "HeapStats": "memguard.heap.guarded",
+    "InvalidAddressError": "memguard.heap.guarded",
+    # records and reports
+    "Report": "memguard.report",
+    "Frame": "memguard.stacks",
+    "Snapshot": "memguard.leaks",
+    "BlockRecord": "memguard.leaks",
+    "LeakGroup": "memguard.leaks",
+    "SiteDiff": "memguard.leaks",
+    "format_leaks": "memguard.leaks",
+    # errors
+    "MemguardError": "memguard.errors",
+    "HeapCorruptionError": "memguard.errors",
+    "DoubleFreeError": "memguard.errors",
+    "InvalidFreeError": "memguard.errors",
+    "LeakError": "memguard.errors",
+    "RefcountError": "memguard.errors",
+    "PluginError": "memguard.errors",
+    "HeapClosedError": "memguard.errors",
+    "OptionsError": "memguard.errors",
+    "SuppressionsError": "memguard.errors",
+    "PoolError": "memguard.errors",
+    "CallbackError": "memguard.errors",
+    "LibraryNotFoundError": "memguard.errors",
+    # the process-wide heap, options, suppressions
+    "install": "memguard.process",
+    "uninstall": "memguard.process",
+    "process_heap": "memguard.process",
+    "malloc": "memguard.process",
+    "calloc": "memguard.process",
+    "realloc": "memguard.process",
+    "memalign": "memguard.process",
+    "free": "memguard.process",
+    "Options": "memguard.options",
+    "Suppressions": "memguard.reporting.suppressions",
+    # hooks and plugins
+    "hookimpl": "memguard.hookspecs",
+    "HeapPlugins": "memguard.plugin_manager",
+    "PluginValidationError": "memguard.plugin_manager",
+    "load_entrypoint_plugins": "memguard.plugin_manager",
+    # sub-allocators and audits
+    "MemPool": "memguard.allocators.mempool",
+    "MemPoolStats": "memguard.allocators.mempool",
+    "Region": "memguard.allocators.mempool",
+    "all_leaks": "memguard.allocators.mempool",
+    "ObjectPool": "memguard.allocators.objpool",
+    "PoolStats": "memguard.allocators.objpool",
+    "RefAudit": "memguard.refaudit",
+    "Ref": "memguard.refaudit",
+    # C libraries on the guarded heap (memguard.clibs holds the adapters)
+    "CAllocator": "memguard.clibs.callbacks",
+}
+
+__all__ = [*_EXPORTS, "__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'memguard' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
+
+if TYPE_CHECKING:
+    from memguard.allocators.mempool import MemPool, MemPoolStats, Region, all_leaks
+    from memguard.allocators.objpool import ObjectPool, PoolStats
+    from memguard.clibs.callbacks import CAllocator
+    from memguard.errors import (
+        CallbackError,
+        DoubleFreeError,
+        HeapClosedError,
+        HeapCorruptionError,
+        InvalidFreeError,
+        LeakError,
+        LibraryNotFoundError,
+        MemguardError,
+        OptionsError,
+        PluginError,
+        PoolError,
+        RefcountError,
+        SuppressionsError,
+    )
+    from memguard.heap.guarded import BlockInfo, GuardedHeap, HeapStats, InvalidAddressError
+    from memguard.hookspecs import hookimpl
+    from memguard.leaks import BlockRecord, LeakGroup, SiteDiff, Snapshot, format_leaks
+    from memguard.options import Options
+    from memguard.plugin_manager import HeapPlugins, PluginValidationError, load_entrypoint_plugins
+    from memguard.process import calloc, free, install, malloc, memalign, process_heap, realloc, uninstall
+    from memguard.refaudit import Ref, RefAudit
+    from memguard.report import Report
+    from memguard.reporting.suppressions import Suppressions
+    from memguard.stacks import Frame

@@ -19,9 +19,10 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Sequence
 
-from . import exitdump, process
-from .errors import MemguardError
-from .options import OPTION_SPECS, ENV_VAR, Options
+from memguard.reporting import exitreport
+from memguard import process
+from memguard.errors import MemguardError
+from memguard.options import OPTION_SPECS, ENV_VAR, Options
 
 __all__ = ["main", "RunSpec", "parse_run_args", "USAGE_ERROR"]
 
@@ -246,9 +247,9 @@ def _cmd_run(argv: Sequence[str]) -> int:
     except MemguardError as exc:
         sys.stderr.write(f"{_PROG} run: {exc}\n")
         return USAGE_ERROR
-    exitdump.add_launcher_frames(sys._getframe())
+    exitreport.add_launcher_frames(sys._getframe())
     status = _execute(spec)
-    exitdump.set_program_status(status)
+    exitreport.set_program_status(status)
     _join_threads()
     # The program's atexit handlers run first (they may free memory), then memguard's,
     # which was registered before the program started: atexit runs handlers last-in first-out.
@@ -258,7 +259,7 @@ def _cmd_run(argv: Sequence[str]) -> int:
     else:  # pragma: no cover - every CPython has it
         process._at_exit()
     heap_options = process.process_options() or options
-    return exitdump.exit_status(status, exitdump.last_exit_report(), heap_options)
+    return exitreport.exit_status(status, exitreport.last_exit_report(), heap_options)
 
 
 def _cmd_report(argv: Sequence[str]) -> int:
@@ -275,12 +276,12 @@ def _cmd_report(argv: Sequence[str]) -> int:
     )
     args = parser.parse_args(list(argv))
     try:
-        result = exitdump.load_report(args.file)
+        result = exitreport.load_report(args.file)
     except MemguardError as exc:
         sys.stderr.write(f"{_PROG} report: {exc}\n")
         return USAGE_ERROR
     if args.format == "json":
-        sys.stdout.write(exitdump.render_json(result))
+        sys.stdout.write(exitreport.render_json(result))
     else:
         program = " ".join(result.argv) or "?"
         status = "?" if result.program_status is None else str(result.program_status)
@@ -288,7 +289,7 @@ def _cmd_report(argv: Sequence[str]) -> int:
             f"memguard exit report: pid {result.pid}, program {program!r} (exit status {status}), "
             f"{result.created}, memguard {result.memguard_version}, Python {result.python_version}\n\n"
         )
-        sys.stdout.write(exitdump.render_text(result, verbose=True))
+        sys.stdout.write(exitreport.render_text(result, verbose=True))
     sys.stdout.flush()
     return 0
 
@@ -300,7 +301,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         (sys.stdout if args else sys.stderr).write(_MAIN_HELP)
         return 0 if args else USAGE_ERROR
     if args[0] == "--version":
-        from . import __version__
+        from memguard import __version__
 
         sys.stdout.write(f"memguard {__version__}\n")
         return 0

@@ -29,11 +29,11 @@ from typing import IO, TYPE_CHECKING, Any, Sequence
 from pluggy import HookimplMarker, HookspecMarker
 
 if TYPE_CHECKING:
-    from .heap import BlockInfo, GuardedHeap
-    from .leaks import LeakGroup
-    from .mempool import MemPool, Region
-    from .refaudit import Ref, RefAudit
-    from .report import Report
+    from memguard.heap.guarded import BlockInfo, GuardedHeap
+    from memguard.leaks import LeakGroup
+    from memguard.allocators.mempool import MemPool, Region
+    from memguard.refaudit import Ref, RefAudit
+    from memguard.report import Report
 
 __all__ = ["hookspec", "hookimpl", "PROJECT", "HOOK_NAMES"]
 

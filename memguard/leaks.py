@@ -12,8 +12,8 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Protocol, Sequence
 
-from .report import Report
-from .stacks import Stack, format_stack
+from memguard.report import Report
+from memguard.stacks import Stack, format_stack
 
 __all__ = ["BlockRecord", "LeakGroup", "Snapshot", "SiteDiff", "group_records", "format_leaks", "leaks_to_dict"]
 

@@ -18,7 +18,7 @@ import os
 from dataclasses import dataclass
 from typing import Any, Callable, Final, Mapping
 
-from .errors import OptionsError
+from memguard.errors import OptionsError
 
 __all__ = [
     "Options",

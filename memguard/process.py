@@ -18,11 +18,11 @@ import os
 import threading
 from typing import Any
 
-from . import exitdump
-from .errors import MemguardError, OptionsError
-from .heap import GuardedHeap
-from .options import Options
-from .suppressions import Suppressions
+from memguard.reporting import exitreport
+from memguard.errors import MemguardError, OptionsError
+from memguard.heap.guarded import GuardedHeap
+from memguard.options import Options
+from memguard.reporting.suppressions import Suppressions
 
 __all__ = [
     "install",
@@ -87,7 +87,7 @@ def install(**options: Any) -> GuardedHeap:
         if opts.load_plugins:
             _load_plugins(heap)
         if opts.handle_sigterm:
-            exitdump.install_sigterm_handler()
+            exitreport.install_sigterm_handler()
         if not _atexit_registered:
             atexit.register(_at_exit)
             _atexit_registered = True
@@ -99,7 +99,7 @@ def install(**options: Any) -> GuardedHeap:
 def _load_plugins(heap: GuardedHeap) -> None:
     """Register entry-point plugins (issue 4's :func:`memguard.plugins.load_entrypoint_plugins`)."""
     try:
-        from .plugins import load_entrypoint_plugins
+        from memguard.plugin_manager import load_entrypoint_plugins
     except ImportError:  # pragma: no cover - the plugin layer is optional
         return
     load_entrypoint_plugins(heap)
@@ -117,7 +117,7 @@ def uninstall() -> None:
         _heap = None
         _options = None
         _suppressions = None
-        exitdump.restore_sigterm_handler()
+        exitreport.restore_sigterm_handler()
     if heap is not None and not heap.closed:
         heap.close(check=False)
 
@@ -138,7 +138,7 @@ def _at_exit() -> None:
         heap, options, suppressions = _heap, _options, _suppressions
     if heap is None or options is None:
         return
-    exitdump.dump(heap, options, suppressions)
+    exitreport.dump(heap, options, suppressions)
 
 
 def malloc(size: int) -> int:

@@ -29,12 +29,13 @@ from typing import TYPE_CHECKING, Any, Callable, Generator, Iterator, Mapping
 
 import pytest
 
-from . import verdicts as _v
+from memguard._location import is_own_file
+from memguard.reporting import verdicts as _v
 
 if TYPE_CHECKING:
-    from .heap import GuardedHeap
-    from .leaks import LeakGroup
-    from .report import Report
+    from memguard.heap.guarded import GuardedHeap
+    from memguard.leaks import LeakGroup
+    from memguard.report import Report
 
 __all__ = [
     "MemguardLeakWarning",
@@ -114,7 +115,7 @@ class Settings:
 
 
 def _parse_options_text(text: str, source: str) -> dict[str, Any]:
-    from .options import parse_options
+    from memguard.options import parse_options
 
     try:
         return parse_options(text, source)
@@ -194,7 +195,7 @@ def _marker_policy(item: pytest.Item, settings: Settings) -> TestPolicy:
         raise pytest.UsageError(str(exc)) from None
     options = dict(settings.options)
     if kwargs:
-        from .options import OPTION_SPECS
+        from memguard.options import OPTION_SPECS
 
         for key, value in kwargs.items():
             if key not in _v.HEAP_OPTION_KEYS:
@@ -295,14 +296,14 @@ class _Run:
         self.session_obj: pytest.Session | None = None
         self.worker = hasattr(config, "workerinput")
         if settings.suppressions:
-            from .suppressions import Suppressions
+            from memguard.reporting.suppressions import Suppressions
 
             try:
                 self.suppressions = Suppressions.load(settings.suppressions)
             except (OSError, ValueError) as exc:
                 raise pytest.UsageError(f"--memguard-suppressions: cannot load {settings.suppressions!r}: {exc}") from None
         if settings.options.get("only"):
-            from .suppressions import Only
+            from memguard.reporting.suppressions import Only
 
             self.only = Only(tuple(settings.options["only"]))
 
@@ -364,7 +365,6 @@ class _Run:
         return list(kept), dropped
 
 
-_MEMGUARD_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 _RUN = pytest.StashKey["_Run"]()
 _TRACKER = pytest.StashKey["_Tracker"]()
 
@@ -493,7 +493,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     """A memguard error raised in the test: keep pytest's failure, add the full report as a section."""
     excinfo = call.excinfo
     err = excinfo.value if excinfo is not None else None
-    from .errors import MemguardError
+    from memguard.errors import MemguardError
 
     if isinstance(err, MemguardError):
         _cut_memguard_frames(excinfo)  # type: ignore[arg-type]
@@ -512,7 +512,7 @@ def _cut_memguard_frames(excinfo: pytest.ExceptionInfo[BaseException]) -> None:
     tb = excinfo.tb
     prev = None
     while tb is not None:
-        if tb.tb_frame.f_code.co_filename.startswith(_MEMGUARD_DIR) and prev is not None:
+        if is_own_file(tb.tb_frame.f_code.co_filename) and prev is not None:
             prev.tb_next = None
             excinfo.traceback = pytest.ExceptionInfo.from_exc_info(excinfo._excinfo).traceback  # type: ignore[arg-type]  # noqa: SLF001
             return
@@ -553,7 +553,7 @@ def _own_findings(tracker: _Tracker) -> tuple[list[Report], list[LeakGroup]]:
     With ``on_error="raise"`` a finding made during the test was raised into it (the test
     failed, or it caught the error on purpose), so only the final check counts.
     """
-    from .heap import GuardedHeap
+    from memguard.heap.guarded import GuardedHeap
 
     reports: list[Report] = []
     groups: list[LeakGroup] = []
@@ -643,7 +643,7 @@ def guarded_heap(request: pytest.FixtureRequest) -> Iterator[GuardedHeap]:
     corruption fails the test (leak mode and heap options from the ``memguard`` marker,
     then the command line, the ini file and ``$MEMGUARD_OPTIONS``).
     """
-    from .heap import GuardedHeap
+    from memguard.heap.guarded import GuardedHeap
 
     run = _run(request.config)
     tracker = request.node.stash.get(_TRACKER, None)
@@ -668,7 +668,7 @@ def ref_audit(request: pytest.FixtureRequest) -> Iterator[Any]:
 
     cls = getattr(memguard, "RefAudit", None)
     if cls is None:
-        from .refaudit import RefAudit as cls  # noqa: N813
+        from memguard.refaudit import RefAudit as cls  # noqa: N813
     audit = cls(on_error="raise", name=f"ref_audit[{request.node.name}]")
     tracker = request.node.stash.get(_TRACKER, None)
     if tracker is not None:
@@ -681,7 +681,7 @@ def ref_audit(request: pytest.FixtureRequest) -> Iterator[Any]:
 
 def _check_unmanaged(obj: Any) -> None:
     """Check a fixture object outside the plugin's protocol (requested dynamically): fail the teardown."""
-    from .errors import LeakError
+    from memguard.errors import LeakError
 
     tracker = _Tracker(TestPolicy("fail", {}, False), own=[obj])
     reports, groups = _own_findings(tracker)

@@ -30,10 +30,10 @@ import threading
 from collections import Counter
 from typing import Any, Callable, Literal
 
-from .errors import HeapClosedError, error_for
-from .policy import ErrorPolicy
-from .report import Report
-from .stacks import Stack, StackTable, format_stack
+from memguard.errors import HeapClosedError, error_for
+from memguard.checker import ErrorPolicy
+from memguard.report import Report
+from memguard.stacks import Stack, StackTable, format_stack
 
 __all__ = ["RefAudit", "Ref", "REFCOUNT_MAX"]
 
@@ -181,7 +181,7 @@ class RefAudit(ErrorPolicy):
     def plugins(self) -> Any:
         """This audit's plugin manager (a :class:`memguard.plugins.HeapPlugins`, created on first use)."""
         if self._plugins is None:
-            from .plugins import HeapPlugins
+            from memguard.plugin_manager import HeapPlugins
 
             self._plugins = HeapPlugins(self)
         return self._plugins

@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from .stacks import Frame, Stack, format_stack
+from memguard.stacks import Frame, Stack, format_stack
 
 __all__ = ["Report", "KINDS", "hexdump"]
 

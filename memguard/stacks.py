@@ -9,12 +9,13 @@ a stack is rendered.  No ``traceback`` or ``inspect`` is used.
 from __future__ import annotations
 
 import inspect
-import os
 import sys
 import threading
 from dataclasses import dataclass
 from types import CodeType, FrameType
 from typing import Any, Sequence
+
+from memguard._location import PACKAGE_DIR
 
 __all__ = ["Frame", "Stack", "StackTable", "format_stack", "current_stack", "is_user_frame"]
 
@@ -65,13 +66,11 @@ def _lineno(code: CodeType, lasti: int) -> int:
 #: Code flags of frames that can be suspended and resumed under another caller.
 _RESUMABLE = inspect.CO_GENERATOR | inspect.CO_COROUTINE | inspect.CO_ASYNC_GENERATOR | inspect.CO_ITERABLE_COROUTINE
 
-#: Frames whose file lives in this directory are memguard's own and never shown.
-_MEMGUARD_DIR = os.path.dirname(_lineno.__code__.co_filename) + os.sep
 
 
 def is_user_frame(frame: FrameType) -> bool:
     """Whether ``frame`` is outside the memguard package (a frame a stack starts at)."""
-    return not frame.f_code.co_filename.startswith(_MEMGUARD_DIR)
+    return not frame.f_code.co_filename.startswith(PACKAGE_DIR)
 
 
 def _resolve(raw: Sequence[Any]) -> Stack:
@@ -135,7 +134,7 @@ class StackTable:
         so an id in a key cannot be reused.  Looking an existing stack up takes no lock.
         """
         f = frame
-        while f is not None and f.f_code.co_filename.startswith(_MEMGUARD_DIR):
+        while f is not None and f.f_code.co_filename.startswith(PACKAGE_DIR):
             f = f.f_back
         top = f
         cache = self._cache

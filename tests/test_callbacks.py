@@ -19,7 +19,7 @@ import pytest
 
 import memguard
 from memguard import native
-from memguard.callbacks import CAllocator, allocator_for
+from memguard.clibs.callbacks import CAllocator, allocator_for
 from memguard.errors import CallbackError, DoubleFreeError, HeapCorruptionError
 
 BUGGY_C = Path(__file__).parent / "clib" / "buggy.c"

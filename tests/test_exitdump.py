@@ -12,10 +12,10 @@ from typing import Iterator
 import pytest
 
 import memguard
-from memguard import exitdump
-from memguard.exitdump import ExitReport, ReportFileError, build_report, exit_status, render_json, render_text
+from memguard.reporting import exitreport as exitdump
+from memguard.reporting.exitreport import ExitReport, ReportFileError, build_report, exit_status, render_json, render_text
 from memguard.options import Options
-from memguard.suppressions import Suppressions
+from memguard.reporting.suppressions import Suppressions
 
 
 @pytest.fixture

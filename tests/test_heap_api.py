@@ -761,7 +761,7 @@ def test_reporting_records_without_raising_and_restores_on_error() -> None:
 
 
 def test_blocks_bigger_than_the_header_can_describe_raise_memory_error(heap):
-    from memguard.heap import MAX_BLOCK
+    from memguard.heap.guarded import MAX_BLOCK
 
     for op in (lambda: heap.malloc(MAX_BLOCK + 1), lambda: heap.memalign(64, MAX_BLOCK + 1), lambda: heap.calloc(2, MAX_BLOCK)):
         with pytest.raises(MemoryError, match="at most"):

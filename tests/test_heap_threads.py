@@ -236,7 +236,7 @@ def test_finalizers_that_free_during_allocation_neither_deadlock_nor_corrupt():
 
 
 def test_mutex_is_reentrant_through_with_and_excludes_other_threads():
-    from memguard.mutex import Mutex
+    from memguard.heap.mutex import Mutex
 
     m = Mutex()
     with m:

@@ -20,7 +20,7 @@ import pytest
 import memguard
 from memguard import GuardedHeap, MemPool, RefAudit, Report, hookimpl
 from memguard import hookspecs
-from memguard.plugins import PluginValidationError, load_entrypoint_plugins, write_leak_report
+from memguard.plugin_manager import PluginValidationError, load_entrypoint_plugins, write_leak_report
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:

@@ -6,7 +6,7 @@ import pytest
 
 import memguard
 from memguard import GuardedHeap, MemPool, PoolError
-from memguard.mempool import FREED, FRESH, NO_MANS_LAND, all_leaks
+from memguard.allocators.mempool import FREED, FRESH, NO_MANS_LAND, all_leaks
 
 
 @pytest.fixture

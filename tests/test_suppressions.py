@@ -9,7 +9,7 @@ import pytest
 
 import memguard
 from memguard import Frame, LeakGroup, Report
-from memguard.suppressions import Only, Suppressions, SuppressionsError, frame_candidates, module_of
+from memguard.reporting.suppressions import Only, Suppressions, SuppressionsError, frame_candidates, module_of
 
 SITE = "/venv/lib/python3.11/site-packages"
 VENDOR = Frame(f"{SITE}/vendorlib/cache.py", 10, "Cache.fill")
@@ -108,8 +108,8 @@ def test_only_keeps_findings_with_a_matching_frame() -> None:
 
 def test_module_of_uses_sys_modules_then_guesses() -> None:
     assert module_of(os.__file__) == "os"
-    assert module_of(memguard.suppressions.__file__) == "memguard.suppressions"
+    assert module_of(memguard.reporting.suppressions.__file__) == "memguard.reporting.suppressions"
     assert module_of(f"{SITE}/pkg/sub/__init__.py") == "pkg.sub"
     assert module_of("/nowhere/tool.py") == "tool"
     assert module_of("<string>") == ""
-    assert "memguard" in frame_candidates(Frame(memguard.suppressions.__file__, 1, "f"))
+    assert "memguard" in frame_candidates(Frame(memguard.reporting.suppressions.__file__, 1, "f"))

@@ -1,4 +1,4 @@
-"""Unit tests of the pure pass/fail decisions (``memguard.verdicts``)."""
+"""Unit tests of the pure pass/fail decisions (``memguard.reporting.verdicts``)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 
 from memguard import LeakGroup, Report
 from memguard.stacks import Frame
-from memguard import verdicts as v
+from memguard.reporting import verdicts as v
 
 PYTEST_DIR = "/site/_pytest/"
 USER = Frame("/src/test_x.py", 9, "test_leaks")

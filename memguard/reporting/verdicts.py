@@ -15,9 +15,9 @@ from collections import Counter
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from .leaks import LeakGroup, format_leaks
-from .report import Report
-from .stacks import Frame, Stack
+from memguard.leaks import LeakGroup, format_leaks
+from memguard.report import Report
+from memguard.stacks import Frame, Stack
 
 __all__ = [
     "LEAK_MODES",

@@ -22,9 +22,9 @@ import sys
 import threading
 from dataclasses import dataclass
 
-from .heap import GuardedHeap
-from .mempool import MemPool
-from .report import Report
+from memguard.heap.guarded import GuardedHeap
+from memguard.allocators.mempool import MemPool
+from memguard.report import Report
 
 __all__ = ["ObjectPool", "PoolStats"]
 
@@ -243,7 +243,7 @@ class ObjectPool:
             if self._own_heap:
                 reports = reports + self.heap.close()
         if reports and saved == "raise":
-            from .errors import error_for
+            from memguard.errors import error_for
 
             raise error_for(reports[0])
         return reports

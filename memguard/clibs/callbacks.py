@@ -20,14 +20,14 @@ can crash the process: the heap never dereferences an address it does not own.
 from __future__ import annotations
 
 import _thread
-import os
 import threading
 from typing import Any, Callable
 
-from . import native
-from .errors import HeapClosedError, MemguardError
-from .report import Report
-from .stacks import Frame, current_stack
+from memguard import native
+from memguard._location import is_own_file
+from memguard.errors import HeapClosedError, MemguardError
+from memguard.report import Report
+from memguard.stacks import Frame, current_stack
 
 __all__ = ["CAllocator", "KINDS", "allocator_for"]
 
@@ -43,13 +43,10 @@ KINDS: dict[str, str] = {
     "opaque_free": "void (void *opaque, void *ptr)",
 }
 
-_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
-
-
 def _user_stack(depth: int) -> tuple[Frame, ...]:
     """The calling thread's Python stack without memguard's own frames."""
     stack = current_stack(depth + 16, skip=1)
-    return tuple(f for f in stack if not f.filename.startswith(_PACKAGE_DIR))[:depth]
+    return tuple(f for f in stack if not is_own_file(f.filename))[:depth]
 
 
 class CAllocator:
@@ -79,7 +76,7 @@ class CAllocator:
     """
 
     def __init__(self, heap: Any) -> None:
-        from .heap import GuardedHeap
+        from memguard.heap.guarded import GuardedHeap
 
         if not isinstance(heap, GuardedHeap):
             raise TypeError(f"CAllocator needs a GuardedHeap, got {type(heap).__name__}")
@@ -298,7 +295,7 @@ def allocator_for(obj: Any) -> CAllocator:
     """
     if isinstance(obj, CAllocator):
         return obj
-    from .heap import GuardedHeap
+    from memguard.heap.guarded import GuardedHeap
 
     if not isinstance(obj, GuardedHeap):
         raise TypeError(f"expected a CAllocator or a GuardedHeap, got {type(obj).__name__}")

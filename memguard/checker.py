@@ -17,8 +17,8 @@ import threading
 from contextlib import contextmanager
 from typing import Callable, Iterator, TypeVar
 
-from .errors import error_for
-from .report import Report
+from memguard.errors import error_for
+from memguard.report import Report
 
 __all__ = ["ErrorPolicy", "ON_ERROR"]
 

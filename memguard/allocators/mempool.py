@@ -44,12 +44,12 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any, Iterator
 
-from .errors import MemguardError
-from .heap import GuardedHeap, InvalidAddressError
-from .hookspecs import hookimpl
-from .leaks import BlockRecord, LeakGroup, group_records
-from .report import Report
-from .stacks import Stack, StackTable
+from memguard.errors import MemguardError
+from memguard.heap.guarded import GuardedHeap, InvalidAddressError
+from memguard.hookspecs import hookimpl
+from memguard.leaks import BlockRecord, LeakGroup, group_records
+from memguard.report import Report
+from memguard.stacks import Stack, StackTable
 
 __all__ = ["MemPool", "Region", "MemPoolStats", "all_leaks", "pools_of", "NO_MANS_LAND", "FREED", "FRESH"]
 

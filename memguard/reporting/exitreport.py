@@ -34,12 +34,13 @@ import threading
 from dataclasses import dataclass, field
 from typing import IO, Any, Iterable, Mapping, Sequence
 
-from .errors import MemguardError
-from .leaks import LeakGroup, format_leaks, leaks_to_dict
-from .options import Options
-from .report import Report
-from .stacks import _MEMGUARD_DIR, Frame, Stack
-from .suppressions import Only, Rule, Suppressed, Suppressions, summarize
+from memguard.errors import MemguardError
+from memguard.leaks import LeakGroup, format_leaks, leaks_to_dict
+from memguard.options import Options
+from memguard.report import Report
+from memguard._location import PACKAGE_DIR
+from memguard.stacks import Frame, Stack
+from memguard.reporting.suppressions import Only, Rule, Suppressed, Suppressions, summarize
 
 __all__ = [
     "ExitReport",
@@ -91,7 +92,7 @@ def add_launcher_frames(frame: Any) -> None:
 def _is_launcher(frame: Frame) -> bool:
     name = frame.filename
     return (
-        name.startswith(_MEMGUARD_DIR)
+        name.startswith(PACKAGE_DIR)
         or name in _launcher_files
         or name.startswith("<frozen runpy")
         or os.path.basename(name) == "runpy.py"
@@ -274,7 +275,7 @@ def _suppressed_from_dict(d: Mapping[str, Any], leak: bool) -> Suppressed:
 
 def _version() -> str:
     try:
-        from . import __version__
+        from memguard import __version__
 
         return str(__version__)
     except ImportError:  # pragma: no cover - partially initialised package

@@ -30,10 +30,10 @@ import sys
 from dataclasses import dataclass
 from typing import Iterable, Sequence, TypeVar, Union
 
-from .errors import SuppressionsError
-from .leaks import LeakGroup
-from .report import KINDS, Report
-from .stacks import Frame, Stack
+from memguard.errors import SuppressionsError
+from memguard.leaks import LeakGroup
+from memguard.report import KINDS, Report
+from memguard.stacks import Frame, Stack
 
 __all__ = [
     "Rule",
@@ -64,7 +64,7 @@ RULE_KINDS: dict[str, str] = {
 
 
 def _known_kinds() -> set[str]:
-    from . import errors
+    from memguard import errors
 
     kinds = set(KINDS) | set(RULE_KINDS) | set(getattr(errors, "_BY_KIND", {}))
     return kinds

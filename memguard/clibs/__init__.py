@@ -33,8 +33,8 @@ from __future__ import annotations
 import ctypes
 from typing import Any, Callable
 
-from . import native
-from .callbacks import CAllocator, allocator_for
+from memguard import native
+from memguard.clibs.callbacks import CAllocator, allocator_for
 
 __all__ = [
     "CLibraryError",

@@ -38,17 +38,17 @@ from dataclasses import dataclass
 from types import FrameType
 from typing import TYPE_CHECKING, Any, Callable, Literal
 
-from . import native
-from .canary import MAX_PAD, Canaries
-from .errors import HeapClosedError, MemguardError, error_for
-from .policy import ON_ERROR, ErrorPolicy
-from .mutex import Mutex
-from .leaks import BlockRecord, LeakGroup, Snapshot, group_records
-from .report import Report
-from .stacks import Stack, StackTable, is_user_frame
+from memguard import native
+from memguard.heap.canary import MAX_PAD, Canaries
+from memguard.errors import HeapClosedError, MemguardError, error_for
+from memguard.checker import ON_ERROR, ErrorPolicy
+from memguard.heap.mutex import Mutex
+from memguard.leaks import BlockRecord, LeakGroup, Snapshot, group_records
+from memguard.report import Report
+from memguard.stacks import Stack, StackTable, is_user_frame
 
 if TYPE_CHECKING:
-    from .callbacks import CAllocator
+    from memguard.clibs.callbacks import CAllocator
 
 __all__ = [
     "GuardedHeap",
@@ -284,7 +284,7 @@ class GuardedHeap(ErrorPolicy):
     def plugins(self) -> Any:
         """This heap's plugin manager (created on first use)."""
         if self._plugins is None:
-            from .plugins import HeapPlugins
+            from memguard.plugin_manager import HeapPlugins
 
             self._plugins = HeapPlugins(self)
         return self._plugins
@@ -299,7 +299,7 @@ class GuardedHeap(ErrorPolicy):
         with self._lock:
             alloc = self.__dict__.get("_c_allocator")
             if alloc is None:
-                from .callbacks import CAllocator
+                from memguard.clibs.callbacks import CAllocator
 
                 alloc = self._c_allocator = CAllocator(self)
         return alloc

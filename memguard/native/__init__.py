@@ -464,7 +464,7 @@ def load_library(name: str) -> ctypes.CDLL:
     Raises :class:`memguard.errors.LibraryNotFoundError` naming the library when it is
     not installed.  (Not cached; the typed loaders such as :func:`zlib` cache.)
     """
-    from .errors import LibraryNotFoundError
+    from memguard.errors import LibraryNotFoundError
 
     candidates: list[str] = []
     found = _ctypes_util.find_library(name)
@@ -483,7 +483,7 @@ def load_library(name: str) -> ctypes.CDLL:
 def _require(lib: ctypes.CDLL, libname: str, name: str, restype: object, *argtypes: object) -> ctypes._CFuncPtr:  # type: ignore[name-defined]
     fn = _declare(lib, name, restype, *argtypes)
     if fn is None:
-        from .errors import LibraryNotFoundError
+        from memguard.errors import LibraryNotFoundError
 
         raise LibraryNotFoundError(f"{libname} has no function {name!r} (too old a version?)")
     return fn
@@ -697,7 +697,7 @@ def buggy(path: str) -> BuggyLib:
         try:
             return BuggyLib(ctypes.CDLL(path))
         except OSError as exc:
-            from .errors import LibraryNotFoundError
+            from memguard.errors import LibraryNotFoundError
 
             raise LibraryNotFoundError(f"cannot load {path}: {exc}") from None
 

@@ -22,11 +22,12 @@ from typing import IO, Any, Callable, Iterator, Mapping, Sequence
 
 import pluggy
 
-from . import hookspecs
-from .errors import MemguardError
-from .leaks import LeakGroup, format_leaks, leaks_to_dict
-from .report import Report
-from .stacks import Frame, Stack, current_stack
+from memguard import hookspecs
+from memguard._location import is_own_file
+from memguard.errors import MemguardError
+from memguard.leaks import LeakGroup, format_leaks, leaks_to_dict
+from memguard.report import Report
+from memguard.stacks import Frame, Stack, current_stack
 
 __all__ = [
     "HeapPlugins",
@@ -64,15 +65,12 @@ class PluginValidationError(MemguardError, ValueError):
         self.plugin = plugin
 
 
-_OWN_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
-
-
 def _tb_stack(tb: TracebackType | None, depth: int = 16) -> Stack:
     """The frames of a traceback (memguard's own left out), most recent call first."""
     frames: list[Frame] = []
     while tb is not None:
         code = tb.tb_frame.f_code
-        if code.co_filename.startswith(_OWN_DIR):
+        if is_own_file(code.co_filename):
             tb = tb.tb_next
             continue
         frames.append(Frame(code.co_filename, tb.tb_lineno, getattr(code, "co_qualname", code.co_name)))
@@ -354,7 +352,7 @@ class HeapPlugins:
             block = heap.block(address)
         except (ValueError, MemguardError):
             # A large block that left the quarantine at once: gone, size unknown.
-            from .heap import BlockInfo
+            from memguard.heap.guarded import BlockInfo
 
             block = BlockInfo(address, 0, 0, "released", (), current_stack(heap.stack_depth, 2))
         else:
