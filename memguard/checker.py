@@ -1,80 +1,199 @@
-"""The ``on_error`` policy every checker shares (the heap, refcount audits).
+"""The checker contract: what every heap, audit, pool and memory manager shares.
 
-A checker records each finding in its ``reports`` list, passes it to the plugins'
-``memguard_report`` hook, then acts on ``on_error``: ``"raise"`` raises the matching
-:class:`~memguard.MemguardError` subclass, ``"report"`` carries on, ``"abort"`` prints the
-report to stderr and aborts the process (AddressSanitizer's ``halt_on_error``).
-Inside :meth:`ErrorPolicy.deferred_errors` a ``"raise"`` finding is held back and raised by
-the checker's next ``check()``: for code that must not raise, such as allocator callbacks
-called from C.
+A *checker* is anything that finds memory bugs and reports them as
+:class:`~memguard.Report` findings: the guarded heap, a refcount audit, the pool
+annotations, an object pool, and every manager built on them.  :class:`Checker` owns,
+once for all of them:
+
+* the findings list (:attr:`Checker.reports`) and ``on_error`` (``"raise"`` raises the
+  exception the finding's kind declares in :mod:`memguard.kinds`, ``"report"`` carries
+  on, ``"abort"`` prints the report and aborts the process, like AddressSanitizer's
+  ``halt_on_error``);
+* :meth:`Checker.emit`, the one method a checker calls to make findings;
+* deferral, for code that must not raise (allocator callbacks called from C, hooks):
+  :meth:`Checker.deferred_errors` records a finding at once and raises it at the next
+  :meth:`Checker.check`; :meth:`Checker.hold_errors` raises it when a compound operation
+  has finished its bookkeeping; :meth:`Checker.reporting` never raises;
+* the plugin manager (:attr:`Checker.plugins`, created on first use) and the hook seams
+  (:class:`~memguard.seams.Seams`, one object, set by :meth:`Checker.set_seams`);
+* registration: a checker created over a heap (``Checker(heap=heap)``) reports through
+  that heap (its findings, ``on_error`` and plugins are the heap's) and registers with
+  it, so ``heap.check()``, the exit report and the pytest plugin verify every live
+  checker of the heap through :meth:`Checker.verify` without knowing its type.
+
+A new checker subclasses :class:`Checker`, implements :meth:`verify` (verify now, return
+the findings without emitting them) and :meth:`close`, and calls :meth:`emit` wherever it
+detects something.  ``docs/architecture.md`` walks through one.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 import sys
 import threading
+import weakref
 from contextlib import contextmanager
-from typing import Callable, Iterator, TypeVar
+from typing import TYPE_CHECKING, Any, Iterator, TypeVar
 
-from memguard.errors import error_for
+from memguard.errors import HeapClosedError
+from memguard.kinds import error_for
 from memguard.report import Report
+from memguard.seams import NO_SEAMS, Seams
 
-__all__ = ["ErrorPolicy", "ON_ERROR"]
+if TYPE_CHECKING:
+    from memguard.plugin_manager import HeapPlugins
 
-_P = TypeVar("_P", bound="ErrorPolicy")
+__all__ = ["Checker", "ON_ERROR"]
+
+_C = TypeVar("_C", bound="Checker")
 
 #: The accepted values of ``on_error``.
 ON_ERROR = ("raise", "report", "abort")
 
 
-class ErrorPolicy:
-    """Mixin: ``reports``, ``on_error`` and deferred errors for a checker."""
 
-    on_error: str
+
+
+class _Deferral(threading.local):
+    """Per-thread deferral state of a checker (class attributes are each thread's defaults)."""
+
+    #: Nesting depth of :meth:`Checker.deferred_errors` (C trampolines bump it directly).
+    depth = 0
+    #: Findings held by :meth:`Checker.hold_errors`, or ``None`` outside one.
+    held: list[Report] | None = None
+
+
+_serials = itertools.count(1)
+
+
+class Checker:
+    """Base class of every memguard checker (see the module documentation).
+
+    :param name: the checker's name in reports, traces and ``repr``.
+    :param on_error: ``"raise"``, ``"report"`` or ``"abort"``; for a checker created over a
+        heap, ``None`` (the default) means the heap's, which it then always follows.
+    :param heap: the checker (usually a :class:`~memguard.GuardedHeap`) this one works over
+        and reports through; ``None`` for a checker of its own.
+
+    :ivar name: the checker's name.
+    :ivar reports: every finding this checker made, oldest first (for a checker over a
+        heap, its own findings; they are on the heap's list too).
+    :ivar seams: the current :class:`Seams`.
+    """
+
+    name: str
     reports: list[Report]
-    _on_report: Callable[[Report], None] | None
-    _tls: threading.local
-    _deferred: list[Report]
+    seams: Seams = NO_SEAMS
 
-    def _init_policy(self, on_error: str) -> None:
-        if on_error not in ON_ERROR:
+    def __init__(
+        self,
+        *,
+        name: str,
+        on_error: str | None = "raise",
+        heap: Checker | None = None,
+    ) -> None:
+        if not isinstance(name, str):
+            raise TypeError(f"name must be a str, got {type(name).__name__}")
+        if heap is not None and not isinstance(heap, Checker):
+            raise TypeError(f"heap must be a GuardedHeap (a memguard Checker), got {type(heap).__name__}")
+        if on_error is not None and on_error not in ON_ERROR:
             raise ValueError(f"on_error must be one of {', '.join(ON_ERROR)}; got {on_error!r}")
-        self.on_error = on_error
+        if heap is None and on_error is None:
+            raise ValueError("on_error=None (follow the heap) needs a heap")
+        self.name = name
         self.reports = []
-        self._on_report = None
-        self._tls = threading.local()
-        self._deferred = []
+        self._root: Checker = self if heap is None else heap._root
+        self._parent = heap
+        self._on_error = on_error if heap is None else None
+        self._deferral = _Deferral() if heap is None else heap._root._deferral
+        self._deferred: list[Report] = []
+        self._plugins: HeapPlugins | None = None
+        self._registered: weakref.WeakValueDictionary[int, Checker] = weakref.WeakValueDictionary()
+        if heap is not None:
+            if heap.closed:
+                raise HeapClosedError(f"{heap.name!r} is closed")
+            if on_error is not None and on_error != heap.on_error:
+                raise ValueError(
+                    f"a checker over {heap.name!r} follows its on_error ({heap.on_error!r}); got on_error={on_error!r}"
+                )
+            heap._registered[next(_serials)] = self
+
+    # ------------------------------------------------------------------ identity
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` has been called (subclasses say when)."""
+        return False
+
+    @property
+    def on_error(self) -> str:
+        """``"raise"``, ``"report"`` or ``"abort"`` (a checker over a heap follows the heap's)."""
+        root = self._root
+        return root._on_error if root is self else root.on_error  # type: ignore[return-value]
+
+    @on_error.setter
+    def on_error(self, value: str) -> None:
+        if value not in ON_ERROR:
+            raise ValueError(f"on_error must be one of {', '.join(ON_ERROR)}; got {value!r}")
+        if self._root is not self:
+            raise AttributeError(f"{self.name!r} follows the on_error of {self._root.name!r}; set it there")
+        self._on_error = value
+
+    # ------------------------------------------------------------------ findings
+    def emit(self, reports: list[Report] | tuple[Report, ...] | None) -> None:
+        """Make findings: record them, tell the plugins (``memguard_report``), act on ``on_error``.
+
+        The one method a checker calls for what it detects.  Under ``"raise"`` the first
+        finding's exception is raised (``__tracebackhide__`` keeps this frame out of
+        pytest's tracebacks), unless the thread is inside :meth:`deferred_errors` (raised
+        by the next :meth:`check`) or :meth:`hold_errors` (raised when it ends).  A
+        checker over a heap records the findings on its own list and emits them on the heap.
+        """
+        if not reports:
+            return
+        __tracebackhide__ = True
+        reports = list(reports)
+        if self._root is not self:
+            self.reports.extend(reports)
+            self._root.emit(reports)
+            return
+        self._record(reports)
+        on_error = self._on_error
+        if on_error == "raise":
+            deferral = self._deferral
+            if deferral.depth:
+                self._deferred.extend(reports)
+                return
+            if deferral.held is not None:
+                deferral.held.extend(reports)
+                return
+            raise error_for(reports[0])
+        if on_error == "abort":
+            self._abort(reports)
 
     def _record(self, reports: list[Report]) -> None:
         """Append findings to :attr:`reports` and tell the plugins."""
         self.reports.extend(reports)
-        if self._on_report is not None:
+        on_report = self.seams.on_report
+        if on_report is not None:
             for r in reports:
-                self._on_report(r)
+                on_report(r)
 
-    def _emit(self, reports: list[Report] | None) -> None:
-        """Record findings, tell the plugins, then act on ``on_error``."""
-        if not reports:
-            return
-        self._record(reports)
-        if self.on_error == "raise":
-            if getattr(self._tls, "defer", 0):
-                self._deferred.extend(reports)
-                return
-            __tracebackhide__ = True
-            raise error_for(reports[0])
-        if self.on_error == "abort":
-            self._abort(reports)
+    def settle(self, reports: list[Report]) -> list[Report]:
+        """End a ``check()``: raise a deferred finding first, else emit ``reports``; return all.
 
-    def _settle(self, reports: list[Report]) -> list[Report]:
-        """End of a ``check()``: emit its findings, raising deferred ones first."""
+        For :meth:`check` implementations: the findings deferred since the last check
+        (:meth:`deferred_errors`) come first, and under ``"raise"`` the oldest is raised.
+        """
         __tracebackhide__ = True
+        root = self._root
+        if root is not self:
+            return root.settle(reports)
         pending, self._deferred = self._deferred, []
-        if pending and self.on_error == "raise":
+        if pending and self._on_error == "raise":
             self._record(reports)
-            raise error_for(pending[0])  # the deferred finding happened first
-        self._emit(reports)
+            raise error_for(pending[0])
+        self.emit(reports)
         return pending + reports
 
     @staticmethod
@@ -84,11 +203,147 @@ class ErrorPolicy:
         sys.stderr.flush()
         os.abort()
 
+    # ------------------------------------------------------------------ deferral
+    @property
+    def deferral(self) -> _Deferral:
+        """This thread's deferral state (``deferral.depth`` > 0: findings are deferred).
+
+        Allocator trampolines called from C increment and decrement ``depth`` directly,
+        which is cheaper than entering :meth:`deferred_errors`; all other code uses that.
+        """
+        return self._deferral
+
+    @contextmanager
+    def deferred_errors(self) -> Iterator[None]:
+        """Within this block (in this thread), ``on_error="raise"`` records instead of raising.
+
+        Findings are recorded (and seen by plugins) at once, and the next ``check()``
+        raises the first of them.
+        """
+        deferral = self._deferral
+        deferral.depth += 1
+        try:
+            yield
+        finally:
+            deferral.depth -= 1
+
+    @contextmanager
+    def hold_errors(self) -> Iterator[list[Report]]:
+        """Within this block (in this thread), findings are raised only when it ends.
+
+        For a compound operation (an object pool's ``get`` that claims a region and
+        updates its counters) that must finish its bookkeeping before a finding is
+        raised.  Findings are recorded and seen by plugins at once; the yielded list
+        collects them.  Under ``"raise"`` the first is raised at the end of the block,
+        unless the block itself raised.  Nested blocks hold for the outermost.
+        """
+        __tracebackhide__ = True
+        deferral = self._deferral
+        if deferral.held is not None:
+            yield deferral.held
+            return
+        held: list[Report] = []
+        deferral.held = held
+        try:
+            yield held
+        finally:
+            deferral.held = None
+        if held and self.on_error == "raise":
+            raise error_for(held[0])
+
+    @contextmanager
+    def reporting(self) -> Iterator[str]:
+        """Within this block, findings are recorded and passed on but never raised.
+
+        Yields the ``on_error`` value in force before the block, which is restored after it.
+        """
+        root = self._root
+        saved, root._on_error = root._on_error, "report"
+        try:
+            yield saved  # type: ignore[misc]
+        finally:
+            root._on_error = saved
+
+    # ------------------------------------------------------------------ plugins
+    @property
+    def plugins(self) -> HeapPlugins:
+        """The plugin manager (created on first use; a checker over a heap uses the heap's)."""
+        root = self._root
+        if root is not self:
+            return root.plugins
+        if self._plugins is None:
+            from memguard.plugin_manager import HeapPlugins
+
+            self._plugins = HeapPlugins(self)
+        return self._plugins
+
+    @property
+    def has_plugins(self) -> bool:
+        """Whether a plugin manager exists (without creating one)."""
+        return self._root._plugins is not None
+
+    def set_seams(self, seams: Seams) -> None:
+        """Install the hook seams (called by the plugin manager when its plugins change).
+
+        A subclass that keeps seams elsewhere too (the heap's fast paths) extends this.
+        """
+        self.seams = seams
+
+    def notify(self, hook_name: str, **kwargs: Any) -> None:
+        """Call an event hook (``memguard_pool_alloc`` …) if some plugin implements it.
+
+        Free when no plugin manager exists or no plugin implements the hook; a plugin's
+        error is recorded and raised by the next check.
+        """
+        manager = self._root._plugins
+        if manager is not None and hook_name in manager.implemented:
+            manager.event(hook_name, **kwargs)
+
+    # ------------------------------------------------------------------ verification
+    def registered(self) -> list[Checker]:
+        """The live checkers created over this one, oldest first."""
+        return [c for _, c in sorted(self._registered.items()) if not c.closed]
+
+    def verify(self) -> list[Report]:
+        """Verify now and return the findings, without emitting them.
+
+        Subclasses override this with their own verification; ``check()`` emits what it
+        returns, and a heap's ``check()`` calls it on every checker registered with it.
+        """
+        return []
+
+    def verify_registered(self) -> list[Report]:
+        """:meth:`verify` of every live checker registered with this one (and theirs)."""
+        reports: list[Report] = []
+        for checker in self.registered():
+            reports.extend(checker.verify())
+            reports.extend(checker.verify_registered())
+        return reports
+
+    def check(self) -> list[Report]:
+        """Verify now (this checker, those registered with it, plugins' ``memguard_check``).
+
+        Emits the findings and returns them; with ``on_error="raise"`` the first one (or
+        one deferred earlier) is raised.  A checker over a heap verifies only itself.
+        """
+        __tracebackhide__ = True
+        if self.closed:
+            raise HeapClosedError(f"{self.name!r} is closed")
+        reports = self.verify()
+        if self._root is not self:
+            self.emit(reports)
+            return reports
+        reports.extend(self.verify_registered())
+        on_check = self.seams.on_check
+        if on_check is not None:
+            reports.extend(on_check(self))
+        return self.settle(reports)
+
     def close(self) -> list[Report]:  # pragma: no cover - every checker defines it
         """Verify one last time and release the checker's resources."""
         raise NotImplementedError
 
-    def __enter__(self: _P) -> _P:
+    def __enter__(self: _C) -> _C:
         return self
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
@@ -98,29 +353,3 @@ class ErrorPolicy:
             return
         with self.reporting():
             self.close()
-
-    @contextmanager
-    def reporting(self) -> Iterator[str]:
-        """Within this block, findings are recorded and passed on but never raised.
-
-        Yields the ``on_error`` value in force before the block, which is restored after it.
-        """
-        saved, self.on_error = self.on_error, "report"
-        try:
-            yield saved
-        finally:
-            self.on_error = saved
-
-    @contextmanager
-    def deferred_errors(self) -> Iterator[None]:
-        """Within this block (in this thread), ``on_error="raise"`` records instead of raising.
-
-        Findings are recorded (and seen by plugins) at once, and the next ``check()``
-        raises the first of them.
-        """
-        tls = self._tls
-        tls.defer = getattr(tls, "defer", 0) + 1
-        try:
-            yield
-        finally:
-            tls.defer -= 1

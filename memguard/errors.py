@@ -1,4 +1,10 @@
-"""The exception hierarchy: one root, structured fields, one class per family of finding."""
+"""The exception hierarchy: one root, structured fields, one class per family of finding.
+
+Every exception memguard raises on purpose derives from :class:`MemguardError`.  A
+finding raised under ``on_error="raise"`` carries its :class:`~memguard.Report` as
+``.report``; which class a finding raises is declared once, with the finding's kind,
+in :mod:`memguard.kinds`.
+"""
 
 from __future__ import annotations
 
@@ -14,9 +20,14 @@ __all__ = [
     "InvalidFreeError",
     "LeakError",
     "RefcountError",
+    "PoolError",
     "PluginError",
+    "CallbackError",
     "HeapClosedError",
-    "error_for",
+    "LibraryNotFoundError",
+    "OptionsError",
+    "SuppressionsError",
+    "KindError",
 ]
 
 
@@ -36,6 +47,7 @@ class MemguardError(Exception):
         return self.report.kind if self.report is not None else None
 
 
+# ----------------------------------------------------------------------------- findings
 class HeapCorruptionError(MemguardError):
     """Overflow, underflow or use-after-free write: bytes memguard owns were changed."""
 
@@ -56,36 +68,16 @@ class RefcountError(MemguardError):
     """A reference count went wrong (underflow, use after release, leak)."""
 
 
+class PoolError(MemguardError):
+    """A finding in a sub-allocator declared with :class:`memguard.MemPool`.
+
+    Overflow between regions, use after return, double return, return of a foreign
+    address, overlapping hand-outs (the ``pool-*`` report kinds).
+    """
+
+
 class PluginError(MemguardError):
     """A plugin raised inside a hook."""
-
-
-class HeapClosedError(MemguardError):
-    """The heap was used after :meth:`GuardedHeap.close`."""
-
-
-_BY_KIND: dict[str, type[MemguardError]] = {
-    "heap-buffer-overflow": HeapCorruptionError,
-    "heap-buffer-underflow": HeapCorruptionError,
-    "heap-use-after-free": HeapCorruptionError,
-    "heap-header-corruption": HeapCorruptionError,
-    "double-free": DoubleFreeError,
-    "bad-free": InvalidFreeError,
-    "memory-leak": LeakError,
-    "plugin-error": PluginError,
-}
-
-
-def error_for(report: Report) -> MemguardError:
-    """The exception that ``on_error="raise"`` raises for ``report``."""
-    cls = _BY_KIND.get(report.kind)
-    if cls is None:
-        cls = RefcountError if report.kind.startswith("refcount-") else MemguardError
-    return cls(report.headline(), report)
-
-
-# --- issue 6: C libraries on the guarded heap ------------------------------------------
-__all__ += ["CallbackError", "LibraryNotFoundError"]
 
 
 class CallbackError(MemguardError):
@@ -97,15 +89,13 @@ class CallbackError(MemguardError):
     """
 
 
+# ----------------------------------------------------------------------------- misuse
+class HeapClosedError(MemguardError):
+    """A checker (heap, audit, pool) was used after ``close()``."""
+
+
 class LibraryNotFoundError(MemguardError, OSError):
     """A C library (zlib, libbz2, liblzma, libexpat, libsqlite3, …) is not installed."""
-
-
-_BY_KIND["callback-error"] = CallbackError
-
-
-# --- issue 3: options, suppressions (exit report) ----------------------------------------
-__all__ += ["OptionsError", "SuppressionsError"]
 
 
 class OptionsError(MemguardError, ValueError):
@@ -134,19 +124,12 @@ class SuppressionsError(MemguardError, ValueError):
         self.lineno = lineno
 
 
-# --- issue 4: custom-allocator annotations (memguard.mempool) ------------------------------
-__all__ += ["PoolError"]
+class KindError(MemguardError, ValueError):
+    """A finding kind that cannot be registered: a bad name, or one already taken.
 
-
-class PoolError(MemguardError):
-    """A finding in a sub-allocator declared with :class:`memguard.MemPool`.
-
-    Overflow between regions, use after return, double return, return of a foreign
-    address, overlapping hand-outs (the ``pool-*`` report kinds).
+    :ivar name: the kind (or rule) name at fault.
     """
 
-
-for _kind in ("pool-buffer-overflow", "pool-buffer-underflow", "pool-use-after-free", "pool-double-free",
-              "pool-bad-free", "pool-overlap"):
-    _BY_KIND[_kind] = PoolError
-del _kind
+    def __init__(self, message: str, name: str = "") -> None:
+        super().__init__(message)
+        self.name = name

@@ -13,6 +13,7 @@ arguments and result) to stderr, for people writing plugins.
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import sys
@@ -27,6 +28,7 @@ from memguard._location import is_own_file
 from memguard.errors import MemguardError
 from memguard.leaks import LeakGroup, format_leaks, leaks_to_dict
 from memguard.report import Report
+from memguard.seams import Seams
 from memguard.stacks import Frame, Stack, current_stack
 
 __all__ = [
@@ -43,14 +45,6 @@ ENTRYPOINT_GROUP = "memguard"
 #: Environment variable that turns on hook-call tracing.
 TRACE_ENV = "MEMGUARD_TRACE_PLUGINS"
 
-#: Hooks whose implementations feed a heap seam: hook name -> seam attribute.
-_SEAMS = {
-    "memguard_alloc": "_on_alloc",
-    "memguard_free": "_on_free",
-    "memguard_report": "_on_report",
-    "memguard_check": "_on_check",
-    "memguard_refcount": "_on_ref",
-}
 _REJECTED_FREE = ("double-free", "bad-free")
 
 
@@ -84,8 +78,50 @@ def _short(value: object, limit: int = 120) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+class _Guarded:
+    """What pluggy registers in place of a plugin: its hook implementations, each guarded.
+
+    A plugin's exception must become a ``plugin-error`` report naming the plugin and the
+    hook, and must not stop the other plugins' implementations.  pluggy's records of an
+    implementation are final, so the guarding wrappers are made before registration, on
+    this stand-in, which carries the plugin's marked functions (wrapped) and nothing else.
+    Hook wrappers (generators) are carried as they are: pluggy drives them itself.
+
+    :ivar plugin: the plugin object the user registered.
+    """
+
+    def __init__(self, plugin: object, name: str, owner: HeapPlugins) -> None:
+        self.plugin = plugin
+        marker = hookspecs.PROJECT + "_impl"
+        for attr in dir(plugin):
+            if attr.startswith("__"):
+                continue
+            try:
+                method = inspect.getattr_static(plugin, attr)
+            except AttributeError:  # pragma: no cover - listed by dir() but not there
+                continue
+            if isinstance(method, (staticmethod, classmethod)):
+                method = method.__func__
+            opts = getattr(method, marker, None) if callable(method) else None
+            if not isinstance(opts, dict):
+                continue
+            function = getattr(plugin, attr)  # bound the way pluggy would have bound it
+            if opts.get("wrapper") or opts.get("hookwrapper"):
+                guarded = function
+            else:
+                guarded = owner._guard(function, name, opts.get("specname") or attr)
+                setattr(guarded, marker, opts)
+            self.__dict__[attr] = guarded
+
+    def __repr__(self) -> str:
+        return repr(self.plugin)
+
+
 class _Manager(pluggy.PluginManager):
-    """A PluginManager whose registrations (entry points included) go through :class:`HeapPlugins`."""
+    """A PluginManager whose registrations (entry points included) go through :class:`HeapPlugins`.
+
+    It holds :class:`_Guarded` stand-ins; :class:`HeapPlugins` speaks of the plugins themselves.
+    """
 
     def __init__(self, owner: HeapPlugins) -> None:
         super().__init__(hookspecs.PROJECT)
@@ -100,14 +136,20 @@ class _Manager(pluggy.PluginManager):
         return f"{type(plugin).__name__}@0x{id(plugin):x}"
 
     def register(self, plugin: object, name: str | None = None) -> str | None:
+        if self.owner.stand_in(plugin) is not None:
+            raise PluginValidationError(f"plugin {plugin!r} is already registered", plugin)
+        name = name or self.get_canonical_name(plugin)
+        if self.is_blocked(name):
+            return None
+        guarded = _Guarded(plugin, name, self.owner)
         try:
-            registered = super().register(plugin, name)
+            registered = super().register(guarded, name)
         except pluggy.PluginValidationError as exc:
             raise PluginValidationError(str(exc), plugin) from exc
         except ValueError as exc:
             raise PluginValidationError(str(exc), plugin) from exc
         if registered is not None:
-            self.owner._registered(plugin, registered)
+            self.owner._registered(guarded, registered)
         return registered
 
 
@@ -145,13 +187,9 @@ class HeapPlugins:
             raise PluginValidationError(f"plugin name {name!r} is blocked", plugin)
         return registered
 
-    def _registered(self, plugin: object, name: str) -> None:
-        """Guard the new hook implementations, validate them, update seams, configure."""
+    def _registered(self, plugin: _Guarded, name: str) -> None:
+        """Validate a new registration's hooks, update the seams, configure it."""
         callers = self.pm.get_hookcallers(plugin) or []
-        for caller in callers:
-            for impl in caller.get_hookimpls():
-                if impl.plugin is plugin and not (impl.wrapper or impl.hookwrapper):
-                    impl.function = self._guard(impl.function, name, caller.name)  # type: ignore[misc]
         unknown = [
             caller.name for caller in callers
             if not caller.has_spec() and caller.name.startswith("memguard_")
@@ -162,7 +200,7 @@ class HeapPlugins:
             raise PluginValidationError(
                 f"plugin {name!r} implements unknown hook(s) {', '.join(sorted(unknown))}; "
                 f"known hooks: {', '.join(hookspecs.HOOK_NAMES)}",
-                plugin,
+                plugin.plugin,
             )
         self._update()
         if "memguard_configure" in self.implemented:
@@ -170,9 +208,16 @@ class HeapPlugins:
             self._call(self.pm.subset_hook_caller("memguard_configure", others), "memguard_configure", {"heap": self.heap})
             self._flush(deferred=False)
 
+    def stand_in(self, plugin: object) -> _Guarded | None:
+        """What pluggy holds for ``plugin`` (``None`` when it is not registered)."""
+        for _, guarded in self.pm.list_name_plugin():
+            if guarded is not None and guarded.plugin is plugin:
+                return guarded
+        return None
+
     def unregister(self, plugin: object) -> None:
         """Remove a plugin (by object or by name); its hooks stop being called at once."""
-        target = self.pm.get_plugin(plugin) if isinstance(plugin, str) else plugin
+        target = self.pm.get_plugin(plugin) if isinstance(plugin, str) else self.stand_in(plugin)
         if target is None or not self.pm.is_registered(target):
             raise ValueError(f"{plugin!r} is not registered on {self.heap!r}")
         self.pm.unregister(target)
@@ -185,11 +230,17 @@ class HeapPlugins:
 
     def get_plugins(self) -> list[object]:
         """The registered plugins, in registration order."""
-        return [p for _, p in self.pm.list_name_plugin() if p is not None]
+        return [p.plugin for _, p in self.pm.list_name_plugin() if p is not None]
+
+    def get_plugin(self, name: str) -> object | None:
+        """The plugin registered under ``name``, or ``None``."""
+        guarded = self.pm.get_plugin(name)
+        return guarded.plugin if guarded is not None else None
 
     def get_name(self, plugin: object) -> str | None:
         """The name ``plugin`` is registered under, or ``None``."""
-        return self.pm.get_name(plugin)
+        guarded = self.stand_in(plugin)
+        return self.pm.get_name(guarded) if guarded is not None else None
 
     def __iter__(self) -> Iterator[object]:
         return iter(self.get_plugins())
@@ -200,7 +251,7 @@ class HeapPlugins:
     def __contains__(self, plugin: object) -> bool:
         if isinstance(plugin, str):
             return self.pm.has_plugin(plugin)
-        return self.pm.is_registered(plugin)
+        return self.stand_in(plugin) is not None
 
     def is_implemented(self, hook_name: str) -> bool:
         """Whether some registered plugin implements ``hook_name``."""
@@ -211,7 +262,7 @@ class HeapPlugins:
         try:
             self.pm.check_pending()
         except pluggy.PluginValidationError as exc:
-            raise PluginValidationError(str(exc), exc.plugin) from exc
+            raise PluginValidationError(str(exc), getattr(exc.plugin, "plugin", exc.plugin)) from exc
 
     def load_entrypoints(self, group: str = ENTRYPOINT_GROUP, name: str | None = None) -> int:
         """Register the plugins declared in the entry-point ``group``; return how many."""
@@ -225,10 +276,13 @@ class HeapPlugins:
             if caller is not None and caller.get_hookimpls():
                 implemented.add(caller_name)
         self.implemented = frozenset(implemented)
-        heap = self.heap
-        for hook_name, seam in _SEAMS.items():
-            if hasattr(heap, seam):
-                setattr(heap, seam, getattr(self, seam) if hook_name in implemented else None)
+        self.heap.set_seams(Seams(
+            on_alloc=self._on_alloc if "memguard_alloc" in implemented else None,
+            on_free=self._on_free if "memguard_free" in implemented else None,
+            on_report=self._on_report if "memguard_report" in implemented else None,
+            on_check=self._on_check if "memguard_check" in implemented else None,
+            on_ref=self._on_ref if "memguard_refcount" in implemented else None,
+        ))
 
     # ------------------------------------------------------------------ guarding
     def _guard(self, function: Callable[..., Any], plugin_name: str, hook_name: str) -> Callable[..., Any]:
@@ -319,9 +373,9 @@ class HeapPlugins:
         try:
             if deferred:
                 with self.heap.deferred_errors():
-                    self.heap._emit(errors)
+                    self.heap.emit(errors)
             else:
-                self.heap._emit(errors)
+                self.heap.emit(errors)
         finally:
             if quiet:
                 self._tls.busy = False

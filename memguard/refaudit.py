@@ -30,8 +30,9 @@ import threading
 from collections import Counter
 from typing import Any, Callable, Literal
 
-from memguard.errors import HeapClosedError, error_for
-from memguard.checker import ErrorPolicy
+from memguard.checker import Checker
+from memguard.errors import HeapClosedError
+from memguard.kinds import error_for
 from memguard.report import Report
 from memguard.stacks import Stack, StackTable, format_stack
 
@@ -138,7 +139,7 @@ class Ref:
         return f"<Ref {self.label} {state}>"
 
 
-class RefAudit(ErrorPolicy):
+class RefAudit(Checker):
     """Audits reference counts.
 
     :param on_error: ``"raise"`` (record and raise :class:`~memguard.RefcountError`),
@@ -159,10 +160,7 @@ class RefAudit(ErrorPolicy):
             raise TypeError(f"stack_depth must be an int, got {type(stack_depth).__name__}")
         if not 0 <= stack_depth <= 256:
             raise ValueError(f"stack_depth must be between 0 and 256, got {stack_depth}")
-        if not isinstance(name, str):
-            raise TypeError(f"name must be a str, got {type(name).__name__}")
-        self.name = name
-        self._init_policy(on_error)
+        super().__init__(name=name, on_error=on_error)
         self.stack_depth = stack_depth
         self._stacks = StackTable(stack_depth)
         self._lock = threading.RLock()
@@ -170,21 +168,8 @@ class RefAudit(ErrorPolicy):
         self._serial = 0
         self._tokens = 0
         self._closed = False
-        # Hook seams, set by HeapPlugins only while some plugin implements the hook.
-        self._on_check: Callable[[Any], list[Report]] | None = None
-        self._on_ref: Callable[[RefAudit, Ref, str], None] | None = None
-        self._plugins: Any = None
         for plugin in plugins:
             self.plugins.register(plugin)
-
-    @property
-    def plugins(self) -> Any:
-        """This audit's plugin manager (a :class:`memguard.plugins.HeapPlugins`, created on first use)."""
-        if self._plugins is None:
-            from memguard.plugin_manager import HeapPlugins
-
-            self._plugins = HeapPlugins(self)
-        return self._plugins
 
     @property
     def closed(self) -> bool:
@@ -232,8 +217,9 @@ class RefAudit(ErrorPolicy):
             self._serial += 1
             ref = Ref(self, target, label, address, self._serial, destructor, initial, sid)
             self._refs[ref.serial] = ref
-        if self._on_ref is not None:
-            self._on_ref(self, ref, "track")
+        on_ref = self.seams.on_ref
+        if on_ref is not None:
+            on_ref(self, ref, "track")
         return ref
 
     def untrack(self, ref: Ref) -> None:
@@ -266,9 +252,9 @@ class RefAudit(ErrorPolicy):
                 token = self._tokens
                 ref._acquires[token] = [sid, 1]
         if report is not None:
-            self._emit([report])
-        elif self._on_ref is not None:
-            self._on_ref(self, ref, "inc")
+            self.emit([report])
+        elif self.seams.on_ref is not None:
+            self.seams.on_ref(self, ref, "inc")
         return token
 
     def _dec(self, ref: Ref, frame: Any, token: int | None = None) -> None:
@@ -296,16 +282,17 @@ class RefAudit(ErrorPolicy):
                     self._refs.pop(ref.serial, None)
                     release = True
         if report is not None:
-            self._emit([report])
+            self.emit([report])
             return
         if release:
             target, ref.target = ref.target, None
             if ref.destructor is not None:
                 ref.destructor(target)
-            if self._on_ref is not None:
-                self._on_ref(self, ref, "release")
-        elif self._on_ref is not None:
-            self._on_ref(self, ref, "dec")
+            on_ref = self.seams.on_ref
+            if on_ref is not None:
+                on_ref(self, ref, "release")
+        elif self.seams.on_ref is not None:
+            self.seams.on_ref(self, ref, "dec")
 
     def _finding(self, ref: Ref, kind: str, what: str, sid: int) -> Report:
         """A finding about ``ref``: saturate it and describe it (call with the lock held)."""
@@ -343,18 +330,13 @@ class RefAudit(ErrorPolicy):
         """The outstanding references as ``ref_tracker`` prints them ("" when none)."""
         return "\n".join(f"{r.message}\n{format_stack(r.alloc_stack)}" for r in self.leaks())
 
-    def check(self) -> list[Report]:
-        """Report every reference still held (``refcount-leak``) plus plugins' ``memguard_check``.
+    def verify(self) -> list[Report]:
+        """Every reference still held, as ``refcount-leak`` findings (``check()`` emits them).
 
-        Also raises (with ``on_error="raise"``) findings deferred by :meth:`deferred_errors`.
-        Returns the findings.
+        ``check()`` adds plugins' ``memguard_check`` findings and raises (with
+        ``on_error="raise"``) findings deferred by :meth:`deferred_errors`.
         """
-        if self._closed:
-            raise HeapClosedError(f"the audit {self.name!r} is closed")
-        reports = self.leaks()
-        if self._on_check is not None:
-            reports.extend(self._on_check(self))
-        return self._settle(reports)
+        return self.leaks()
 
     def close(self) -> list[Report]:
         """Check one last time, then refuse further ``track`` calls; closing twice is a no-op."""
@@ -365,8 +347,8 @@ class RefAudit(ErrorPolicy):
                 reports = self.check()
         finally:
             self._closed = True
-            if self._plugins is not None:
-                self._plugins.heap_closed()
+            if self.has_plugins:
+                self.plugins.heap_closed()
         if reports and self.on_error == "raise":
             raise error_for(reports[0])
         if reports and self.on_error == "abort":  # pragma: no cover - aborts

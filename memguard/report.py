@@ -8,18 +8,7 @@ from typing import Any
 
 from memguard.stacks import Frame, Stack, format_stack
 
-__all__ = ["Report", "KINDS", "hexdump"]
-
-#: Every kind of finding memguard's heap produces (plugins may add their own).
-KINDS = (
-    "heap-buffer-overflow",
-    "heap-buffer-underflow",
-    "heap-use-after-free",
-    "heap-header-corruption",
-    "double-free",
-    "bad-free",
-    "memory-leak",
-)
+__all__ = ["Report", "hexdump"]
 
 _RULE = "=" * 65
 

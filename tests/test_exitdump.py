@@ -230,9 +230,9 @@ def test_trim_stack_drops_launcher_frames_at_the_bottom() -> None:
     user = Frame("/app/x.py", 1, "f")
     runpy = Frame("<frozen runpy>", 88, "_run_code")
     mine = Frame(os.path.join(os.path.dirname(memguard.__file__), "cli.py"), 9, "main")
-    assert exitdump.trim_stack((user, runpy, mine)) == (user,)
-    assert exitdump.trim_stack((runpy, user)) == (runpy, user)
-    assert exitdump.trim_stack((mine,)) == (mine,)
+    assert exitdump.drop_launcher_frames((user, runpy, mine)) == (user,)
+    assert exitdump.drop_launcher_frames((runpy, user)) == (runpy, user)
+    assert exitdump.drop_launcher_frames((mine,)) == (mine,)
 
 
 def test_render_text_ends_with_newline(heap: memguard.GuardedHeap) -> None:

@@ -20,6 +20,7 @@ import pytest
 import memguard
 from memguard import GuardedHeap, MemPool, RefAudit, Report, hookimpl
 from memguard import hookspecs
+from memguard.seams import Seams
 from memguard.plugin_manager import PluginValidationError, load_entrypoint_plugins, write_leak_report
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -117,14 +118,14 @@ def test_seams_are_set_only_for_implemented_hooks() -> None:
 
     heap = GuardedHeap()
     heap.plugins  # creating the manager sets nothing
-    assert (heap._on_alloc, heap._on_free, heap._on_report, heap._on_check) == (None, None, None, None)
+    assert heap.seams == Seams() == (None, None, None, None, None)
     plugin = OnlyReports()
     heap.plugins.register(plugin)
-    assert heap._on_alloc is None and heap._on_free is None and heap._on_check is None
-    assert heap._on_report is not None
+    assert heap.seams.on_alloc is None and heap.seams.on_free is None and heap.seams.on_check is None
+    assert heap.seams.on_report is not None
     assert heap.plugins.is_implemented("memguard_report")
     heap.plugins.unregister(plugin)
-    assert heap._on_report is None and not heap.plugins.is_implemented("memguard_report")
+    assert heap.seams.on_report is None and not heap.plugins.is_implemented("memguard_report")
     heap.close()
 
 

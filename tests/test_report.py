@@ -142,7 +142,7 @@ def test_headline_and_error_message(heap):
     _, _, r = _overflow(heap)
     assert r.headline() == f"heap-buffer-overflow: {r.message}"
     assert "2 byte(s)" in r.message
-    err = memguard.errors.error_for(r)
+    err = memguard.kinds.error_for(r)
     assert isinstance(err, memguard.HeapCorruptionError)
     assert str(err) == r.headline()
     assert err.report is r and err.kind == r.kind
@@ -161,7 +161,7 @@ def test_headline_and_error_message(heap):
     ],
 )
 def test_error_classes_by_kind(kind, cls):
-    err = memguard.errors.error_for(memguard.Report(kind=kind))
+    err = memguard.kinds.error_for(memguard.Report(kind=kind))
     assert type(err) is cls
     assert isinstance(err, memguard.MemguardError)
 

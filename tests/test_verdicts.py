@@ -24,8 +24,8 @@ def test_describe() -> None:
 
 
 def test_trim_stack_drops_runner_frames() -> None:
-    assert v.trim_stack((HELPER, USER, RUNNER, RUNNER), [PYTEST_DIR]) == (HELPER, USER)
-    assert v.trim_stack((RUNNER, USER), [PYTEST_DIR]) == (RUNNER, USER)  # kept whole
+    assert v.cut_at_runner((HELPER, USER, RUNNER, RUNNER), [PYTEST_DIR]) == (HELPER, USER)
+    assert v.cut_at_runner((RUNNER, USER), [PYTEST_DIR]) == (RUNNER, USER)  # kept whole
 
 
 @pytest.mark.parametrize(("mode", "failed", "warned"), [("fail", True, False), ("warn", False, True), ("ignore", False, False)])

@@ -39,14 +39,13 @@ from __future__ import annotations
 import bisect
 import sys
 import threading
-import weakref
 from collections import deque
 from dataclasses import dataclass
 from typing import Any, Iterator
 
+from memguard.checker import Checker
 from memguard.errors import MemguardError
 from memguard.heap.guarded import GuardedHeap, InvalidAddressError
-from memguard.hookspecs import hookimpl
 from memguard.leaks import BlockRecord, LeakGroup, group_records
 from memguard.report import Report
 from memguard.stacks import Stack, StackTable
@@ -141,35 +140,16 @@ class _Chunk:
         self.alive = True
 
 
-_registry: weakref.WeakKeyDictionary[GuardedHeap, weakref.WeakSet[MemPool]] = weakref.WeakKeyDictionary()
-
-
 def pools_of(heap: GuardedHeap) -> list[MemPool]:
-    """The pools (not yet destroyed) declared on ``heap``."""
-    return list(_registry.get(heap, ()))
+    """The pools (not yet destroyed) declared on ``heap``, oldest first."""
+    return [c for c in heap.registered() if isinstance(c, MemPool)]
 
 
-class _PoolChecker:
-    """Built-in plugin: ``heap.check()`` also verifies every pool of the heap.
-
-    Registered on a heap (as ``"memguard.mempool"``) by its first :class:`MemPool`; it
-    uses the public ``memguard_check`` hook like any other plugin.
-    """
-
-    @hookimpl
-    def memguard_check(self, heap: GuardedHeap) -> list[Report]:
-        """Verify every pool of ``heap``."""
-        reports: list[Report] = []
-        for pool in pools_of(heap):
-            reports.extend(pool._verify_all())
-        return reports
-
-
-_CHECKER_NAME = "memguard.mempool"
-
-
-class MemPool:
+class MemPool(Checker):
     """Annotations for one custom allocator working inside blocks of ``heap``.
+
+    A :class:`~memguard.checker.Checker` over ``heap``: its findings, ``on_error`` and
+    plugins are the heap's, and ``heap.check()`` verifies it.
 
     :param heap: the guarded heap the pool's chunks come from.
     :param name: the pool's name in reports.
@@ -181,16 +161,12 @@ class MemPool:
     def __init__(self, heap: GuardedHeap, name: str = "pool", quarantine_bytes: int = 1 << 20, owner: object = None) -> None:
         if not isinstance(heap, GuardedHeap):
             raise TypeError(f"heap must be a GuardedHeap, got {type(heap).__name__}")
-        if heap.closed:
-            raise MemguardError(f"the heap {heap.name!r} is closed")
-        if not isinstance(name, str):
-            raise TypeError(f"name must be a str, got {type(name).__name__}")
         if type(quarantine_bytes) is not int:
             raise TypeError(f"quarantine_bytes must be an int, got {type(quarantine_bytes).__name__}")
         if quarantine_bytes < 0:
             raise ValueError(f"quarantine_bytes must be >= 0, got {quarantine_bytes}")
+        super().__init__(name=name, heap=heap, on_error=None)
         self.heap = heap
-        self.name = name
         self.owner = owner
         self.quarantine_bytes = quarantine_bytes
         self._stacks = StackTable(heap.stack_depth)
@@ -209,20 +185,9 @@ class MemPool:
         self._live_count = 0
         self._peak = 0
         self._destroyed = False
-        pools = _registry.get(heap)
-        if pools is None:
-            pools = _registry[heap] = weakref.WeakSet()
-        pools.add(self)
-        if _CHECKER_NAME not in heap.plugins:
-            heap.plugins.register(_PoolChecker(), name=_CHECKER_NAME)
-        self._event("memguard_pool_create", pool=self)
+        self.notify("memguard_pool_create", pool=self)
 
     # ------------------------------------------------------------------ helpers
-    def _event(self, hook_name: str, **kwargs: Any) -> None:
-        manager = self.heap._plugins
-        if manager is not None and hook_name in manager.implemented:
-            manager.event(hook_name, **kwargs)
-
     def _alive(self) -> None:
         if self._destroyed:
             raise MemguardError(f"the pool {self.name!r} was destroyed")
@@ -422,7 +387,7 @@ class MemPool:
             raise ValueError(f"fill must be a byte value (0..255) or None, got {fill!r}")
         sid = self._stacks.capture(_getframe(1))
         address, reports = self._alloc(address, size, fill, sid)
-        self.heap._emit(reports)
+        self.emit(reports)
         return address
 
     def _alloc(
@@ -476,7 +441,7 @@ class MemPool:
                 if self._live > self._peak:
                     self._peak = self._live
         if address and announce:
-            self._event("memguard_pool_alloc", pool=self, region=self._info(r))
+            self.notify("memguard_pool_alloc", pool=self, region=self._info(r))
         return address, reports
 
     def free(self, address: int) -> list[int] | None:
@@ -490,7 +455,7 @@ class MemPool:
         address = self._int(address, "address")
         sid = self._stacks.capture(_getframe(1))
         released, reports = self._free(address, sid)
-        self.heap._emit(reports)
+        self.emit(reports)
         return released
 
     def _free(self, address: int, sid: int, announce: bool = True) -> tuple[list[int] | None, list[Report]]:
@@ -519,7 +484,7 @@ class MemPool:
                 self._qbytes += r.size
                 released = self._evict(sid, reports)
         if released is not None and announce:
-            self._event("memguard_pool_free", pool=self, region=self._info(r))  # type: ignore[arg-type]
+            self.notify("memguard_pool_free", pool=self, region=self._info(r))  # type: ignore[arg-type]
         return released, reports
 
     def _bad_free(self, address: int, r: _R | None, sid: int) -> Report:
@@ -577,21 +542,21 @@ class MemPool:
         with self._lock:
             r = self._regions.get(old)
             if r is None or r.state != _LIVE:
-                self.heap._emit([self._bad_free(old, r, sid)])
+                self.emit([self._bad_free(old, r, sid)])
                 return None
             if new < r.end and old < new + r.size:
                 raise ValueError(f"move of 0x{old:x} to 0x{new:x}: the regions overlap")
             done, reports = self._alloc(new, r.size, None, r.asid, announce=False)
             if not done:
-                self.heap._emit(reports)
+                self.emit(reports)
                 return None
             nr = self._regions[new]
             nr.chunk.view[new - nr.chunk.start : new - nr.chunk.start + r.size] = bytes(
                 r.chunk.view[old - r.chunk.start : old - r.chunk.start + r.size]
             )
             released, more = self._free(old, sid, announce=False)
-            self._event("memguard_pool_move", pool=self, old=self._info(r), new=self._info(nr))
-        self.heap._emit(reports + more)
+            self.notify("memguard_pool_move", pool=self, old=self._info(r), new=self._info(nr))
+        self.emit(reports + more)
         return released
 
     # ------------------------------------------------------------------ inspection
@@ -639,7 +604,7 @@ class MemPool:
             records = [BlockRecord(r.address, r.size, r.serial, r.asid) for r in self._regions.values() if r.state == _LIVE]
         return group_records(records, self._stacks)
 
-    def _verify_all(self) -> list[Report]:
+    def verify(self) -> list[Report]:
         """Every gap and every quarantined region of every chunk (``check()``)."""
         if self._destroyed:
             return []
@@ -674,14 +639,21 @@ class MemPool:
     def check(self) -> list[Report]:
         """Verify the poison of every chunk; emit and return the findings."""
         self._alive()
-        reports = self._verify_all()
-        self.heap._emit(reports)
-        return reports
+        return super().check()
 
     @property
     def destroyed(self) -> bool:
         """Whether :meth:`destroy` was called."""
         return self._destroyed
+
+    @property
+    def closed(self) -> bool:
+        """Whether the pool was destroyed (:meth:`close` is :meth:`destroy`)."""
+        return self._destroyed
+
+    def close(self) -> list[Report]:
+        """:meth:`destroy` the pool (the checker contract's name for it)."""
+        return self.destroy()
 
     def destroy(self) -> list[Report]:
         """Forget the pool: each region still live is a ``memory-leak`` ("Leak at 0x… (site)").
@@ -692,8 +664,8 @@ class MemPool:
         """
         if self._destroyed:
             return []
-        self._event("memguard_pool_destroy", pool=self)
-        reports = self._verify_all() if not self.heap.closed else []
+        self.notify("memguard_pool_destroy", pool=self)
+        reports = self.verify() if not self.heap.closed else []
         for region in self.regions():
             site = str(region.alloc_stack[0]) if region.alloc_stack else "<unknown>"
             reports.append(Report(
@@ -710,12 +682,10 @@ class MemPool:
             self._quarantine.clear()
             self._released.clear()
             self._qbytes = 0
-        pools = _registry.get(self.heap)
-        if pools is not None:
-            pools.discard(self)
         if not self.heap.closed:
-            self.heap._emit(reports)
-        else:
+            self.emit(reports)
+        else:  # nobody is left to act on them: recorded only
+            self.reports.extend(reports)
             self.heap.reports.extend(reports)
         return reports
 

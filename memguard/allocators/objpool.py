@@ -18,17 +18,17 @@ the pool also detects what the C version could not:
 
 from __future__ import annotations
 
-import sys
 import threading
 from dataclasses import dataclass
 
-from memguard.heap.guarded import GuardedHeap
 from memguard.allocators.mempool import MemPool
+from memguard.checker import Checker
+from memguard.heap.guarded import GuardedHeap
+from memguard.kinds import error_for
 from memguard.report import Report
 
 __all__ = ["ObjectPool", "PoolStats"]
 
-_getframe = sys._getframe
 
 
 @dataclass(frozen=True)
@@ -60,8 +60,12 @@ class PoolStats:
     reserved_bytes: int
 
 
-class ObjectPool:
+class ObjectPool(Checker):
     """A fixed-size object pool whose objects memguard can see.
+
+    A :class:`~memguard.checker.Checker` over its heap (findings, ``on_error`` and plugins
+    are the heap's); its objects are declared to a :class:`~memguard.MemPool`, which the
+    heap's ``check()`` verifies.
 
     :param object_size: bytes per object (>= 1).
     :param objects_per_chunk: objects carved from each heap chunk.
@@ -110,10 +114,10 @@ class ObjectPool:
         self.align = align
         self.zero = zero
         self.redzone = redzone
-        self.name = name
         self.stride = -(-(object_size + redzone) // align) * align
         self._own_heap = heap is None
         self.heap = heap if heap is not None else GuardedHeap(name=f"{name}-heap")
+        super().__init__(name=name, heap=self.heap, on_error=None)
         self._chunk_align = max(align, 16)
         self._lock = threading.Lock()
         self._free: list[int] = []
@@ -144,20 +148,19 @@ class ObjectPool:
         if self._destroyed:
             raise ValueError(f"the object pool {self.name!r} was destroyed")
         mp = self.mempool
-        sid = mp._stacks.capture(_getframe(1))
-        with self._lock:
+        # A finding (a write to an object while it was quarantined) is raised once the
+        # counters agree with the pool again.
+        with self.hold_errors(), self._lock:
             address = 0
             while not address:
                 if not self._free:
                     self._add_chunk()
-                address, reports = mp._alloc(self._free.pop(), self.object_size, self._fill, sid)
+                address = mp.alloc(self._free.pop(), self.object_size, self._fill)
                 if address:
                     self._allocations += 1
                     outstanding = self._allocations - self._frees
                     if outstanding > self._peak:
                         self._peak = outstanding
-                if reports:
-                    self.heap._emit(reports)  # may raise: the pool's state is already consistent
         return address
 
     def put(self, address: int) -> None:
@@ -176,14 +179,11 @@ class ObjectPool:
             return
         if address < 0:
             raise ValueError(f"address must be >= 0, got {address}")
-        mp = self.mempool
-        with self._lock:
-            released, reports = mp._free(address, mp._stacks.capture(_getframe(1)))
+        with self.hold_errors(), self._lock:
+            released = self.mempool.free(address)
             if released is not None:
                 self._frees += 1
                 self._free.extend(released)
-        if reports:
-            self.heap._emit(reports)
 
     def view(self, address: int) -> memoryview:
         """A writable memoryview of the ``object_size`` bytes of a live object."""
@@ -243,15 +243,20 @@ class ObjectPool:
             if self._own_heap:
                 reports = reports + self.heap.close()
         if reports and saved == "raise":
-            from memguard.errors import error_for
-
             raise error_for(reports[0])
         return reports
 
-    def __enter__(self) -> ObjectPool:
-        return self
+    @property
+    def closed(self) -> bool:
+        """Whether the pool was destroyed (:meth:`close` is :meth:`destroy`)."""
+        return self._destroyed
+
+    def close(self) -> list[Report]:
+        """:meth:`destroy` the pool (the checker contract's name for it)."""
+        return self.destroy()
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        """Destroy the pool (findings are raised only when no exception is in flight)."""
         self.destroy()
 
     def __repr__(self) -> str:

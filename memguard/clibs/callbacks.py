@@ -134,7 +134,7 @@ class CAllocator:
         exception goes to :meth:`_failed`, which never raises.
         """
         heap = self.heap
-        tls = heap._tls  # the per-thread state heap.deferred_errors() uses, set without a generator
+        tls = heap.deferral  # the per-thread state heap.deferred_errors() uses, set without a generator
         h_malloc = heap.malloc
         h_calloc = heap.calloc
         h_realloc = heap.realloc
@@ -142,47 +142,47 @@ class CAllocator:
         failed = self._failed
 
         def c_malloc(size: int) -> int | None:
-            tls.defer = getattr(tls, "defer", 0) + 1
+            tls.depth += 1
             try:
                 return h_malloc(size)
             except BaseException as exc:  # noqa: BLE001 - nothing may escape into C
                 return failed(exc, "malloc", size=size)
             finally:
-                tls.defer -= 1
+                tls.depth -= 1
 
         def c_calloc(count: int, size: int) -> int | None:
-            tls.defer = getattr(tls, "defer", 0) + 1
+            tls.depth += 1
             try:
                 return h_calloc(count, size)
             except BaseException as exc:  # noqa: BLE001
                 return failed(exc, "calloc", size=size, count=count)
             finally:
-                tls.defer -= 1
+                tls.depth -= 1
 
         def c_realloc(address: int | None, size: int) -> int | None:
-            tls.defer = getattr(tls, "defer", 0) + 1
+            tls.depth += 1
             try:
                 return h_realloc(address or 0, size) or None
             except BaseException as exc:  # noqa: BLE001
                 return failed(exc, "realloc", address=address or 0, size=size)
             finally:
-                tls.defer -= 1
+                tls.depth -= 1
 
         def c_free(address: int | None) -> None:
             if not address:
                 return
-            tls.defer = getattr(tls, "defer", 0) + 1
+            tls.depth += 1
             try:
                 h_free(address)
             except BaseException as exc:  # noqa: BLE001
                 failed(exc, "free", address=address)
             finally:
-                tls.defer -= 1
+                tls.depth -= 1
 
         def c_size(address: int | None) -> int:
             if not address:
                 return 0
-            tls.defer = getattr(tls, "defer", 0) + 1
+            tls.depth += 1
             try:
                 info = heap.block(address)
                 if info.state != "live":
@@ -192,10 +192,10 @@ class CAllocator:
                 failed(exc, "size", address=address)
                 return 0
             finally:
-                tls.defer -= 1
+                tls.depth -= 1
 
         def c_opaque_alloc(opaque: int | None, items: int, size: int) -> int | None:
-            tls.defer = getattr(tls, "defer", 0) + 1
+            tls.depth += 1
             try:
                 if items < 0 or size < 0:
                     raise ValueError(f"negative allocation request: {items} item(s) of {size} byte(s)")
@@ -203,27 +203,27 @@ class CAllocator:
             except BaseException as exc:  # noqa: BLE001
                 return failed(exc, "opaque_alloc", size=size, count=items)
             finally:
-                tls.defer -= 1
+                tls.depth -= 1
 
         def c_opaque_calloc(opaque: int | None, items: int, size: int) -> int | None:
-            tls.defer = getattr(tls, "defer", 0) + 1
+            tls.depth += 1
             try:
                 return h_calloc(items, size)
             except BaseException as exc:  # noqa: BLE001
                 return failed(exc, "opaque_calloc", size=size, count=items)
             finally:
-                tls.defer -= 1
+                tls.depth -= 1
 
         def c_opaque_free(opaque: int | None, address: int | None) -> None:
             if not address:
                 return
-            tls.defer = getattr(tls, "defer", 0) + 1
+            tls.depth += 1
             try:
                 h_free(address)
             except BaseException as exc:  # noqa: BLE001
                 failed(exc, "opaque_free", address=address)
             finally:
-                tls.defer -= 1
+                tls.depth -= 1
 
         return {
             "malloc": c_malloc,
@@ -253,7 +253,7 @@ class CAllocator:
                 return None
             if isinstance(exc, MemguardError) and exc.report is not None:
                 if not any(r is exc.report for r in heap.reports):
-                    heap._emit([exc.report])
+                    heap.emit([exc.report])
                 return None
             if isinstance(exc, (KeyboardInterrupt, SystemExit)):
                 # Cannot be raised through C: deliver Ctrl-C once control is back in Python.
@@ -275,7 +275,7 @@ class CAllocator:
                 message=f"{type(exc).__name__} in the C {what}({args}) callback: {exc}; NULL/nothing returned to C",
                 extra={"callback": what, "exception": type(exc).__name__},
             )
-            heap._emit([report])
+            heap.emit([report])
         except BaseException as inner:  # noqa: BLE001 - on_error="abort" aside, never raise into C
             try:
                 self.errors.append(inner)

@@ -40,8 +40,10 @@ from typing import TYPE_CHECKING, Any, Callable, Literal
 
 from memguard import native
 from memguard.heap.canary import MAX_PAD, Canaries
-from memguard.errors import HeapClosedError, MemguardError, error_for
-from memguard.checker import ON_ERROR, ErrorPolicy
+from memguard.checker import ON_ERROR, Checker
+from memguard.seams import Seams
+from memguard.errors import HeapClosedError, MemguardError
+from memguard.kinds import error_for
 from memguard.heap.mutex import Mutex
 from memguard.leaks import BlockRecord, LeakGroup, Snapshot, group_records
 from memguard.report import Report
@@ -212,7 +214,7 @@ class _Seam:
         heap._set_seam(self.name, fn)
 
 
-class GuardedHeap(ErrorPolicy):
+class GuardedHeap(Checker):
     """A debug heap over the platform allocator.
 
     :param redzone: bytes of canary on each side of every block (a multiple of 16).
@@ -244,11 +246,10 @@ class GuardedHeap(ErrorPolicy):
         if not 0 <= stack_depth <= 256:
             raise ValueError(f"stack_depth must be between 0 and 256, got {stack_depth}")
         secret = int.from_bytes(os.urandom(8), "little")
-        self.name = name
+        super().__init__(name=name, on_error=on_error)
         self.redzone = redzone
         self.quarantine_bytes = quarantine_bytes
         self.stack_depth = stack_depth
-        self._init_policy(on_error)
         self.canary = canary
         self._canaries = Canaries(redzone, secret, canary)
         self._front = self._canaries.front
@@ -270,24 +271,17 @@ class GuardedHeap(ErrorPolicy):
         #: Freed blocks, oldest first, as ``address << 13 | size`` (``_LARGE_MARK`` for a large block).
         self._quarantine: deque[int] = deque()
         self._closed = False
-        # Hook seams: None when no plugin implements the hook, so the hot path pays one test.
-        # (``_on_alloc`` and ``_on_free`` are _Seam descriptors that reach the fast paths.)
-        self._on_check: Callable[[GuardedHeap], list[Report]] | None = None
-        self._plugins: Any = None
         self._build_paths()
         if plugins:
             for plugin in plugins:
                 self.plugins.register(plugin)
 
     # ------------------------------------------------------------------ plugins
-    @property
-    def plugins(self) -> Any:
-        """This heap's plugin manager (created on first use)."""
-        if self._plugins is None:
-            from memguard.plugin_manager import HeapPlugins
-
-            self._plugins = HeapPlugins(self)
-        return self._plugins
+    def set_seams(self, seams: Seams) -> None:
+        """Install the hook seams; the allocation and free seams also reach the fast paths."""
+        super().set_seams(seams)
+        self._on_alloc = seams.on_alloc
+        self._on_free = seams.on_free
 
     def c_allocator(self) -> CAllocator:
         """C-callable allocator functions on this heap (see :mod:`memguard.callbacks`).
@@ -532,7 +526,7 @@ class GuardedHeap(ErrorPolicy):
                 reports = evict()
                 if reports:
                     __tracebackhide__ = True
-                    heap._emit(reports)
+                    heap.emit(reports)
 
         def evict() -> list[Report] | None:
             """Take the oldest blocks out of the quarantine until it is under budget.
@@ -699,7 +693,7 @@ class GuardedHeap(ErrorPolicy):
                     # The caller will not get the new block: give it back rather than leak it.
                     reports += self._free_found(nfound[0], nfound[1], new, self._stacks.capture(frame))
                     new = 0
-        self._emit(reports)
+        self.emit(reports)
         if new and self._on_free is not None:
             self._on_free(self, address)
         return new
@@ -788,7 +782,7 @@ class GuardedHeap(ErrorPolicy):
         if freed and self._on_free is not None:
             self._on_free(self, p)
         __tracebackhide__ = True
-        self._emit(reports)
+        self.emit(reports)
 
     def _free_other(self, p: int, sid: int, frame: FrameType | None) -> tuple[list[Report], bool]:
         """Free ``p`` under the lock: large blocks, findings, bad pointers.
@@ -1141,9 +1135,11 @@ class GuardedHeap(ErrorPolicy):
                     found = self._find(p)
                     if found is not None:
                         reports.extend(self._check_one(found[0], found[1], p))
-        if self._on_check is not None:
-            reports.extend(self._on_check(self))
-        return self._settle(reports)
+        reports.extend(self.verify_registered())
+        on_check = self.seams.on_check
+        if on_check is not None:
+            reports.extend(on_check(self))
+        return self.settle(reports)
 
     def _live_records(self, since: int = 0) -> list[BlockRecord]:
         """Live blocks with a serial above ``since``, oldest first."""
@@ -1279,8 +1275,8 @@ class GuardedHeap(ErrorPolicy):
                 self._bump_of = {}
                 self._forget_quarantine()
                 self._stacks.forget_frame()
-            if self._plugins is not None:
-                self._plugins.heap_closed()
+            if self.has_plugins:
+                self.plugins.heap_closed()
         if reports and self.on_error == "raise":
             raise error_for(reports[0])
         return reports

@@ -56,7 +56,7 @@ __all__ = [
     "exit_status",
     "last_exit_report",
     "add_launcher_frames",
-    "trim_stack",
+    "drop_launcher_frames",
     "install_sigterm_handler",
     "restore_sigterm_handler",
     "ReportFileError",
@@ -99,7 +99,7 @@ def _is_launcher(frame: Frame) -> bool:
     )
 
 
-def trim_stack(stack: Stack) -> Stack:
+def drop_launcher_frames(stack: Stack) -> Stack:
     """``stack`` without the launcher's frames at its bottom (kept whole if nothing else is left)."""
     end = len(stack)
     while end and _is_launcher(stack[end - 1]):
@@ -109,14 +109,14 @@ def trim_stack(stack: Stack) -> Stack:
 
 def _trim_report(r: Report) -> Report:
     return dataclasses.replace(
-        r, alloc_stack=trim_stack(r.alloc_stack), free_stack=trim_stack(r.free_stack), stack=trim_stack(r.stack)
+        r, alloc_stack=drop_launcher_frames(r.alloc_stack), free_stack=drop_launcher_frames(r.free_stack), stack=drop_launcher_frames(r.stack)
     )
 
 
 def _trim_leaks(groups: Iterable[LeakGroup]) -> list[LeakGroup]:
     merged: dict[Stack, list[Any]] = {}
     for g in groups:
-        stack = trim_stack(g.stack)
+        stack = drop_launcher_frames(g.stack)
         m = merged.setdefault(stack, [0, 0, []])
         m[0] += g.size
         m[1] += g.count

@@ -32,7 +32,8 @@ from typing import Iterable, Sequence, TypeVar, Union
 
 from memguard.errors import SuppressionsError
 from memguard.leaks import LeakGroup
-from memguard.report import KINDS, Report
+from memguard.kinds import rule_kind, rule_names
+from memguard.report import Report
 from memguard.stacks import Frame, Stack
 
 __all__ = [
@@ -41,7 +42,6 @@ __all__ = [
     "Suppressed",
     "Only",
     "SuppressionsError",
-    "RULE_KINDS",
     "frame_candidates",
     "module_of",
     "summarize",
@@ -49,35 +49,6 @@ __all__ = [
 
 Finding = Union[Report, LeakGroup]
 F = TypeVar("F", Report, LeakGroup)
-
-#: Short rule kinds and the report kind each one stands for (full kind names work too).
-RULE_KINDS: dict[str, str] = {
-    "leak": "memory-leak",
-    "overflow": "heap-buffer-overflow",
-    "underflow": "heap-buffer-underflow",
-    "use-after-free": "heap-use-after-free",
-    "header-corruption": "heap-header-corruption",
-    "double-free": "double-free",
-    "bad-free": "bad-free",
-    "invalid-free": "bad-free",
-}
-
-
-def _known_kinds() -> set[str]:
-    from memguard import errors
-
-    kinds = set(KINDS) | set(RULE_KINDS) | set(getattr(errors, "_BY_KIND", {}))
-    return kinds
-
-
-def _rule_kind(kind: str) -> str | None:
-    """The report kind a rule prefix stands for, or ``None`` when it is unknown."""
-    if kind in RULE_KINDS:
-        return RULE_KINDS[kind]
-    if kind in _known_kinds() or kind.startswith("refcount-"):
-        return kind
-    return None
-
 
 _module_cache: dict[str, str] = {}
 _module_cache_size = -1
@@ -222,11 +193,12 @@ class Suppressions:
             where = f"{filename}:{lineno}"
             if not sep:
                 raise SuppressionsError(f"{where}: {expected}; got {raw.strip()!r}", filename, lineno)
-            report_kind = _rule_kind(kind)
+            report_kind = rule_kind(kind)
             if report_kind is None:
-                allowed = ", ".join(sorted(set(RULE_KINDS) | set(KINDS)))
+                allowed = ", ".join(rule_names())
                 raise SuppressionsError(
-                    f"{where}: unknown kind {kind!r} in {raw.strip()!r}; {expected} and kind one of: {allowed}",
+                    f"{where}: unknown kind {kind!r} in {raw.strip()!r}; {expected} and kind one of: {allowed} "
+                    "(a plugin's own kinds are known once it registered them with memguard.register_kind)",
                     filename, lineno,
                 )
             if not pattern:

@@ -15,6 +15,7 @@ from collections import Counter
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
+from memguard.kinds import is_leak
 from memguard.leaks import LeakGroup, format_leaks
 from memguard.report import Report
 from memguard.stacks import Frame, Stack
@@ -31,10 +32,9 @@ __all__ = [
     "plural",
     "describe_leaks",
     "describe_report",
-    "trim_stack",
+    "cut_at_runner",
     "trim_report",
     "trim_group",
-    "is_leak_kind",
     "judge",
     "judge_growth",
     "summarize",
@@ -129,7 +129,7 @@ def _is_internal(frame: Frame, internal_dirs: Sequence[str]) -> bool:
     return frame.filename.startswith(tuple(internal_dirs))
 
 
-def trim_stack(stack: Stack, internal_dirs: Sequence[str]) -> Stack:
+def cut_at_runner(stack: Stack, internal_dirs: Sequence[str]) -> Stack:
     """Drop the test runner's frames: keep the stack up to the first frame in ``internal_dirs``.
 
     Stacks are most recent call first, so what is kept is the user's code down to the
@@ -143,18 +143,18 @@ def trim_stack(stack: Stack, internal_dirs: Sequence[str]) -> Stack:
 
 
 def trim_report(report: Report, internal_dirs: Sequence[str]) -> Report:
-    """``report`` with its three stacks trimmed by :func:`trim_stack`."""
+    """``report`` with its three stacks trimmed by :func:`cut_at_runner`."""
     return replace(
         report,
-        alloc_stack=trim_stack(report.alloc_stack, internal_dirs),
-        free_stack=trim_stack(report.free_stack, internal_dirs),
-        stack=trim_stack(report.stack, internal_dirs),
+        alloc_stack=cut_at_runner(report.alloc_stack, internal_dirs),
+        free_stack=cut_at_runner(report.free_stack, internal_dirs),
+        stack=cut_at_runner(report.stack, internal_dirs),
     )
 
 
 def trim_group(group: LeakGroup, internal_dirs: Sequence[str]) -> LeakGroup:
-    """``group`` with its stack trimmed by :func:`trim_stack`."""
-    return replace(group, stack=trim_stack(group.stack, internal_dirs))
+    """``group`` with its stack trimmed by :func:`cut_at_runner`."""
+    return replace(group, stack=cut_at_runner(group.stack, internal_dirs))
 
 
 # ----------------------------------------------------------------------------- verdicts
@@ -198,11 +198,6 @@ class Verdict:
         }
 
 
-def is_leak_kind(kind: str) -> bool:
-    """Whether a report kind is a leak (``memory-leak``, ``refcount-leak`` …), governed by the leak mode."""
-    return kind.endswith("leak")
-
-
 def judge(
     reports: Iterable[Report],
     leaks: Iterable[LeakGroup],
@@ -219,12 +214,12 @@ def judge(
     reps = [trim_report(r, internal_dirs) for r in reports]
     groups = tuple(trim_group(g, internal_dirs) for g in leaks)
     if leak_mode == "ignore":
-        reps = [r for r in reps if not is_leak_kind(r.kind)]
+        reps = [r for r in reps if not is_leak(r.kind)]
         groups = ()
     if not reps and not groups:
         return Verdict(suppressed=suppressed)
-    corrupt = [r for r in reps if not is_leak_kind(r.kind)]
-    leaky = [r for r in reps if is_leak_kind(r.kind)]
+    corrupt = [r for r in reps if not is_leak(r.kind)]
+    leaky = [r for r in reps if is_leak(r.kind)]
     reasons: list[str] = [describe_report(r) for r in corrupt + leaky]
     if groups:
         reasons.append(describe_leaks(groups))
