@@ -31,6 +31,10 @@ _EXPORTS: dict[str, str] = {
     "LeakGroup": "memguard.leaks",
     "SiteDiff": "memguard.leaks",
     "format_leaks": "memguard.leaks",
+    # the checker contract and the kinds of finding
+    "Checker": "memguard.checker",
+    "Kind": "memguard.kinds",
+    "register_kind": "memguard.kinds",
     # errors
     "MemguardError": "memguard.errors",
     "HeapCorruptionError": "memguard.errors",
@@ -45,6 +49,7 @@ _EXPORTS: dict[str, str] = {
     "PoolError": "memguard.errors",
     "CallbackError": "memguard.errors",
     "LibraryNotFoundError": "memguard.errors",
+    "KindError": "memguard.errors",
     # the process-wide heap, options, suppressions
     "install": "memguard.process",
     "uninstall": "memguard.process",
@@ -93,6 +98,7 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:
     from memguard.allocators.mempool import MemPool, MemPoolStats, Region, all_leaks
     from memguard.allocators.objpool import ObjectPool, PoolStats
+    from memguard.checker import Checker
     from memguard.clibs.callbacks import CAllocator
     from memguard.errors import (
         CallbackError,
@@ -100,6 +106,7 @@ if TYPE_CHECKING:
         HeapClosedError,
         HeapCorruptionError,
         InvalidFreeError,
+        KindError,
         LeakError,
         LibraryNotFoundError,
         MemguardError,
@@ -111,6 +118,7 @@ if TYPE_CHECKING:
     )
     from memguard.heap.guarded import BlockInfo, GuardedHeap, HeapStats, InvalidAddressError
     from memguard.hookspecs import hookimpl
+    from memguard.kinds import Kind, register_kind
     from memguard.leaks import BlockRecord, LeakGroup, SiteDiff, Snapshot, format_leaks
     from memguard.options import Options
     from memguard.plugin_manager import HeapPlugins, PluginValidationError, load_entrypoint_plugins

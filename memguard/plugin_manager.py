@@ -539,7 +539,7 @@ def load_entrypoint_plugins(heap: Any, group: str = ENTRYPOINT_GROUP, disabled: 
     if isinstance(disabled, str):
         raise TypeError("disabled must be a sequence of entry-point names, not a string")
     if not isinstance(getattr(type(heap), "plugins", None), property):
-        raise TypeError(f"heap must be a GuardedHeap or a RefAudit, got {type(heap).__name__}")
+        raise TypeError(f"heap must be a memguard checker (a GuardedHeap, a RefAudit …), got {type(heap).__name__}")
     manager = heap.plugins
     for name in disabled:
         manager.block(name)

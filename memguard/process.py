@@ -22,6 +22,7 @@ from memguard.reporting import exitreport
 from memguard.errors import MemguardError, OptionsError
 from memguard.heap.guarded import GuardedHeap
 from memguard.options import Options
+from memguard.plugin_manager import load_entrypoint_plugins
 from memguard.reporting.suppressions import Suppressions
 
 __all__ = [
@@ -74,7 +75,6 @@ def install(**options: Any) -> GuardedHeap:
                 )
             return _heap
         opts = Options.resolve(**options)
-        suppressions = Suppressions.load(opts.suppressions) if opts.suppressions else Suppressions()
         log_file = opts.log_file()
         if log_file is not None:
             directory = os.path.dirname(os.path.abspath(log_file))
@@ -84,8 +84,14 @@ def install(**options: Any) -> GuardedHeap:
                     "stderr, stdout, or a path prefix in an existing directory",
                 )
         heap = GuardedHeap(**opts.heap_kwargs(), name="process")
-        if opts.load_plugins:
-            _load_plugins(heap)
+        try:
+            if opts.load_plugins:
+                load_entrypoint_plugins(heap)
+            # After the plugins: a suppressions file may name a kind a plugin registered.
+            suppressions = Suppressions.load(opts.suppressions) if opts.suppressions else Suppressions()
+        except BaseException:
+            heap.close(check=False)
+            raise
         if opts.handle_sigterm:
             exitreport.install_sigterm_handler()
         if not _atexit_registered:
@@ -94,15 +100,6 @@ def install(**options: Any) -> GuardedHeap:
         _options, _suppressions = opts, suppressions
         _heap = heap
         return heap
-
-
-def _load_plugins(heap: GuardedHeap) -> None:
-    """Register entry-point plugins (issue 4's :func:`memguard.plugins.load_entrypoint_plugins`)."""
-    try:
-        from memguard.plugin_manager import load_entrypoint_plugins
-    except ImportError:  # pragma: no cover - the plugin layer is optional
-        return
-    load_entrypoint_plugins(heap)
 
 
 def uninstall() -> None:

@@ -1,4 +1,4 @@
-"""The memguard command: run (each way a program ends, exit status), report, help (issue 3)."""
+"""The memguard command: run (each way a program ends, exit status), report, help."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""examples/leaky.py, overflow.py and suppressed.py, run the way the README shows (issue 3)."""
+"""examples/leaky.py, overflow.py and suppressed.py, run the way the README shows."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""MEMGUARD_OPTIONS parsing, Options.resolve precedence and error messages (issue 3)."""
+"""MEMGUARD_OPTIONS parsing, Options.resolve precedence and error messages."""
 
 from __future__ import annotations
 

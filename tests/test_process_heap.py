@@ -1,4 +1,4 @@
-"""memguard.install/uninstall and the module-level malloc/free (issue 3)."""
+"""memguard.install/uninstall and the module-level malloc/free."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Suppressions files and the only= allow-list (issue 3)."""
+"""Suppressions files and the only= allow-list."""
 
 from __future__ import annotations
 

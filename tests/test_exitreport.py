@@ -1,4 +1,4 @@
-"""The exit report: building, rendering, JSON schema, atomic files, exit status (issue 3)."""
+"""The exit report: building, rendering, JSON schema, atomic files, exit status."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typing import Iterator
 import pytest
 
 import memguard
-from memguard.reporting import exitreport as exitdump
+from memguard.reporting import exitreport
 from memguard.reporting.exitreport import ExitReport, ReportFileError, build_report, exit_status, render_json, render_text
 from memguard.options import Options
 from memguard.reporting.suppressions import Suppressions
@@ -161,8 +161,8 @@ def test_from_dict_rejects_bad_documents(doc: dict[str, object], fragment: str) 
 
 def test_write_atomic_replaces_whole_file_and_cleans_up(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     target = tmp_path / "report.1"
-    exitdump.write_atomic(target, "first\n")
-    exitdump.write_atomic(target, "second\n")
+    exitreport.write_atomic(target, "first\n")
+    exitreport.write_atomic(target, "second\n")
     assert target.read_text() == "second\n" and os.listdir(tmp_path) == ["report.1"]
 
     def broken_replace(src: str, dst: str) -> None:
@@ -170,30 +170,30 @@ def test_write_atomic_replaces_whole_file_and_cleans_up(tmp_path: Path, monkeypa
 
     monkeypatch.setattr(os, "replace", broken_replace)
     with pytest.raises(OSError, match="disk full"):
-        exitdump.write_atomic(target, "third\n")
+        exitreport.write_atomic(target, "third\n")
     assert target.read_text() == "second\n" and os.listdir(tmp_path) == ["report.1"]
 
 
 def test_emit_to_log_path(heap: memguard.GuardedHeap, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     prefix = tmp_path / "mg"
     clean = build_report(heap, Options(log_path=str(prefix)))
-    assert exitdump.emit(clean) is None and os.listdir(tmp_path) == []  # text: nothing to say, no file
+    assert exitreport.emit(clean) is None and os.listdir(tmp_path) == []  # text: nothing to say, no file
     as_json = build_report(heap, Options(log_path=str(prefix), report_format="json"))
-    written = exitdump.emit(as_json)
+    written = exitreport.emit(as_json)
     assert written == f"{prefix}.{os.getpid()}" and json.loads(Path(written).read_text())["found"] is False
     leak_small(heap)
     text = build_report(heap, Options(log_path=str(prefix)))
-    assert "Direct leak of 8 byte(s)" in Path(exitdump.emit(text) or "").read_text()
+    assert "Direct leak of 8 byte(s)" in Path(exitreport.emit(text) or "").read_text()
     assert capsys.readouterr().err == ""
     missing = build_report(heap, Options(log_path=str(tmp_path / "no" / "dir")))
-    assert exitdump.emit(missing) is None
+    assert exitreport.emit(missing) is None
     err = capsys.readouterr().err
     assert "cannot write the report" in err and "Direct leak of 8 byte(s)" in err
 
 
 def test_emit_to_stdout(heap: memguard.GuardedHeap, capsys: pytest.CaptureFixture[str]) -> None:
     leak_small(heap)
-    exitdump.emit(build_report(heap, Options(log_path="stdout")))
+    exitreport.emit(build_report(heap, Options(log_path="stdout")))
     out = capsys.readouterr()
     assert "Direct leak" in out.out and out.err == ""
 
@@ -204,10 +204,10 @@ def test_dump_never_raises(capsys: pytest.CaptureFixture[str]) -> None:
             raise RuntimeError("plugin exploded")
 
     broken = Broken()
-    assert exitdump.dump(broken, Options()) is None
+    assert exitreport.dump(broken, Options()) is None
     assert broken.on_error == "raise"  # restored after the failed dump
     assert "could not produce the exit report: RuntimeError: plugin exploded" in capsys.readouterr().err
-    assert exitdump.dump(None, Options()) is None
+    assert exitreport.dump(None, Options()) is None
 
 
 def test_exit_status_rules() -> None:
@@ -230,9 +230,9 @@ def test_trim_stack_drops_launcher_frames_at_the_bottom() -> None:
     user = Frame("/app/x.py", 1, "f")
     runpy = Frame("<frozen runpy>", 88, "_run_code")
     mine = Frame(os.path.join(os.path.dirname(memguard.__file__), "cli.py"), 9, "main")
-    assert exitdump.drop_launcher_frames((user, runpy, mine)) == (user,)
-    assert exitdump.drop_launcher_frames((runpy, user)) == (runpy, user)
-    assert exitdump.drop_launcher_frames((mine,)) == (mine,)
+    assert exitreport.drop_launcher_frames((user, runpy, mine)) == (user,)
+    assert exitreport.drop_launcher_frames((runpy, user)) == (runpy, user)
+    assert exitreport.drop_launcher_frames((mine,)) == (mine,)
 
 
 def test_render_text_ends_with_newline(heap: memguard.GuardedHeap) -> None:
