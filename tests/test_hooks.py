@@ -546,7 +546,7 @@ def test_entry_point_discovery(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     assert heap.plugins.get_name(fake) == "fake"
     with pytest.raises(TypeError):
         load_entrypoint_plugins(heap, disabled="disabled")
-    with pytest.raises(TypeError, match="GuardedHeap or a RefAudit"):
+    with pytest.raises(TypeError, match="a memguard checker"):
         load_entrypoint_plugins(object())
     heap.close()
 
