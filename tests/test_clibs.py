@@ -114,8 +114,12 @@ def test_zlib_sees_null_from_the_allocator_as_z_mem_error() -> None:
 
 def test_zlib_bad_data_is_a_clear_error_and_frees_everything(heap: memguard.GuardedHeap) -> None:
     need(native.zlib)
-    with pytest.raises(clibs.CLibraryError, match="zlib"):
+    with pytest.raises(clibs.CLibraryError, match="zlib") as info:
         clibs.inflate(b"\x78\x9c not zlib at all", heap)
+    error = info.value
+    assert isinstance(error, memguard.MemguardError) and isinstance(error, RuntimeError)
+    assert (error.library, error.code) == ("zlib", -3)  # Z_DATA_ERROR
+    assert error.message.startswith("inflate: ") and str(error) == f"zlib: {error.message} (code -3)"
     with pytest.raises(clibs.CLibraryError, match="truncated"):
         clibs.inflate(py_zlib.compress(sample(100_000))[:500], heap)
     with pytest.raises(TypeError):
