@@ -7,13 +7,8 @@ compiler; its tests skip cleanly when there is none.
 from __future__ import annotations
 
 import ctypes
-import os
-import shutil
-import subprocess
 import sys
-import sysconfig
 import threading
-from pathlib import Path
 
 import pytest
 
@@ -22,31 +17,20 @@ from memguard import native
 from memguard.clibs.callbacks import CAllocator, allocator_for
 from memguard.errors import CallbackError, DoubleFreeError, HeapCorruptionError
 
-BUGGY_C = Path(__file__).parent / "clib" / "buggy.c"
+from buggylib import BuggyLib, Unavailable, build
+
+
+@pytest.fixture(scope="module")
+def buggy(tmp_path_factory: pytest.TempPathFactory) -> BuggyLib:
+    try:
+        return build(tmp_path_factory.mktemp("clib"))
+    except Unavailable as exc:
+        pytest.skip(str(exc))
 
 
 def c_allocator(heap: memguard.GuardedHeap) -> CAllocator:
     """``heap.c_allocator()`` (falls back to a per-heap CAllocator until the heap has the method)."""
     return allocator_for(heap)
-
-
-def _compiler() -> str | None:
-    for candidate in (os.environ.get("CC"), (sysconfig.get_config_var("CC") or "").split(" ")[0], "cc", "gcc", "clang"):
-        if candidate and shutil.which(candidate):
-            return shutil.which(candidate)
-    return None
-
-
-@pytest.fixture(scope="module")
-def buggy(tmp_path_factory: pytest.TempPathFactory) -> native.BuggyLib:
-    cc = _compiler()
-    if cc is None:
-        pytest.skip("no C compiler on this machine")
-    out = tmp_path_factory.mktemp("clib") / "libbuggy.so"
-    proc = subprocess.run([cc, "-shared", "-fPIC", "-O1", "-o", str(out), str(BUGGY_C)], capture_output=True, text=True)
-    if proc.returncode != 0:
-        pytest.skip(f"cannot compile the test C library: {proc.stderr.strip()[:200]}")
-    return native.buggy(str(out))
 
 
 @pytest.fixture
@@ -197,7 +181,7 @@ def test_callbacks_from_several_threads(heap: memguard.GuardedHeap) -> None:
 
 
 # ----------------------------------------------------------------------- the buggy C library
-def test_clean_c_code_produces_no_report(buggy: native.BuggyLib, heap: memguard.GuardedHeap) -> None:
+def test_clean_c_code_produces_no_report(buggy: BuggyLib, heap: memguard.GuardedHeap) -> None:
     alloc = c_allocator(heap)
     buggy.buggy_set_allocator(alloc.malloc, alloc.free)
     for n in (0, 1, 15, 16, 17, 4096, 5000, 1 << 20):
@@ -208,7 +192,7 @@ def test_clean_c_code_produces_no_report(buggy: native.BuggyLib, heap: memguard.
 
 @pytest.mark.parametrize("size", [24, 40, 6000])
 def test_overflow_by_c_is_reported_at_the_python_call_site(
-    buggy: native.BuggyLib, heap: memguard.GuardedHeap, size: int
+    buggy: BuggyLib, heap: memguard.GuardedHeap, size: int
 ) -> None:
     alloc = c_allocator(heap)
     buggy.buggy_set_allocator(alloc.malloc, alloc.free)
@@ -223,7 +207,7 @@ def test_overflow_by_c_is_reported_at_the_python_call_site(
         heap.check()
 
 
-def test_underflow_double_free_interior_and_foreign_free(buggy: native.BuggyLib, heap: memguard.GuardedHeap) -> None:
+def test_underflow_double_free_interior_and_foreign_free(buggy: BuggyLib, heap: memguard.GuardedHeap) -> None:
     alloc = c_allocator(heap)
     buggy.buggy_set_allocator(alloc.malloc, alloc.free)
     lines = {}
@@ -248,7 +232,7 @@ def test_underflow_double_free_interior_and_foreign_free(buggy: native.BuggyLib,
     assert heap.stats().live_blocks == 0
 
 
-def test_use_after_free_by_c_is_found_by_check(buggy: native.BuggyLib, heap: memguard.GuardedHeap) -> None:
+def test_use_after_free_by_c_is_found_by_check(buggy: BuggyLib, heap: memguard.GuardedHeap) -> None:
     alloc = c_allocator(heap)
     buggy.buggy_set_allocator(alloc.malloc, alloc.free)
     filename, line = here()
@@ -262,7 +246,7 @@ def test_use_after_free_by_c_is_found_by_check(buggy: native.BuggyLib, heap: mem
     assert report.free_stack[0].lineno == line
 
 
-def test_use_after_free_found_when_the_block_leaves_the_quarantine_in_a_c_free(buggy: native.BuggyLib) -> None:
+def test_use_after_free_found_when_the_block_leaves_the_quarantine_in_a_c_free(buggy: BuggyLib) -> None:
     with memguard.GuardedHeap(on_error="raise", quarantine_bytes=256) as h:
         alloc = c_allocator(h)
         buggy.buggy_set_allocator(alloc.malloc, alloc.free)
@@ -278,7 +262,7 @@ def test_use_after_free_found_when_the_block_leaves_the_quarantine_in_a_c_free(b
             h.check()
 
 
-def test_leak_by_c_points_at_the_python_line(buggy: native.BuggyLib, heap: memguard.GuardedHeap) -> None:
+def test_leak_by_c_points_at_the_python_line(buggy: BuggyLib, heap: memguard.GuardedHeap) -> None:
     alloc = c_allocator(heap)
     buggy.buggy_set_allocator(alloc.malloc, alloc.free)
     mark = heap.snapshot()
@@ -292,7 +276,7 @@ def test_leak_by_c_points_at_the_python_line(buggy: native.BuggyLib, heap: memgu
     assert heap.leaks(since=mark) == []
 
 
-def test_null_from_the_allocator_reaches_c(buggy: native.BuggyLib, heap: memguard.GuardedHeap) -> None:
+def test_null_from_the_allocator_reaches_c(buggy: BuggyLib, heap: memguard.GuardedHeap) -> None:
     alloc = c_allocator(heap)
     buggy.buggy_set_allocator(alloc.malloc, alloc.free)
     assert buggy.buggy_check_null(native.SIZE_MAX) == 1
@@ -300,7 +284,7 @@ def test_null_from_the_allocator_reaches_c(buggy: native.BuggyLib, heap: memguar
     assert heap.reports == []
 
 
-def test_findings_inside_callbacks_reach_memguard_report_plugins(buggy: native.BuggyLib) -> None:
+def test_findings_inside_callbacks_reach_memguard_report_plugins(buggy: BuggyLib) -> None:
     seen: list[str] = []
 
     class Recorder:

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import bz2 as py_bz2
 import ctypes
+import importlib
 import json
 import lzma as py_lzma
 import os
+import pkgutil
 import random
 import subprocess
 import sys
@@ -74,6 +76,57 @@ def assert_clean(heap: memguard.GuardedHeap) -> None:
     assert heap.leaks() == []
 
 
+# ---------------------------------------------------------------------------- the packages
+def _public_modules(package: object) -> list[object]:
+    """The modules of ``package`` whose every public name the package re-exports."""
+    # Helpers for the sibling modules (of loader only load_library is public); the
+    # C-callable allocator is memguard.CAllocator.
+    skip = {"loader", "common", "callbacks"}
+    names = [m.name for m in pkgutil.iter_modules(package.__path__) if m.name not in skip]  # type: ignore[attr-defined]
+    return [importlib.import_module(f"{package.__name__}.{name}") for name in names]
+
+
+@pytest.mark.parametrize("package", [native, clibs], ids=["native", "clibs"])
+def test_each_package_re_exports_its_modules_public_names(package: object) -> None:
+    modules = _public_modules(package)
+    libraries = {"libz", "libbz2", "liblzma", "libexpat", "libsqlite3"}  # one module per C library
+    assert libraries <= {module.__name__.rpartition(".")[2] for module in modules}  # type: ignore[attr-defined]
+    exported = set(package.__all__)  # type: ignore[attr-defined]
+    defined = {name: getattr(module, name) for module in modules for name in module.__all__}  # type: ignore[attr-defined]
+    assert set(defined) <= exported, set(defined) - exported
+    for name in exported:
+        value = getattr(package, name)
+        assert defined.get(name, value) is value
+    assert len(package.__all__) == len(exported)  # type: ignore[attr-defined]
+
+
+def test_importing_the_packages_opens_no_c_library() -> None:
+    # Every library load goes through ctypes.CDLL (WinDLL is a subclass); record them.
+    code = (
+        "import ctypes, json, sys\n"
+        "opened = []\n"
+        "real = ctypes.CDLL.__init__\n"
+        "def spy(self, name, *args, **kwargs):\n"
+        "    opened.append(name)\n"
+        "    real(self, name, *args, **kwargs)\n"
+        "ctypes.CDLL.__init__ = spy\n"
+        "import memguard.native, memguard.clibs\n"
+        "at_import = list(opened)\n"
+        "try:\n"
+        "    memguard.native.zlib()\n"
+        "except memguard.errors.LibraryNotFoundError:\n"
+        "    pass\n"
+        "print(json.dumps({'at_import': at_import, 'after': opened, 'posix': sys.platform != 'win32'}))\n"
+    )
+    proc = _run(["-c", code])
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    if result["posix"]:
+        assert result["at_import"] == [None]  # the process's own symbol table, for malloc/free
+    assert not any(name and ("z" in os.path.basename(name) or "expat" in name) for name in result["at_import"])
+    assert len(result["after"]) > len(result["at_import"])  # the spy sees a real load
+
+
 # ---------------------------------------------------------------------------- zlib
 def test_zlib_deflate_and_inflate_a_few_mib(heap: memguard.GuardedHeap) -> None:
     need(native.zlib)
@@ -114,8 +167,12 @@ def test_zlib_sees_null_from_the_allocator_as_z_mem_error() -> None:
 
 def test_zlib_bad_data_is_a_clear_error_and_frees_everything(heap: memguard.GuardedHeap) -> None:
     need(native.zlib)
-    with pytest.raises(clibs.CLibraryError, match="zlib"):
+    with pytest.raises(clibs.CLibraryError, match="zlib") as info:
         clibs.inflate(b"\x78\x9c not zlib at all", heap)
+    error = info.value
+    assert isinstance(error, memguard.MemguardError) and isinstance(error, RuntimeError)
+    assert (error.library, error.code) == ("zlib", -3)  # Z_DATA_ERROR
+    assert error.message.startswith("inflate: ") and str(error) == f"zlib: {error.message} (code -3)"
     with pytest.raises(clibs.CLibraryError, match="truncated"):
         clibs.inflate(py_zlib.compress(sample(100_000))[:500], heap)
     with pytest.raises(TypeError):

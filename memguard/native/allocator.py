@@ -1,0 +1,255 @@
+"""The platform allocator: native ``malloc``/``free`` and the memory views over them.
+
+On POSIX the allocator functions are resolved through ``ctypes.CDLL(None)``, the
+process's global symbol table (no library is opened), so an allocator preloaded with
+``LD_PRELOAD`` (AddressSanitizer's runtime, jemalloc, tcmalloc) is the one memguard
+uses and the two compose.  On Windows the process heap (``HeapAlloc`` and friends) and
+the CRT's ``_aligned_malloc``/``_aligned_free`` are used.
+
+Public functions return plain ``int`` addresses and raise :class:`MemoryError`
+naming the size when the native allocator returns NULL.  The ``raw_*`` functions are
+the bare foreign functions (``None`` or 0 on failure) for callers that check NULL
+themselves on a hot path.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import sys
+from typing import Final
+
+from memguard.native.loader import declare
+
+__all__ = [
+    "PLATFORM",
+    "POINTER_SIZE",
+    "SIZE_MAX",
+    "malloc",
+    "calloc",
+    "realloc",
+    "free",
+    "aligned_alloc",
+    "aligned_free",
+    "usable_size",
+    "memset",
+    "memmove",
+    "memcmp",
+    "owned_buffer",
+    "address_space",
+    "string_at",
+    "raw_malloc",
+    "raw_calloc",
+    "raw_realloc",
+    "raw_free",
+    "raw_aligned_alloc",
+]
+
+POINTER_SIZE: Final = ctypes.sizeof(ctypes.c_void_p)
+#: Largest size any native allocator can be asked for.
+SIZE_MAX: Final = (1 << (8 * ctypes.sizeof(ctypes.c_size_t))) - 1
+
+_vp = ctypes.c_void_p
+_sz = ctypes.c_size_t
+
+
+if sys.platform == "win32":  # pragma: no cover - exercised on Windows only
+    PLATFORM: Final = "windows"
+    _kernel32 = ctypes.WinDLL("kernel32", use_last_error=True)
+    _crt = ctypes.CDLL("ucrtbase")
+    _GetProcessHeap = declare(_kernel32, "GetProcessHeap", _vp)
+    _HeapAlloc = declare(_kernel32, "HeapAlloc", _vp, _vp, ctypes.c_uint32, _sz)
+    _HeapReAlloc = declare(_kernel32, "HeapReAlloc", _vp, _vp, ctypes.c_uint32, _vp, _sz)
+    _HeapFree = declare(_kernel32, "HeapFree", ctypes.c_int, _vp, ctypes.c_uint32, _vp)
+    _HeapSize = declare(_kernel32, "HeapSize", _sz, _vp, ctypes.c_uint32, _vp)
+    _aligned_malloc = declare(_crt, "_aligned_malloc", _vp, _sz, _sz)
+    _aligned_free_fn = declare(_crt, "_aligned_free", None, _vp)
+    _memcmp = declare(_crt, "memcmp", ctypes.c_int, _vp, _vp, _sz)
+    _HEAP_ZERO_MEMORY = 0x00000008
+    _heap = _GetProcessHeap()
+
+    def raw_malloc(size: int) -> int | None:
+        """Allocate ``size`` bytes; ``None`` on failure."""
+        return _HeapAlloc(_heap, 0, size or 1)
+
+    def raw_calloc(count: int, size: int) -> int | None:
+        """Allocate zeroed memory; ``None`` on failure."""
+        return _HeapAlloc(_heap, _HEAP_ZERO_MEMORY, (count * size) or 1)
+
+    def raw_realloc(address: int, size: int) -> int | None:
+        """Resize a block; ``None`` on failure (the old block is untouched)."""
+        if not address:
+            return raw_malloc(size)
+        return _HeapReAlloc(_heap, 0, address, size or 1)
+
+    def raw_free(address: int) -> None:
+        """Release a block obtained from :func:`raw_malloc`."""
+        if address:
+            _HeapFree(_heap, 0, address)
+
+    def raw_aligned_alloc(alignment: int, size: int) -> int | None:
+        """Allocate ``size`` bytes aligned to ``alignment``; ``None`` on failure."""
+        return _aligned_malloc(size or 1, alignment)
+
+    def aligned_free(address: int) -> None:
+        """Release a block obtained from :func:`aligned_alloc`."""
+        if address:
+            _aligned_free_fn(address)
+
+    def usable_size(address: int) -> int | None:
+        """Bytes usable in a block from :func:`malloc`."""
+        return _HeapSize(_heap, 0, address)
+
+else:
+    PLATFORM: Final = "posix"  # type: ignore[misc]
+    _libc = ctypes.CDLL(None)
+    _malloc = declare(_libc, "malloc", _vp, _sz)
+    _calloc = declare(_libc, "calloc", _vp, _sz, _sz)
+    _realloc = declare(_libc, "realloc", _vp, _vp, _sz)
+    _free = declare(_libc, "free", None, _vp)
+    _posix_memalign = declare(_libc, "posix_memalign", ctypes.c_int, ctypes.POINTER(_vp), _sz, _sz)
+    _malloc_usable_size = declare(_libc, "malloc_usable_size", _sz, _vp) or declare(
+        _libc, "malloc_size", _sz, _vp
+    )
+    _memcmp = declare(_libc, "memcmp", ctypes.c_int, _vp, _vp, _sz)
+
+    raw_malloc = _malloc  # type: ignore[assignment]
+    raw_calloc = _calloc  # type: ignore[assignment]
+    raw_realloc = _realloc  # type: ignore[assignment]
+    raw_free = _free  # type: ignore[assignment]
+
+    def raw_aligned_alloc(alignment: int, size: int) -> int | None:
+        """Allocate ``size`` bytes aligned to ``alignment``; ``None`` on failure."""
+        out = _vp()
+        if _posix_memalign(ctypes.byref(out), alignment, size or 1) != 0:
+            return None
+        return out.value
+
+    def aligned_free(address: int) -> None:
+        """Release a block obtained from :func:`aligned_alloc`."""
+        if address:
+            _free(address)
+
+    def usable_size(address: int) -> int | None:
+        """Bytes usable in a block from :func:`malloc`, or ``None`` when unknown."""
+        if _malloc_usable_size is None:  # pragma: no cover - glibc has it
+            return None
+        return int(_malloc_usable_size(address))
+
+
+def _check_size(size: int) -> None:
+    if size < 0:
+        raise ValueError(f"negative size: {size}")
+    if size > SIZE_MAX:
+        raise MemoryError(f"cannot allocate {size} bytes: larger than SIZE_MAX")
+
+
+def malloc(size: int) -> int:
+    """Allocate ``size`` bytes natively; :class:`MemoryError` naming the size on NULL."""
+    _check_size(size)
+    address = raw_malloc(size)
+    if not address:
+        raise MemoryError(f"native malloc({size}) returned NULL")
+    return address
+
+
+def calloc(count: int, size: int) -> int:
+    """Allocate ``count * size`` zeroed bytes natively."""
+    _check_size(count)
+    _check_size(size)
+    if count * size > SIZE_MAX:
+        raise MemoryError(f"calloc({count}, {size}) overflows size_t")
+    address = raw_calloc(count, size)
+    if not address:
+        raise MemoryError(f"native calloc({count}, {size}) returned NULL")
+    return address
+
+
+def realloc(address: int, size: int) -> int:
+    """Resize a native block; on failure the old block is untouched and MemoryError raised."""
+    _check_size(size)
+    new = raw_realloc(address or None, size)
+    if not new:
+        raise MemoryError(f"native realloc(0x{address or 0:x}, {size}) returned NULL")
+    return new
+
+
+def free(address: int) -> None:
+    """Release a native block (``free(0)`` is a no-op)."""
+    if address:
+        raw_free(address)
+
+
+def aligned_alloc(alignment: int, size: int) -> int:
+    """Allocate ``size`` bytes aligned to ``alignment`` (a power of two >= pointer size)."""
+    _check_size(size)
+    if alignment < POINTER_SIZE or alignment & (alignment - 1):
+        raise ValueError(f"alignment must be a power of two >= {POINTER_SIZE}, got {alignment}")
+    address = raw_aligned_alloc(alignment, size)
+    if not address:
+        raise MemoryError(f"native aligned allocation of {size} bytes (alignment {alignment}) failed")
+    return address
+
+
+memset = ctypes.memset
+memmove = ctypes.memmove
+string_at = ctypes.string_at
+
+
+#: libc ``memcmp(a, b, size)`` on two addresses (the ctypes function itself).
+memcmp = _memcmp
+
+_owned_types: dict[int, type] = {}
+
+
+def _owned_type(size: int) -> type:
+    """A ``c_ubyte * size`` subclass whose instances free their memory when collected."""
+    kind = _owned_types.get(size)
+    if kind is None:
+
+        def __del__(self: ctypes.Array[ctypes.c_ubyte]) -> None:
+            release = getattr(self, "release", None)
+            if release is not None:
+                self.release = None  # type: ignore[attr-defined]
+                release(ctypes.addressof(self))
+
+        kind = type(f"_Owned{size}", (ctypes.c_ubyte * size,), {"__del__": __del__})
+        _owned_types[size] = kind
+    return kind
+
+
+def owned_buffer(size: int, alignment: int = 0) -> tuple[int, memoryview]:
+    """Allocate ``size`` native bytes owned by the returned memoryview.
+
+    Returns ``(address, view)``: ``view`` is a writable 1-D ``'B'`` memoryview of the
+    whole allocation.  The native memory is released when the last memoryview over it
+    (including slices handed to users) is gone, so no view can ever outlive the memory
+    it points at.  ``alignment`` of 0 means the allocator's natural alignment.
+    """
+    if alignment:
+        address = aligned_alloc(alignment, size)
+        release = aligned_free
+    else:
+        address = malloc(size)
+        release = free
+    owner = _owned_type(size).from_address(address)
+    owner.release = release
+    return address, memoryview(owner).cast("B")
+
+
+_address_space: memoryview | None = None
+
+
+def address_space() -> memoryview:
+    """A 1-D ``'B'`` memoryview whose index ``i`` is the byte at address ``i``.
+
+    It owns nothing and checks nothing: an index is safe only where the caller knows it
+    owns the memory (the heap reads blocks leaving its quarantine through it, by address,
+    while it holds them).  Needs a 64-bit interpreter, where every address is below
+    ``sys.maxsize``.
+    """
+    global _address_space
+    if _address_space is None:
+        if POINTER_SIZE != 8:  # pragma: no cover - 32-bit interpreters only
+            raise RuntimeError("memguard needs a 64-bit Python")
+        _address_space = memoryview((ctypes.c_ubyte * sys.maxsize).from_address(0)).cast("B")
+    return _address_space
