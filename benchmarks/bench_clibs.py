@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import memguard  # noqa: E402
 from memguard import clibs  # noqa: E402
-from memguard.clibs.callbacks import allocator_for  # noqa: E402
+from memguard.heap.c_allocator import allocator_for  # noqa: E402
 
 MiB = 1 << 20
 

@@ -76,7 +76,8 @@ _EXPORTS: dict[str, str] = {
     "RefAudit": "memguard.refaudit",
     "Ref": "memguard.refaudit",
     # C libraries on the guarded heap (memguard.clibs holds the adapters)
-    "CAllocator": "memguard.clibs.callbacks",
+    "CAllocator": "memguard.heap.c_allocator",
+    "CLibraryError": "memguard.clibs.common",
 }
 
 __all__ = [*_EXPORTS, "__version__"]
@@ -99,7 +100,8 @@ if TYPE_CHECKING:
     from memguard.allocators.mempool import MemPool, MemPoolStats, Region, all_leaks
     from memguard.allocators.objpool import ObjectPool, PoolStats
     from memguard.checker import Checker
-    from memguard.clibs.callbacks import CAllocator
+    from memguard.clibs.common import CLibraryError
+    from memguard.heap.c_allocator import CAllocator
     from memguard.errors import (
         CallbackError,
         DoubleFreeError,

@@ -14,7 +14,7 @@ import pytest
 
 import memguard
 from memguard import native
-from memguard.clibs.callbacks import CAllocator, allocator_for
+from memguard.heap.c_allocator import CAllocator, allocator_for
 from memguard.errors import CallbackError, DoubleFreeError, HeapCorruptionError
 
 from buggylib import BuggyLib, Unavailable, build

@@ -23,7 +23,7 @@ import pytest
 
 import memguard
 from memguard import clibs, native
-from memguard.clibs.callbacks import CAllocator, allocator_for
+from memguard.heap.c_allocator import CAllocator, allocator_for
 from memguard.errors import LibraryNotFoundError
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -1,8 +1,8 @@
 """Adapters that put real C libraries on the guarded heap (zlib, bzip2, liblzma, expat, SQLite).
 
 Each library takes a custom allocator in its own shape; the functions below fill that
-shape from a :class:`~memguard.clibs.callbacks.CAllocator` (or a heap, whose
-:func:`~memguard.clibs.callbacks.allocator_for` allocator is used)::
+shape from a :class:`~memguard.heap.c_allocator.CAllocator` (or a heap, whose
+:func:`~memguard.heap.c_allocator.allocator_for` allocator is used)::
 
     heap = memguard.GuardedHeap()
     strm = clibs.zlib_stream(heap)          # z_stream with zalloc/zfree/opaque set
@@ -32,7 +32,7 @@ inside one of these helpers is attributed to the line that called the helper.
 Each library's adapters live in a module of their own (:mod:`.libz`, :mod:`.libbz2`,
 :mod:`.liblzma`, :mod:`.libexpat`, :mod:`.libsqlite3`, named after the library as in
 :mod:`memguard.native`), over :mod:`.common`; this package re-exports them.
-:mod:`memguard.clibs.callbacks` holds the C-callable allocator itself.
+:mod:`memguard.heap.c_allocator` holds the C-callable allocator itself.
 """
 
 from __future__ import annotations

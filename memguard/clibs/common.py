@@ -7,7 +7,7 @@ from __future__ import annotations
 import ctypes
 from typing import Any, Callable
 
-from memguard.clibs.callbacks import CAllocator, allocator_for
+from memguard.heap.c_allocator import CAllocator, allocator_for
 from memguard.errors import MemguardError
 
 __all__ = ["CHUNK", "MAX_IN", "CLibraryError", "as_bytes", "buffer_address", "optional_allocator", "pump"]

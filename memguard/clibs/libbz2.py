@@ -7,7 +7,7 @@ from __future__ import annotations
 import ctypes
 from typing import Any
 
-from memguard.clibs.callbacks import allocator_for
+from memguard.heap.c_allocator import allocator_for
 from memguard.clibs.common import CLibraryError, as_bytes, optional_allocator, pump
 from memguard.native.libbz2 import BzStream, bz2
 from memguard.native.prototypes import BZALLOC_FN

@@ -7,7 +7,7 @@ from __future__ import annotations
 import ctypes
 from typing import Any, Callable
 
-from memguard.clibs.callbacks import allocator_for
+from memguard.heap.c_allocator import allocator_for
 from memguard.clibs.common import CHUNK, MAX_IN, CLibraryError, as_bytes, optional_allocator
 from memguard.native.libexpat import XMLMemoryHandlingSuite, expat
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import ctypes
 from typing import Any
 
-from memguard.clibs.callbacks import allocator_for
+from memguard.heap.c_allocator import allocator_for
 from memguard.clibs.common import CHUNK, CLibraryError, as_bytes, buffer_address, optional_allocator
 from memguard.native.liblzma import LzmaAllocator, LzmaLib, LzmaStream, lzma
 from memguard.native.prototypes import LZMA_ALLOC_FN

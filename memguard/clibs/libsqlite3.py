@@ -7,7 +7,7 @@ from __future__ import annotations
 import ctypes
 from typing import Any
 
-from memguard.clibs.callbacks import allocator_for
+from memguard.heap.c_allocator import allocator_for
 from memguard.clibs.common import CLibraryError
 from memguard.native.libsqlite3 import SqliteLib, SqliteMemMethods, sqlite3
 from memguard.native.prototypes import (

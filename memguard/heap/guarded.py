@@ -50,7 +50,7 @@ from memguard.report import Report
 from memguard.stacks import Stack, StackTable, is_user_frame
 
 if TYPE_CHECKING:
-    from memguard.clibs.callbacks import CAllocator
+    from memguard.heap.c_allocator import CAllocator
 
 __all__ = [
     "GuardedHeap",
@@ -293,7 +293,7 @@ class GuardedHeap(Checker):
         with self._lock:
             alloc = self.__dict__.get("_c_allocator")
             if alloc is None:
-                from memguard.clibs.callbacks import CAllocator
+                from memguard.heap.c_allocator import CAllocator
 
                 alloc = self._c_allocator = CAllocator(self)
         return alloc
