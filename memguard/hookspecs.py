@@ -6,7 +6,7 @@ invariant checker in ``plugins/``) use exactly these hooks and nothing else.
 Plugins are registered per heap (``GuardedHeap(plugins=[...])`` or
 ``heap.plugins.register(obj)``), per reference audit (``RefAudit(plugins=[...])``),
 and, for the process-wide heap and under pytest, discovered through the entry-point
-group ``memguard`` (:func:`memguard.plugins.load_entrypoint_plugins`).
+group ``memguard`` (:func:`memguard.plugin_manager.load_entrypoint_plugins`).
 
 Conventions:
 

@@ -153,3 +153,12 @@ def test_first_party_plugins_use_only_public_names(path: Path) -> None:
             assert base in ("self", "cls") or not base.split(".")[0] in ("memguard", "heap", "pool", "audit"), (
                 f"{path.name}:{node.lineno}: {base}.{node.attr} is private"
             )
+
+
+def test_the_walkthrough_in_docs_architecture_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    text = (ROOT / "docs" / "architecture.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, re.S)
+    assert blocks, "docs/architecture.md has no python example"
+    for block in blocks:
+        exec(compile(block, "docs/architecture.md", "exec"), {"__name__": "walkthrough"})
+    assert capsys.readouterr().out.splitlines() == ["['pool-buffer-overflow']", "arena-reset-live"]
