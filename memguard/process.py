@@ -85,7 +85,7 @@ def install(**options: Any) -> GuardedHeap:
                 )
         heap = GuardedHeap(**opts.heap_kwargs(), name="process")
         if opts.load_plugins:
-            _load_plugins(heap)
+            _load_plugins(heap, opts.disable_plugins)
         if opts.handle_sigterm:
             exitreport.install_sigterm_handler()
         if not _atexit_registered:
@@ -96,13 +96,13 @@ def install(**options: Any) -> GuardedHeap:
         return heap
 
 
-def _load_plugins(heap: GuardedHeap) -> None:
-    """Register entry-point plugins (issue 4's :func:`memguard.plugins.load_entrypoint_plugins`)."""
+def _load_plugins(heap: GuardedHeap, disabled: tuple[str, ...]) -> None:
+    """Register the entry-point plugins (the ``memguard`` group) but those named in ``disabled``."""
     try:
         from memguard.plugin_manager import load_entrypoint_plugins
     except ImportError:  # pragma: no cover - the plugin layer is optional
         return
-    load_entrypoint_plugins(heap)
+    load_entrypoint_plugins(heap, disabled=disabled)
 
 
 def uninstall() -> None:
