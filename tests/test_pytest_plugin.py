@@ -159,6 +159,30 @@ def test_off_by_default_costs_nothing(pytester: pytest.Pytester) -> None:
     result.stdout.no_fnmatch_line("*= memguard =*")
 
 
+# ----------------------------------------------------------------------------- entry-point plugins
+PLUGIN_NAMES = """
+import json, memguard
+
+def test_names():
+    heap = memguard.process_heap()
+    with open("plugins.json", "w") as fh:
+        json.dump(sorted(heap.plugins.get_name(p) for p in heap.plugins), fh)
+"""
+
+
+def test_first_party_plugins_load_unless_disabled_by_name(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_x=PLUGIN_NAMES)
+    names = pytester.path / "plugins.json"
+    pytester.runpytest("--memguard").assert_outcomes(passed=1)
+    assert json.loads(names.read_text()) == ["pool_invariants"]
+    memguard.uninstall()
+    result = pytester.runpytest("--memguard", "--memguard-disable-plugin", "pool_invariants",
+                                "--memguard-options=disable_plugins=other")
+    result.assert_outcomes(passed=1)
+    assert json.loads(names.read_text()) == []
+    result.stdout.fnmatch_lines(["memguard: on (every test), *disable_plugins=('other', 'pool_invariants')*"])
+
+
 # ----------------------------------------------------------------------------- options, ini, precedence
 def test_ini_keys(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_x=LEAKY)
