@@ -230,8 +230,8 @@ def pytest_fixture_setup(fixturedef: pytest.FixtureDef[Any], request: pytest.Fix
     """Note when a fixture wider than the test is set up during an opted-in test's setup."""
     if fixturedef.scope == "function":
         return
-    node = getattr(request, "_pyfuncitem", None)
-    tracker = node.stash.get(_TRACKER, None) if node is not None else None
+    run = _run(request.config)
+    tracker = run.active if run is not None else None
     if tracker is not None:
         tracker.wide_fixture = True
 

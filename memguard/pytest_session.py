@@ -11,6 +11,10 @@ xdist worker reports back:
   findings attributable to it and applies the verdict of :mod:`memguard.reporting.verdicts`;
 * the fixtures' bodies, the ``memguard_growth`` measurement, the session check, the
   xdist aggregation, the JSON report and the terminal summary.
+
+pytest has no public API for a few things this needs; each such use is isolated in one
+small function that says why (:func:`_run_protocol`, :func:`_crash_location`,
+:func:`_test_argnames`).
 """
 
 from __future__ import annotations
@@ -243,6 +247,7 @@ class _Run:
         self.suppressions: Any = None
         self.only: Any = None
         self.workers = 0
+        self.active: _Tracker | None = None  # the tracker of the opted-in test being run
         self.worker = hasattr(config, "workerinput")
         if settings.suppressions:
             from memguard.reporting.suppressions import Suppressions
@@ -329,10 +334,20 @@ def start(config: pytest.Config) -> _Run:
 
 
 # ----------------------------------------------------------------------------- per test
-def runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None, run: _Run) -> bool:
-    """Run an opted-in test with its reports held back until memguard has judged it."""
+def _run_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> list[pytest.TestReport]:
+    """Run setup, call and teardown of ``item`` and return their reports without logging them.
+
+    pytest has no public API for this.  memguard judges a test after its teardown and may
+    turn its call report into a failure, so the reports must be held back until then:
+    ``runtestprotocol(log=False)`` is the function pytest's own protocol runs.
+    """
     from _pytest.runner import runtestprotocol
 
+    return runtestprotocol(item, nextitem=nextitem, log=False)
+
+
+def runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None, run: _Run) -> bool:
+    """Run an opted-in test with its reports held back until memguard has judged it."""
     policy = _marker_policy(item, run.settings)
     tracker = _Tracker(policy)
     uses_process_heap = run.settings.enabled or policy.marked
@@ -347,10 +362,12 @@ def runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None, run: _Run)
             saved_on_error = heap.on_error
             heap.on_error = policy.options["on_error"]
     item.stash[_TRACKER] = tracker
+    run.active = tracker
     item.ihook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
     try:
-        reports = runtestprotocol(item, nextitem=nextitem, log=False)
+        reports = _run_protocol(item, nextitem)
     finally:
+        run.active = None
         if uses_process_heap and "on_error" in policy.options and policy.marked:
             heap.on_error = saved_on_error
     verdict = _judge(item, run, tracker)
@@ -369,7 +386,7 @@ def cut_memguard_frames(excinfo: pytest.ExceptionInfo[BaseException]) -> None:
     while tb is not None:
         if is_own_file(tb.tb_frame.f_code.co_filename) and prev is not None:
             prev.tb_next = None
-            excinfo.traceback = pytest.ExceptionInfo.from_exc_info(excinfo._excinfo).traceback  # type: ignore[arg-type]  # noqa: SLF001
+            excinfo.traceback = pytest.ExceptionInfo.from_exc_info((excinfo.type, excinfo.value, excinfo.tb)).traceback
             return
         prev, tb = tb, tb.tb_next
 
@@ -455,16 +472,26 @@ def _judge(item: pytest.Item, run: _Run, tracker: _Tracker) -> _v.Verdict:
     return _v.judge(reports, groups, tracker.policy.leaks, _INTERNAL_DIRS, dropped_r + dropped_g)
 
 
-def _failure_longrepr(item: pytest.Item, reason: str) -> Any:
-    """pytest's own failure rendering of ``reason`` (so ``-r`` lines and xdist carry it)."""
+def _crash_location(path: str, lineno: int, message: str) -> Any:
+    """The crash location of a failure representation (its ``path:line: message``).
+
+    pytest exports no constructor for it (``ReprFileLocation`` is not in the ``pytest``
+    namespace); memguard needs one so that the crash line of the failure it makes points
+    at the test, not at memguard.
+    """
     from _pytest._code.code import ReprFileLocation
 
+    return ReprFileLocation(path, lineno, message)
+
+
+def _failure_longrepr(item: pytest.Item, reason: str) -> Any:
+    """pytest's own failure rendering of ``reason`` (so ``-r`` lines and xdist carry it)."""
     try:
         pytest.fail(reason, pytrace=False)
     except pytest.fail.Exception:
         excinfo = pytest.ExceptionInfo.from_current()
-    longrepr = item._repr_failure_py(excinfo, style="value")  # noqa: SLF001 - pytest's own rendering
-    crash = ReprFileLocation(item.location[0], (item.location[1] or 0) + 1, reason)
+    longrepr = item.repr_failure(excinfo)  # pytrace=False: rendered as the message alone
+    crash = _crash_location(item.location[0], (item.location[1] or 0) + 1, reason)
     if hasattr(longrepr, "chain"):
         tb, _, descr = longrepr.chain[-1]
         longrepr.chain[-1] = (tb, crash, descr)
@@ -578,13 +605,24 @@ def _settle() -> None:
             pass
 
 
+def _test_argnames(item: pytest.Function) -> tuple[str, ...]:
+    """The arguments the test function itself takes (what pytest passes it).
+
+    pytest has no public API for them: ``item.fixturenames`` also lists autouse and
+    indirectly requested fixtures, which the function does not take, and pytest's rules
+    for which parameters are fixtures (defaults, ``mock.patch``, bound methods) live in
+    its private ``_fixtureinfo``, the one its own ``pytest_pyfunc_call`` reads.
+    """
+    return tuple(item._fixtureinfo.argnames)  # noqa: SLF001
+
+
 def run_growth(pyfuncitem: pytest.Function) -> bool:
     """``memguard_growth``: run the test body warmup+runs times and measure native memory."""
     spec = _growth_spec(pyfuncitem)
     assert spec is not None
     testfunction = pyfuncitem.obj
     funcargs = pyfuncitem.funcargs
-    testargs = {arg: funcargs[arg] for arg in pyfuncitem._fixtureinfo.argnames}  # noqa: SLF001
+    testargs = {arg: funcargs[arg] for arg in _test_argnames(pyfuncitem)}
     measure, metric = _measure()
     _settle()
     samples = [measure()]
