@@ -155,6 +155,9 @@ def test_wheel_holds_every_module_and_the_first_party_plugins(wheel: Path) -> No
     memguard_group = entry_points.split("[memguard]", 1)[1].split("[", 1)[0]
     for name, module in DECLARED.items():
         assert f"{name} = {module}" in memguard_group
+    import memguard_plugins
+
+    assert set(memguard_plugins.FIRST_PARTY) == set(DECLARED.values())
 
 
 def test_installed_plugins_import_load_and_disable_by_name(installed: tuple[Path, Path], tmp_path: Path) -> None:
