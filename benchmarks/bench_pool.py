@@ -8,7 +8,7 @@ Cases (each timed in interleaved repetitions; the median per pair is printed):
   must not move);
 * ``heap pair, alloc+free plugin``: a plugin implementing ``memguard_alloc``/``memguard_free``;
 * ``pool pair``: ``ObjectPool.get(); put()``;
-* ``pool pair, invariants plugin``: with ``plugins/memguard_pool_invariants`` registered.
+* ``pool pair, invariants plugin``: with ``memguard_plugins.pool_invariants`` registered.
 
 Run: ``python benchmarks/bench_pool.py`` (``--quick`` for a smoke run).
 """
@@ -19,15 +19,10 @@ import argparse
 import statistics
 import sys
 import time
-from pathlib import Path
 from typing import Callable
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-import memguard  # noqa: E402
-import plugins.memguard_pool_invariants as invariants  # noqa: E402
+import memguard
+from memguard_plugins import pool_invariants as invariants
 
 
 class IdlePlugin:

@@ -5,13 +5,8 @@ Run: python examples/object_pool.py
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-import memguard  # noqa: E402
-import plugins.memguard_pool_invariants as invariants  # noqa: E402
+import memguard
+from memguard_plugins import pool_invariants as invariants
 
 heap = memguard.GuardedHeap(on_error="report", plugins=[invariants])
 pool = memguard.ObjectPool(48, objects_per_chunk=64, heap=heap, name="nodes")

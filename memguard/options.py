@@ -153,6 +153,8 @@ _SPECS: tuple[OptionSpec, ...] = (
                "print the table of suppressions that matched", _bool),
     OptionSpec("load_plugins", True, "0 or 1",
                "load plugins from the memguard entry-point group onto the process heap", _bool),
+    OptionSpec("disable_plugins", (), "comma-separated entry-point names",
+               "plugins of the memguard entry-point group not to load (by name, e.g. pool_invariants)", _patterns),
 )
 
 #: Every option, by key.
@@ -246,6 +248,7 @@ class Options:
     handle_sigterm: bool = False
     print_suppressions: bool = True
     load_plugins: bool = True
+    disable_plugins: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -288,9 +291,10 @@ class Options:
         }
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form (``only`` as a list)."""
+        """JSON-ready form (``only`` and ``disable_plugins`` as lists)."""
         d = dataclasses.asdict(self)
         d["only"] = list(self.only)
+        d["disable_plugins"] = list(self.disable_plugins)
         return d
 
     def changed(self) -> dict[str, Any]:

@@ -86,7 +86,7 @@ def install(**options: Any) -> GuardedHeap:
         heap = GuardedHeap(**opts.heap_kwargs(), name="process")
         try:
             if opts.load_plugins:
-                load_entrypoint_plugins(heap)
+                load_entrypoint_plugins(heap, disabled=opts.disable_plugins)
             # After the plugins: a suppressions file may name a kind a plugin registered.
             suppressions = Suppressions.load(opts.suppressions) if opts.suppressions else Suppressions()
         except BaseException:

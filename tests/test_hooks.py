@@ -24,8 +24,6 @@ from memguard.seams import Seams
 from memguard.plugin_manager import PluginValidationError, load_entrypoint_plugins, write_leak_report
 
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 
 class Recorder:
@@ -500,7 +498,7 @@ def test_registration_validates_hook_names_and_arguments() -> None:
     heap.close()
 
 
-@pytest.mark.parametrize("module_name", __import__("plugins").FIRST_PARTY)
+@pytest.mark.parametrize("module_name", __import__("memguard_plugins").FIRST_PARTY)
 def test_first_party_plugins_register_cleanly(module_name: str) -> None:
     module = importlib.import_module(module_name)
     heap = GuardedHeap()

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 from hypothesis import settings
 from hypothesis import strategies as st
@@ -13,11 +10,7 @@ from hypothesis.stateful import Bundle, RuleBasedStateMachine, consumes, invaria
 import memguard
 from memguard import GuardedHeap, ObjectPool, PoolError
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-import plugins.memguard_pool_invariants as invariants  # noqa: E402
+from memguard_plugins import pool_invariants as invariants
 
 
 def raw_of(pool: ObjectPool, address: int) -> tuple[memoryview, int]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import subprocess
@@ -157,6 +158,30 @@ def test_off_by_default_costs_nothing(pytester: pytest.Pytester) -> None:
     result.assert_outcomes(passed=2)
     assert memguard.process_heap() is None or "tests checked" not in result.stdout.str()
     result.stdout.no_fnmatch_line("*= memguard =*")
+
+
+# ----------------------------------------------------------------------------- entry-point plugins
+PLUGIN_NAMES = """
+import json, memguard
+
+def test_names():
+    heap = memguard.process_heap()
+    with open("plugins.json", "w") as fh:
+        json.dump(sorted(heap.plugins.get_name(p) for p in heap.plugins), fh)
+"""
+
+
+def test_first_party_plugins_load_unless_disabled_by_name(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_x=PLUGIN_NAMES)
+    names = pytester.path / "plugins.json"
+    pytester.runpytest("--memguard").assert_outcomes(passed=1)
+    assert json.loads(names.read_text()) == ["pool_invariants"]
+    memguard.uninstall()
+    result = pytester.runpytest("--memguard", "--memguard-disable-plugin", "pool_invariants",
+                                "--memguard-options=disable_plugins=other")
+    result.assert_outcomes(passed=1)
+    assert json.loads(names.read_text()) == []
+    result.stdout.fnmatch_lines(["memguard: on (every test), *disable_plugins=('other', 'pool_invariants')*"])
 
 
 # ----------------------------------------------------------------------------- options, ini, precedence
@@ -421,3 +446,30 @@ def test_leak_is_charged_even_when_the_test_also_frees_an_older_block(pytester: 
     result = pytester.runpytest("--memguard", "-rf")
     result.assert_outcomes(passed=0, failed=2)
     result.stdout.fnmatch_lines(["*test_swaps*leaked 40 bytes in 1 block*"])
+
+
+def test_private_pytest_apis_are_used_only_where_the_code_says_why() -> None:
+    """Each use of a pytest private API sits in one small function that explains it."""
+    allowed = {"_run_protocol", "_crash_location", "_test_argnames"}
+    root = Path(memguard.__file__).resolve().parent
+    uses: list[tuple[str, str, str]] = []
+
+    def visit(node: ast.AST, where: str, path: str) -> None:
+        for child in ast.iter_child_nodes(node):
+            inner = child.name if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)) else where
+            private = (
+                isinstance(child, ast.ImportFrom) and (child.module or "").startswith("_pytest")
+                or isinstance(child, ast.Import) and any(a.name.startswith("_pytest") for a in child.names)
+                or isinstance(child, ast.Attribute) and child.attr in {
+                    "_fixtureinfo", "_excinfo", "_repr_failure_py", "_pyfuncitem", "_request"}
+            )
+            if private:
+                uses.append((path, inner, ast.dump(child)[:60]))
+            visit(child, inner, path)
+
+    for path in sorted(root.glob("pytest_*.py")):
+        visit(ast.parse(path.read_text()), "<module>", path.name)
+    assert uses, "the plugin needs pytest's runtestprotocol: one private use is expected"
+    assert {where for _, where, _ in uses} <= allowed, uses
+    for name in allowed:
+        assert sum(1 for _, where, _ in uses if where == name) == 1, name

@@ -16,8 +16,11 @@ Violations are reported as ``pool-invariant`` findings by ``memguard_check``.
 
 Usage::
 
-    import plugins.memguard_pool_invariants as invariants
-    heap = memguard.GuardedHeap(plugins=[invariants])
+    from memguard_plugins import pool_invariants
+    heap = memguard.GuardedHeap(plugins=[pool_invariants])
+
+It is also declared in the ``memguard`` entry-point group under the name
+``pool_invariants``, so the process-wide heap loads it unless disabled by that name.
 """
 
 from __future__ import annotations
@@ -34,6 +37,9 @@ __all__ = ["KIND", "memguard_pool_create", "memguard_pool_alloc", "memguard_pool
 
 #: The kind of every finding of this plugin.
 KIND = "pool-invariant"
+
+# KIND REGISTRATION: the plugin's one call declaring KIND to memguard's public registry
+# of finding kinds belongs here, at import time, before any Report of KIND is made.
 
 _lock = threading.Lock()
 #: pool -> {address: size} of the regions the events say are live.

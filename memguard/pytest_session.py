@@ -1,0 +1,764 @@
+"""The pytest plugin's work, imported only once memguard is asked for in a run.
+
+:mod:`memguard.pytest_plugin` (the module pytest loads for every run) registers the
+options, ini keys, markers and hooks and hands over to the functions here the first time
+a run configures memguard, a test opts in (``--memguard``, a fixture, a marker) or an
+xdist worker reports back:
+
+* :func:`start` resolves the settings (command line > ini > environment) and, with
+  ``--memguard``, installs the process-wide heap;
+* :func:`runtest_protocol` runs an opted-in test with its reports held back, gathers the
+  findings attributable to it and applies the verdict of :mod:`memguard.reporting.verdicts`;
+* the fixtures' bodies, the ``memguard_growth`` measurement, the session check, the
+  xdist aggregation, the JSON report and the terminal summary.
+
+pytest has no public API for a few things this needs; each such use is isolated in one
+small function that says why (:func:`_run_protocol`, :func:`_crash_location`,
+:func:`_test_argnames`).
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import platform
+import sys
+import time
+import warnings
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
+
+import pytest
+
+from memguard._location import is_own_file
+from memguard.pytest_plugin import _ENV_VAR, _RUN, _SESSION, _TRACKER, MemguardLeakWarning, Settings, _ini
+from memguard.reporting import verdicts as _v
+
+if TYPE_CHECKING:
+    from memguard.heap.guarded import GuardedHeap
+    from memguard.leaks import LeakGroup
+    from memguard.report import Report
+
+__all__ = [
+    "GrowthSpec",
+    "TestPolicy",
+    "resolve_settings",
+    "start",
+]
+
+
+# ----------------------------------------------------------------------------- settings
+def _parse_options_text(text: str, source: str) -> dict[str, Any]:
+    from memguard.options import parse_options
+
+    try:
+        return parse_options(text, source)
+    except ValueError as exc:  # OptionsError is a ValueError
+        raise pytest.UsageError(str(exc)) from None
+
+
+def _disabled_plugins(merged: Mapping[str, Any], names: list[str]) -> tuple[str, ...]:
+    """``disable_plugins`` of the options, plus the ``--memguard-disable-plugin`` names."""
+    from memguard.options import OPTION_SPECS
+
+    given = OPTION_SPECS["disable_plugins"].convert(names)
+    return tuple(dict.fromkeys([*merged.get("disable_plugins", ()), *given]))
+
+
+def resolve_settings(config: pytest.Config, environ: Mapping[str, str] = os.environ) -> Settings:
+    """Resolve the run's settings; :class:`pytest.UsageError` naming the option on a bad value."""
+    try:
+        cli_on = config.getoption("memguard")
+        ini_on = _ini(config, "memguard")
+        enabled = bool(_v.first_set(cli_on, _v.parse_bool(ini_on, "memguard (ini)") if ini_on is not None else None))
+        cli_leaks = config.getoption("memguard_leaks")
+        if cli_leaks is not None:
+            leaks = _v.check_leak_mode(cli_leaks, "--memguard-leaks")
+        else:
+            ini_leaks = _ini(config, "memguard_leaks")
+            leaks = _v.check_leak_mode(ini_leaks, "memguard_leaks (ini)") if ini_leaks is not None else "fail"
+    except ValueError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    merged: dict[str, Any] = {}
+    env_text = environ.get(_ENV_VAR)
+    if env_text:
+        merged.update(_parse_options_text(env_text, _ENV_VAR))
+    ini_text = _ini(config, "memguard_options")
+    if ini_text:
+        merged.update(_parse_options_text(ini_text, "memguard_options (ini)"))
+    cli_text = config.getoption("memguard_options")
+    if cli_text:
+        merged.update(_parse_options_text(cli_text, "--memguard-options"))
+    cli_disabled = config.getoption("memguard_disable_plugin")
+    if cli_disabled:
+        merged["disable_plugins"] = _disabled_plugins(merged, cli_disabled)
+    suppressions = _v.first_set(config.getoption("memguard_suppressions"), _ini(config, "memguard_suppressions"),
+                                merged.get("suppressions"))
+    report = _v.first_set(config.getoption("memguard_report"), _ini(config, "memguard_report"))
+    return Settings(enabled, leaks, merged, suppressions, report)
+
+
+def _heap_kwargs(options: Mapping[str, Any]) -> dict[str, Any]:
+    """GuardedHeap keyword arguments for the explicitly set heap options."""
+    kwargs: dict[str, Any] = {}
+    for key, value in options.items():
+        if key == "quarantine_mb":
+            kwargs["quarantine_bytes"] = int(value) << 20
+        elif key in _v.HEAP_OPTION_KEYS:
+            kwargs[key] = value
+    return kwargs
+
+
+# ----------------------------------------------------------------------------- markers
+@dataclass(frozen=True)
+class TestPolicy:
+    """How one test is checked (the marker over the run's settings).
+
+    :ivar leaks: the leak mode for this test.
+    :ivar options: heap options for this test's ``guarded_heap`` (run options + marker).
+    :ivar marked: the ``memguard`` marker is on the test.
+    """
+
+    leaks: str
+    options: Mapping[str, Any]
+    marked: bool
+
+
+def _marker_policy(item: pytest.Item, settings: Settings) -> TestPolicy:
+    marker = item.get_closest_marker("memguard")
+    if marker is None:
+        return TestPolicy(settings.leaks, settings.options, False)
+    where = f"@pytest.mark.memguard on {item.nodeid}"
+    if marker.args:
+        raise pytest.UsageError(f"{where}: takes keyword arguments only (leaks=..., redzone=...), got {marker.args!r}")
+    kwargs = dict(marker.kwargs)
+    leaks = settings.leaks
+    try:
+        if "leaks" in kwargs:
+            leaks = _v.check_leak_mode(kwargs.pop("leaks"), f"{where}: leaks")
+    except ValueError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    options = dict(settings.options)
+    if kwargs:
+        from memguard.options import OPTION_SPECS
+
+        for key, value in kwargs.items():
+            if key not in _v.HEAP_OPTION_KEYS:
+                raise pytest.UsageError(
+                    f"{where}: unknown argument {key!r}; allowed: leaks, {', '.join(_v.HEAP_OPTION_KEYS)}"
+                )
+            try:
+                options[key] = OPTION_SPECS[key].convert(value)
+            except (TypeError, ValueError):
+                raise pytest.UsageError(
+                    f"{where}: bad value {value!r} for {key!r}: expected {OPTION_SPECS[key].allowed}"
+                ) from None
+    return TestPolicy(leaks, options, True)
+
+
+@dataclass(frozen=True)
+class GrowthSpec:
+    """The arguments of ``@pytest.mark.memguard_growth``."""
+
+    max_bytes: int
+    runs: int = 5
+    warmup: int = 2
+
+
+def _growth_spec(item: pytest.Item) -> GrowthSpec | None:
+    marker = item.get_closest_marker("memguard_growth")
+    if marker is None:
+        return None
+    where = f"@pytest.mark.memguard_growth on {item.nodeid}"
+    args = list(marker.args)
+    kwargs = dict(marker.kwargs)
+    names = ["max_bytes", "runs", "warmup"]
+    if len(args) > 3:
+        raise pytest.UsageError(f"{where}: takes (max_bytes, runs=5, warmup=2), got {len(args)} positional arguments")
+    for name, value in zip(names, args):
+        if name in kwargs:
+            raise pytest.UsageError(f"{where}: {name} given twice")
+        kwargs[name] = value
+    unknown = set(kwargs) - set(names)
+    if unknown:
+        raise pytest.UsageError(f"{where}: unknown argument(s) {', '.join(sorted(unknown))}; allowed: {', '.join(names)}")
+    if "max_bytes" not in kwargs:
+        raise pytest.UsageError(f"{where}: max_bytes is required, e.g. memguard_growth('64 KiB')")
+    try:
+        max_bytes = _v.parse_size(kwargs["max_bytes"], f"{where}: max_bytes")
+    except ValueError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    runs, warmup = kwargs.get("runs", 5), kwargs.get("warmup", 2)
+    if type(runs) is not int or runs < 2:
+        raise pytest.UsageError(f"{where}: runs must be an int >= 2, got {runs!r}")
+    if type(warmup) is not int or warmup < 0:
+        raise pytest.UsageError(f"{where}: warmup must be an int >= 0, got {warmup!r}")
+    return GrowthSpec(max_bytes, runs, warmup)
+
+
+def check_markers(item: pytest.Item, run: _Run) -> None:
+    """Validate the ``memguard`` and ``memguard_growth`` markers of ``item`` (a usage error if bad)."""
+    if item.get_closest_marker("memguard") is not None:
+        _marker_policy(item, run.settings)
+    if item.get_closest_marker("memguard_growth") is not None:
+        _growth_spec(item)
+
+
+# ----------------------------------------------------------------------------- run state
+_INTERNAL_DIRS: tuple[str, ...] = tuple(
+    os.path.dirname(getattr(sys.modules.get(name), "__file__", None) or "/nonexistent/x") + os.sep
+    for name in ("_pytest", "pluggy", "pytest")
+    if sys.modules.get(name) is not None
+)
+
+
+@dataclass
+class _Tracker:
+    """Per-test state (in ``item.stash``)."""
+
+    policy: TestPolicy
+    heap: GuardedHeap | None = None
+    allocs0: int = 0
+    live0: int = 0
+    frees0: int = 0
+    reports0: int = 0
+    setup_serial: int | None = None
+    mark0: Any = None
+    wide_fixture: bool = False
+    own: list[Any] = field(default_factory=list)  # guarded_heap / ref_audit objects
+    raised: list[Report] = field(default_factory=list)  # MemguardErrors that failed the test
+    growth: _v.GrowthVerdict | None = None
+
+
+class _Run:
+    """Per-run state (in ``config.stash``): settings, the process heap, the records."""
+
+    def __init__(self, config: pytest.Config, settings: Settings) -> None:
+        self.config = config
+        self.settings = settings
+        self.records: list[dict[str, Any]] = []
+        self.session: dict[str, Any] = {"findings": [], "leaks": [], "failed": False}
+        self.heap: GuardedHeap | None = None
+        self.installed = False
+        self.session_serial = 0
+        self.consumed = 0  # heap.reports already attributed to a test
+        self.reported_addresses: set[int] = set()
+        self.suppressions: Any = None
+        self.only: Any = None
+        self.workers = 0
+        self.active: _Tracker | None = None  # the tracker of the opted-in test being run
+        self.worker = hasattr(config, "workerinput")
+        if settings.suppressions:
+            from memguard.reporting.suppressions import Suppressions
+
+            try:
+                self.suppressions = Suppressions.load(settings.suppressions)
+            except (OSError, ValueError) as exc:
+                raise pytest.UsageError(f"--memguard-suppressions: cannot load {settings.suppressions!r}: {exc}") from None
+        if settings.options.get("only"):
+            from memguard.reporting.suppressions import Only
+
+            self.only = Only(tuple(settings.options["only"]))
+
+    @property
+    def controller(self) -> bool:
+        """This process runs no tests: xdist's controller."""
+        return not self.worker and self.config.pluginmanager.has_plugin("dsession")
+
+    @property
+    def session_obj(self) -> pytest.Session | None:
+        """The pytest session, once it has started."""
+        return self.config.stash.get(_SESSION, None)
+
+    # ---------------------------------------------------------------- process heap
+    def process_heap(self) -> GuardedHeap:
+        """The process-wide heap, installed with the run's options on first use."""
+        if self.heap is None:
+            import memguard
+
+            install = getattr(memguard, "install", None)
+            if install is None:
+                raise pytest.UsageError(
+                    "memguard: this memguard has no memguard.install() (the process-wide heap), "
+                    "so --memguard and the memguard marker cannot work; the guarded_heap fixture still does"
+                )
+            current = getattr(memguard, "process_heap", lambda: None)()
+            if current is not None and not current.closed:
+                self.heap = current  # installed before the run (by a conftest, a library): used as is
+            else:
+                try:
+                    self.heap = install(**dict(self.settings.options))
+                except (ValueError, memguard.MemguardError) as exc:
+                    raise pytest.UsageError(f"--memguard-options: {exc}") from None
+                self.installed = True
+            self.session_serial = self.heap.stats().total_allocs
+            self.consumed = len(self.heap.reports)
+        return self.heap
+
+    def release(self) -> None:
+        """Uninstall the process heap if this run installed it (so no exit dump repeats our findings)."""
+        if self.installed:
+            import memguard
+
+            uninstall = getattr(memguard, "uninstall", None)
+            if uninstall is not None:
+                try:
+                    uninstall()
+                except Exception as exc:  # noqa: BLE001 - never break pytest at the end
+                    sys.stderr.write(f"memguard: uninstall() failed: {type(exc).__name__}: {exc}\n")
+            self.installed = False
+        self.heap = None
+
+    # ---------------------------------------------------------------- filtering
+    def filter(self, items: list[Any]) -> tuple[list[Any], int]:
+        """Apply ``only=`` and the suppressions; return the kept items and how many were set aside."""
+        kept = items
+        dropped = 0
+        if self.only is not None and kept:
+            kept, aside = self.only.apply(kept)
+            dropped += len(aside)
+        if self.suppressions is not None and kept:
+            kept, suppressed = self.suppressions.apply(kept)
+            dropped += len(suppressed)
+        return list(kept), dropped
+
+
+def start(config: pytest.Config) -> _Run:
+    """Start the run's state: resolve the settings, install the process heap with ``--memguard``."""
+    run = _Run(config, resolve_settings(config))
+    config.stash[_RUN] = run
+    if run.settings.enabled and not run.controller:
+        run.process_heap()
+    return run
+
+
+# ----------------------------------------------------------------------------- per test
+def _run_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> list[pytest.TestReport]:
+    """Run setup, call and teardown of ``item`` and return their reports without logging them.
+
+    pytest has no public API for this.  memguard judges a test after its teardown and may
+    turn its call report into a failure, so the reports must be held back until then:
+    ``runtestprotocol(log=False)`` is the function pytest's own protocol runs.
+    """
+    from _pytest.runner import runtestprotocol
+
+    return runtestprotocol(item, nextitem=nextitem, log=False)
+
+
+def runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None, run: _Run) -> bool:
+    """Run an opted-in test with its reports held back until memguard has judged it."""
+    policy = _marker_policy(item, run.settings)
+    tracker = _Tracker(policy)
+    uses_process_heap = run.settings.enabled or policy.marked
+    if uses_process_heap:
+        heap = tracker.heap = run.process_heap()
+        s = heap.stats()
+        tracker.allocs0, tracker.live0, tracker.frees0 = s.total_allocs, s.live_blocks, s.total_frees
+        tracker.mark0 = tracker.heap.mark()
+        tracker.reports0 = len(heap.reports)
+        run.consumed = max(run.consumed, tracker.reports0)
+        if "on_error" in policy.options and policy.marked:
+            saved_on_error = heap.on_error
+            heap.on_error = policy.options["on_error"]
+    item.stash[_TRACKER] = tracker
+    run.active = tracker
+    item.ihook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
+    try:
+        reports = _run_protocol(item, nextitem)
+    finally:
+        run.active = None
+        if uses_process_heap and "on_error" in policy.options and policy.marked:
+            heap.on_error = saved_on_error
+    verdict = _judge(item, run, tracker)
+    _apply(item, run, tracker, verdict, reports)
+    for rep in reports:
+        item.ihook.pytest_runtest_logreport(report=rep)
+    item.ihook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
+    del item.stash[_TRACKER]
+    return True
+
+
+def cut_memguard_frames(excinfo: pytest.ExceptionInfo[BaseException]) -> None:
+    """End the traceback at the user's call into memguard: the heap's own frames are noise."""
+    tb = excinfo.tb
+    prev = None
+    while tb is not None:
+        if is_own_file(tb.tb_frame.f_code.co_filename) and prev is not None:
+            prev.tb_next = None
+            excinfo.traceback = pytest.ExceptionInfo.from_exc_info((excinfo.type, excinfo.value, excinfo.tb)).traceback
+            return
+        prev, tb = tb, tb.tb_next
+
+
+def add_error_section(item: pytest.Item, err: BaseException, rep: pytest.TestReport) -> None:
+    """A MemguardError failed the test: its full report becomes a ``memguard`` section."""
+    report = getattr(err, "report", None)
+    if report is None or not rep.failed:
+        return
+    report = _v.trim_report(report, _INTERNAL_DIRS)
+    rep.sections.append(("memguard", str(report)))
+    tracker = item.stash.get(_TRACKER, None)
+    if tracker is not None:
+        tracker.raised.append(report)
+
+
+def _process_findings(run: _Run, tracker: _Tracker) -> tuple[list[Report], list[LeakGroup]]:
+    """Findings of the process heap attributable to this test."""
+    heap = tracker.heap
+    if heap is None or heap.closed:
+        return [], []
+    s = heap.stats()
+    touched = s.total_allocs != tracker.allocs0 or s.total_frees != tracker.frees0
+    # The heap's check seam is None unless a plugin implements memguard_check.
+    plugins = getattr(heap, "_on_check", None) is not None
+    if touched or plugins:
+        before = len(heap.reports)
+        with heap.reporting() as saved:
+            # The blocks this test allocated or freed; the session ends with a full check().
+            heap.check(since=tracker.mark0)
+        start = tracker.reports0 if saved != "raise" else before
+        reports = list(heap.reports[start:])
+    else:
+        reports = list(heap.reports[tracker.reports0:]) if heap.on_error != "raise" else []
+    run.consumed = max(run.consumed, len(heap.reports))
+    groups: list[LeakGroup] = []
+    if s.total_allocs != tracker.allocs0:
+        since: Any = tracker.mark0 if tracker.mark0 is not None else tracker.allocs0
+        if tracker.wide_fixture and tracker.setup_serial is not None:
+            since = tracker.setup_serial  # blocks made in setup may belong to a wider fixture
+        groups = heap.leaks(since=since)
+    return reports, groups
+
+
+def _own_findings(tracker: _Tracker) -> tuple[list[Report], list[LeakGroup]]:
+    """Findings of the test's own ``guarded_heap`` / ``ref_audit`` objects (which are then closed).
+
+    With ``on_error="raise"`` a finding made during the test was raised into it (the test
+    failed, or it caught the error on purpose), so only the final check counts.
+    """
+    from memguard.heap.guarded import GuardedHeap
+
+    reports: list[Report] = []
+    groups: list[LeakGroup] = []
+    for obj in tracker.own:
+        if obj.closed:
+            continue
+        during = list(obj.reports) if obj.on_error != "raise" else []
+        with obj.reporting():
+            if isinstance(obj, GuardedHeap):
+                found = obj.check()
+                groups.extend(obj.leaks())
+                obj.close(check=False)
+            else:
+                found = obj.close()  # checks first: references still held are refcount-leak reports
+        seen = set(map(id, during))
+        reports.extend(during)
+        reports.extend(r for r in found if id(r) not in seen)
+    return reports, groups
+
+
+def _judge(item: pytest.Item, run: _Run, tracker: _Tracker) -> _v.Verdict:
+    reports, groups = _process_findings(run, tracker)
+    own_reports, own_groups = _own_findings(tracker)
+    reports += own_reports
+    groups += own_groups
+    if not reports and not groups:
+        return _v.Verdict()
+    reports, dropped_r = run.filter(reports)
+    groups, dropped_g = run.filter(groups)
+    for g in groups:
+        run.reported_addresses.update(g.addresses)
+    return _v.judge(reports, groups, tracker.policy.leaks, _INTERNAL_DIRS, dropped_r + dropped_g)
+
+
+def _crash_location(path: str, lineno: int, message: str) -> Any:
+    """The crash location of a failure representation (its ``path:line: message``).
+
+    pytest exports no constructor for it (``ReprFileLocation`` is not in the ``pytest``
+    namespace); memguard needs one so that the crash line of the failure it makes points
+    at the test, not at memguard.
+    """
+    from _pytest._code.code import ReprFileLocation
+
+    return ReprFileLocation(path, lineno, message)
+
+
+def _failure_longrepr(item: pytest.Item, reason: str) -> Any:
+    """pytest's own failure rendering of ``reason`` (so ``-r`` lines and xdist carry it)."""
+    try:
+        pytest.fail(reason, pytrace=False)
+    except pytest.fail.Exception:
+        excinfo = pytest.ExceptionInfo.from_current()
+    longrepr = item.repr_failure(excinfo)  # pytrace=False: rendered as the message alone
+    crash = _crash_location(item.location[0], (item.location[1] or 0) + 1, reason)
+    if hasattr(longrepr, "chain"):
+        tb, _, descr = longrepr.chain[-1]
+        longrepr.chain[-1] = (tb, crash, descr)
+        longrepr.reprcrash = crash
+    return longrepr
+
+
+def _apply(item: pytest.Item, run: _Run, tracker: _Tracker, verdict: _v.Verdict, reports: list[pytest.TestReport]) -> None:
+    """Turn the verdict into report changes, a warning and a run record."""
+    if verdict.failed:
+        call = next((r for r in reports if r.when == "call"), None)
+        target = call if call is not None else reports[-1]
+        if target.passed:
+            target.outcome = "failed"
+            target.longrepr = _failure_longrepr(item, verdict.reason)
+        target.sections.append(("memguard", verdict.section))
+    elif verdict.warned:
+        warnings.warn_explicit(
+            MemguardLeakWarning(f"{item.nodeid}: {verdict.reason}\n{verdict.section}"),
+            category=MemguardLeakWarning, filename=str(item.path), lineno=(item.location[1] or 0) + 1,
+        )
+    if verdict.clean and not tracker.raised and tracker.growth is None:
+        run.records.append({"nodeid": item.nodeid, "failed": False, "warned": False, "findings": [], "leaks": []})
+        return
+    record = {"nodeid": item.nodeid, **verdict.to_dict()}
+    if tracker.raised:
+        record["findings"] = [r.to_dict() for r in tracker.raised] + record["findings"]
+        record["failed"] = True
+        if not record["reason"]:
+            record["reason"] = _v.describe_report(tracker.raised[0])
+    if tracker.growth is not None:
+        record["growth"] = tracker.growth.to_dict()
+        record["failed"] = record["failed"] or tracker.growth.failed
+    run.records.append(record)
+
+
+# ----------------------------------------------------------------------------- fixtures
+def guarded_heap(request: pytest.FixtureRequest, run: _Run) -> Iterator[GuardedHeap]:
+    """The body of the ``guarded_heap`` fixture: a fresh heap, checked at the end of the test."""
+    from memguard.heap.guarded import GuardedHeap
+
+    tracker = request.node.stash.get(_TRACKER, None)
+    options = _marker_policy(request.node, run.settings).options
+    heap = GuardedHeap(**_heap_kwargs(options), name=f"guarded_heap[{request.node.name}]")
+    if tracker is not None:
+        tracker.own.append(heap)
+        yield heap
+        return
+    # Requested dynamically (not seen at collection): check here and fail the teardown.
+    yield heap
+    _check_unmanaged(heap)
+
+
+def ref_audit(request: pytest.FixtureRequest) -> Iterator[Any]:
+    """The body of the ``ref_audit`` fixture: a RefAudit whose references still held fail the test."""
+    import memguard
+
+    cls = getattr(memguard, "RefAudit", None)
+    if cls is None:
+        from memguard.refaudit import RefAudit as cls  # noqa: N813
+    audit = cls(on_error="raise", name=f"ref_audit[{request.node.name}]")
+    tracker = request.node.stash.get(_TRACKER, None)
+    if tracker is not None:
+        tracker.own.append(audit)
+        yield audit
+        return
+    yield audit
+    _check_unmanaged(audit)
+
+
+def _check_unmanaged(obj: Any) -> None:
+    """Check a fixture object outside the plugin's protocol (requested dynamically): fail the teardown."""
+    from memguard.errors import LeakError
+
+    tracker = _Tracker(TestPolicy("fail", {}, False), own=[obj])
+    reports, groups = _own_findings(tracker)
+    verdict = _v.judge(reports, groups, "fail", _INTERNAL_DIRS)
+    if verdict.failed:
+        raise LeakError(f"{verdict.reason}\n{verdict.section}")
+
+
+# ----------------------------------------------------------------------------- growth
+def _measure() -> tuple[Callable[[], int], str]:
+    import psutil
+
+    heap_info = getattr(psutil, "heap_info", None)
+    if heap_info is not None:
+        try:
+            heap_info()
+
+            def measure() -> int:
+                info = heap_info()
+                return int(info.heap_used) + int(getattr(info, "mmap_used", 0))
+
+            return measure, "heap"
+        except Exception:  # noqa: BLE001 - not supported on this platform
+            pass
+    proc = psutil.Process()
+    return (lambda: int(proc.memory_info().rss)), "rss"
+
+
+def _settle() -> None:
+    import psutil
+
+    gc.collect()
+    trim = getattr(psutil, "heap_trim", None)
+    if trim is not None:
+        try:
+            trim()
+        except Exception:  # noqa: BLE001
+            pass
+
+
+def _test_argnames(item: pytest.Function) -> tuple[str, ...]:
+    """The arguments the test function itself takes (what pytest passes it).
+
+    pytest has no public API for them: ``item.fixturenames`` also lists autouse and
+    indirectly requested fixtures, which the function does not take, and pytest's rules
+    for which parameters are fixtures (defaults, ``mock.patch``, bound methods) live in
+    its private ``_fixtureinfo``, the one its own ``pytest_pyfunc_call`` reads.
+    """
+    return tuple(item._fixtureinfo.argnames)  # noqa: SLF001
+
+
+def run_growth(pyfuncitem: pytest.Function) -> bool:
+    """``memguard_growth``: run the test body warmup+runs times and measure native memory."""
+    spec = _growth_spec(pyfuncitem)
+    assert spec is not None
+    testfunction = pyfuncitem.obj
+    funcargs = pyfuncitem.funcargs
+    testargs = {arg: funcargs[arg] for arg in _test_argnames(pyfuncitem)}
+    measure, metric = _measure()
+    _settle()
+    samples = [measure()]
+    for _ in range(spec.warmup + spec.runs):
+        testfunction(**testargs)
+        _settle()
+        samples.append(measure())
+    verdict = _v.judge_growth(samples, spec.max_bytes, spec.warmup, metric)
+    tracker = pyfuncitem.stash.get(_TRACKER, None)
+    if tracker is not None:
+        tracker.growth = verdict
+    if verdict.failed:
+        pytest.fail(f"{verdict.reason}\n{verdict.table}", pytrace=False)
+    return True
+
+
+# ----------------------------------------------------------------------------- session
+def _session_check(run: _Run) -> None:
+    heap = run.heap
+    if heap is None or heap.closed:
+        return
+    with heap.reporting():
+        heap.check()
+    reports = list(heap.reports[run.consumed:])
+    run.consumed = len(heap.reports)
+    groups = [g for g in heap.leaks(since=run.session_serial)
+              if not set(g.addresses) <= run.reported_addresses]
+    reports, _ = run.filter(reports)
+    groups, _ = run.filter(groups)
+    if run.settings.leaks == "ignore":
+        groups = []
+    verdict = _v.judge(reports, groups, run.settings.leaks, _INTERNAL_DIRS)
+    run.session = {
+        "findings": [r.to_dict() for r in verdict.reports],
+        "leaks": [g.to_dict() for g in verdict.leaks],
+        "failed": verdict.failed,
+        "reason": verdict.reason,
+        "section": verdict.section,
+    }
+
+
+def session_finish(session: pytest.Session, run: _Run) -> None:
+    """Check the process heap outside any test, hand results to xdist, write the JSON report."""
+    try:
+        _session_check(run)
+    finally:
+        run.release()
+    if run.session.get("failed"):
+        session.testsfailed += 1
+        if session.exitstatus == pytest.ExitCode.OK:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    if run.worker:
+        session.config.workeroutput["memguard"] = json.dumps(  # type: ignore[attr-defined]
+            {"records": run.records, "session": run.session}
+        )
+        return
+    if run.settings.report:
+        _write_report(run)
+
+
+def collect_worker(run: _Run, data: str) -> None:
+    """xdist controller: add one worker's records and session result to the run."""
+    payload = json.loads(data)
+    run.workers += 1
+    run.records.extend(payload.get("records", ()))
+    s = payload.get("session") or {}
+    run.session["findings"].extend(s.get("findings", ()))
+    run.session["leaks"].extend(s.get("leaks", ()))
+    if s.get("failed"):
+        run.session["failed"] = True
+        run.session.setdefault("sections", []).append(s.get("section", ""))
+        run.session["reason"] = s.get("reason", "")
+        session = run.session_obj
+        if session is not None:
+            session.testsfailed += 1
+
+
+def _versions() -> dict[str, str]:
+    import memguard
+
+    return {
+        "memguard": getattr(memguard, "__version__", "?"),
+        "pytest": pytest.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
+
+
+def _write_report(run: _Run) -> None:
+    doc = {
+        "schema": "memguard.pytest-report",
+        "schema_version": 1,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "versions": _versions(),
+        "settings": {
+            "enabled": run.settings.enabled,
+            "leaks": run.settings.leaks,
+            "options": {k: list(v) if isinstance(v, tuple) else v for k, v in run.settings.options.items()},
+            "suppressions": run.settings.suppressions,
+        },
+        "workers": run.workers,
+        "tests": run.records,
+        "session": {k: v for k, v in run.session.items() if k not in ("section", "sections")},
+        "totals": _v.summarize(run.records, run.session),
+    }
+    path = os.path.abspath(run.settings.report or "")
+    directory = os.path.dirname(path)
+    try:
+        os.makedirs(directory, exist_ok=True)
+        tmp = f"{path}.tmp{os.getpid()}"
+        with open(tmp, "w", encoding="utf-8") as fh:
+            json.dump(doc, fh, indent=1)
+            fh.write("\n")
+        os.replace(tmp, path)
+    except OSError as exc:
+        sys.stderr.write(f"memguard: --memguard-report: cannot write {path!r}: {exc}\n")
+
+
+def terminal_summary(terminalreporter: Any, config: pytest.Config, run: _Run) -> None:
+    """The ``memguard`` section: tests checked, findings by kind, the top leaking sites."""
+    if not (run.records or run.settings.enabled):
+        return
+    tr = terminalreporter
+    tr.write_sep("=", "memguard")
+    totals = _v.summarize(run.records, run.session)
+    for line in _v.format_summary(totals, relto=lambda s: _relsite(config, s)):
+        tr.write_line(line)
+    if run.session.get("failed"):
+        tr.write_line(f"FAILED (outside any test): {run.session.get('reason', '')}", red=True, bold=True)
+        for text in [run.session.get("section", "")] + list(run.session.get("sections", ())):
+            if text:
+                tr.write_line(text)
+    if run.settings.report:
+        tr.write_line(f"JSON report: {run.settings.report}")
+
+
+def _relsite(config: pytest.Config, site: str) -> str:
+    root = str(config.rootpath) + os.sep
+    return site[len(root):] if site.startswith(root) else site
