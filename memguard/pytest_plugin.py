@@ -30,7 +30,7 @@ import pytest
 
 if TYPE_CHECKING:
     from memguard.heap.guarded import GuardedHeap
-    from memguard.pytest_session import _Run, _Tracker
+    from memguard.pytest_session import Run, Tracker
     from memguard.refaudit import RefAudit
 
 __all__ = [
@@ -39,7 +39,8 @@ __all__ = [
     "ref_audit",
 ]
 
-_ENV_VAR = "MEMGUARD_OPTIONS"
+#: The environment variable whose options the plugin reads (like ``memguard run``).
+ENV_VAR = "MEMGUARD_OPTIONS"
 #: The ``dest`` of every command-line option, and every ini key, of the memguard group.
 _OPTION_DESTS = (
     "memguard", "memguard_leaks", "memguard_options", "memguard_suppressions", "memguard_report",
@@ -81,7 +82,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini("memguard_report", "JSON report path (like --memguard-report)", type="string", default=None)
 
 
-def _ini(config: pytest.Config, name: str) -> str | None:
+def ini_value(config: pytest.Config, name: str) -> str | None:
+    """The ini key ``name``, or ``None`` when it is unset or blank."""
     value = config.getini(name)
     if value is None or (isinstance(value, str) and not value.strip()):
         return None
@@ -92,8 +94,8 @@ def _asked(config: pytest.Config) -> bool:
     """Whether the run configures memguard at all (an option, an ini key, ``$MEMGUARD_OPTIONS``)."""
     return (
         any(config.getoption(dest) is not None for dest in _OPTION_DESTS)
-        or any(_ini(config, key) is not None for key in _INI_KEYS)
-        or bool(os.environ.get(_ENV_VAR))
+        or any(ini_value(config, key) is not None for key in _INI_KEYS)
+        or bool(os.environ.get(ENV_VAR))
     )
 
 
@@ -133,19 +135,20 @@ class Settings:
 _DEFAULTS = Settings(enabled=False, leaks="fail", options={}, suppressions=None, report=None)
 
 # ----------------------------------------------------------------------------- run state
-_RUN = pytest.StashKey["_Run"]()
-_TRACKER = pytest.StashKey["_Tracker"]()
-_SESSION = pytest.StashKey[pytest.Session]()
+#: Where the run's state (``config.stash``), a test's state (``item.stash``) and the session are kept.
+RUN_KEY = pytest.StashKey["Run"]()
+TRACKER_KEY = pytest.StashKey["Tracker"]()
+SESSION_KEY = pytest.StashKey[pytest.Session]()
 
 
-def _run(config: pytest.Config) -> _Run | None:
+def _run(config: pytest.Config) -> Run | None:
     """The run's state, or ``None`` while memguard has not been asked for."""
-    return config.stash.get(_RUN, None)
+    return config.stash.get(RUN_KEY, None)
 
 
-def _ensure_run(config: pytest.Config) -> _Run:
+def _ensure_run(config: pytest.Config) -> Run:
     """The run's state, started (settings resolved, heavy modules imported) on first use."""
-    run = config.stash.get(_RUN, None)
+    run = config.stash.get(RUN_KEY, None)
     if run is None:
         from memguard import pytest_session
 
@@ -196,7 +199,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             pytest_session.check_markers(item, _ensure_run(config))
 
 
-def _opted_in(item: pytest.Item, run: _Run | None) -> bool:
+def _opted_in(item: pytest.Item, run: Run | None) -> bool:
     if run is not None and run.settings.enabled:
         return True
     names = getattr(item, "fixturenames", ())
@@ -221,7 +224,7 @@ def pytest_runtest_setup(item: pytest.Item) -> Generator[None, None, None]:
     try:
         return (yield)
     finally:
-        tracker = item.stash.get(_TRACKER, None)
+        tracker = item.stash.get(TRACKER_KEY, None)
         if tracker is not None and tracker.heap is not None and not tracker.heap.closed:
             tracker.setup_serial = tracker.heap.stats().total_allocs
 
@@ -287,7 +290,7 @@ def ref_audit(request: pytest.FixtureRequest) -> Iterator[RefAudit]:
 # ----------------------------------------------------------------------------- session
 def pytest_sessionstart(session: pytest.Session) -> None:
     """Remember the session (the xdist controller counts workers' session failures on it)."""
-    session.config.stash[_SESSION] = session
+    session.config.stash[SESSION_KEY] = session
 
 
 @pytest.hookimpl(trylast=True)

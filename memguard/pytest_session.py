@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
 import pytest
 
 from memguard._location import is_own_file
-from memguard.pytest_plugin import _ENV_VAR, _RUN, _SESSION, _TRACKER, MemguardLeakWarning, Settings, _ini
+from memguard.pytest_plugin import ENV_VAR, RUN_KEY, SESSION_KEY, TRACKER_KEY, MemguardLeakWarning, Settings, ini_value
 from memguard.reporting import verdicts as _v
 
 if TYPE_CHECKING:
@@ -70,21 +70,21 @@ def resolve_settings(config: pytest.Config, environ: Mapping[str, str] = os.envi
     """Resolve the run's settings; :class:`pytest.UsageError` naming the option on a bad value."""
     try:
         cli_on = config.getoption("memguard")
-        ini_on = _ini(config, "memguard")
+        ini_on = ini_value(config, "memguard")
         enabled = bool(_v.first_set(cli_on, _v.parse_bool(ini_on, "memguard (ini)") if ini_on is not None else None))
         cli_leaks = config.getoption("memguard_leaks")
         if cli_leaks is not None:
             leaks = _v.check_leak_mode(cli_leaks, "--memguard-leaks")
         else:
-            ini_leaks = _ini(config, "memguard_leaks")
+            ini_leaks = ini_value(config, "memguard_leaks")
             leaks = _v.check_leak_mode(ini_leaks, "memguard_leaks (ini)") if ini_leaks is not None else "fail"
     except ValueError as exc:
         raise pytest.UsageError(str(exc)) from None
     merged: dict[str, Any] = {}
-    env_text = environ.get(_ENV_VAR)
+    env_text = environ.get(ENV_VAR)
     if env_text:
-        merged.update(_parse_options_text(env_text, _ENV_VAR))
-    ini_text = _ini(config, "memguard_options")
+        merged.update(_parse_options_text(env_text, ENV_VAR))
+    ini_text = ini_value(config, "memguard_options")
     if ini_text:
         merged.update(_parse_options_text(ini_text, "memguard_options (ini)"))
     cli_text = config.getoption("memguard_options")
@@ -93,9 +93,9 @@ def resolve_settings(config: pytest.Config, environ: Mapping[str, str] = os.envi
     cli_disabled = config.getoption("memguard_disable_plugin")
     if cli_disabled:
         merged["disable_plugins"] = _disabled_plugins(merged, cli_disabled)
-    suppressions = _v.first_set(config.getoption("memguard_suppressions"), _ini(config, "memguard_suppressions"),
+    suppressions = _v.first_set(config.getoption("memguard_suppressions"), ini_value(config, "memguard_suppressions"),
                                 merged.get("suppressions"))
-    report = _v.first_set(config.getoption("memguard_report"), _ini(config, "memguard_report"))
+    report = _v.first_set(config.getoption("memguard_report"), ini_value(config, "memguard_report"))
     return Settings(enabled, leaks, merged, suppressions, report)
 
 
@@ -197,7 +197,7 @@ def _growth_spec(item: pytest.Item) -> GrowthSpec | None:
     return GrowthSpec(max_bytes, runs, warmup)
 
 
-def check_markers(item: pytest.Item, run: _Run) -> None:
+def check_markers(item: pytest.Item, run: Run) -> None:
     """Validate the ``memguard`` and ``memguard_growth`` markers of ``item`` (a usage error if bad)."""
     if item.get_closest_marker("memguard") is not None:
         _marker_policy(item, run.settings)
@@ -214,7 +214,7 @@ _INTERNAL_DIRS: tuple[str, ...] = tuple(
 
 
 @dataclass
-class _Tracker:
+class Tracker:
     """Per-test state (in ``item.stash``)."""
 
     policy: TestPolicy
@@ -231,7 +231,7 @@ class _Tracker:
     growth: _v.GrowthVerdict | None = None
 
 
-class _Run:
+class Run:
     """Per-run state (in ``config.stash``): settings, the process heap, the records."""
 
     def __init__(self, config: pytest.Config, settings: Settings) -> None:
@@ -247,7 +247,7 @@ class _Run:
         self.suppressions: Any = None
         self.only: Any = None
         self.workers = 0
-        self.active: _Tracker | None = None  # the tracker of the opted-in test being run
+        self.active: Tracker | None = None  # the tracker of the opted-in test being run
         self.worker = hasattr(config, "workerinput")
         if settings.suppressions:
             from memguard.reporting.suppressions import Suppressions
@@ -269,7 +269,7 @@ class _Run:
     @property
     def session_obj(self) -> pytest.Session | None:
         """The pytest session, once it has started."""
-        return self.config.stash.get(_SESSION, None)
+        return self.config.stash.get(SESSION_KEY, None)
 
     # ---------------------------------------------------------------- process heap
     def process_heap(self) -> GuardedHeap:
@@ -324,10 +324,10 @@ class _Run:
         return list(kept), dropped
 
 
-def start(config: pytest.Config) -> _Run:
+def start(config: pytest.Config) -> Run:
     """Start the run's state: resolve the settings, install the process heap with ``--memguard``."""
-    run = _Run(config, resolve_settings(config))
-    config.stash[_RUN] = run
+    run = Run(config, resolve_settings(config))
+    config.stash[RUN_KEY] = run
     if run.settings.enabled and not run.controller:
         run.process_heap()
     return run
@@ -346,10 +346,10 @@ def _run_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> list[pytes
     return runtestprotocol(item, nextitem=nextitem, log=False)
 
 
-def runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None, run: _Run) -> bool:
+def runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None, run: Run) -> bool:
     """Run an opted-in test with its reports held back until memguard has judged it."""
     policy = _marker_policy(item, run.settings)
-    tracker = _Tracker(policy)
+    tracker = Tracker(policy)
     uses_process_heap = run.settings.enabled or policy.marked
     if uses_process_heap:
         heap = tracker.heap = run.process_heap()
@@ -361,7 +361,7 @@ def runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None, run: _Run)
         if "on_error" in policy.options and policy.marked:
             saved_on_error = heap.on_error
             heap.on_error = policy.options["on_error"]
-    item.stash[_TRACKER] = tracker
+    item.stash[TRACKER_KEY] = tracker
     run.active = tracker
     item.ihook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
     try:
@@ -375,7 +375,7 @@ def runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None, run: _Run)
     for rep in reports:
         item.ihook.pytest_runtest_logreport(report=rep)
     item.ihook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
-    del item.stash[_TRACKER]
+    del item.stash[TRACKER_KEY]
     return True
 
 
@@ -398,21 +398,22 @@ def add_error_section(item: pytest.Item, err: BaseException, rep: pytest.TestRep
         return
     report = _v.trim_report(report, _INTERNAL_DIRS)
     rep.sections.append(("memguard", str(report)))
-    tracker = item.stash.get(_TRACKER, None)
+    tracker = item.stash.get(TRACKER_KEY, None)
     if tracker is not None:
         tracker.raised.append(report)
 
 
-def _process_findings(run: _Run, tracker: _Tracker) -> tuple[list[Report], list[LeakGroup]]:
+def _process_findings(run: Run, tracker: Tracker) -> tuple[list[Report], list[LeakGroup]]:
     """Findings of the process heap attributable to this test."""
     heap = tracker.heap
     if heap is None or heap.closed:
         return [], []
     s = heap.stats()
     touched = s.total_allocs != tracker.allocs0 or s.total_frees != tracker.frees0
-    # The heap's check seam is None unless a plugin implements memguard_check.
-    plugins = getattr(heap, "_on_check", None) is not None
-    if touched or plugins:
+    # Plugins' memguard_check and the checkers over the heap (pools …) can find
+    # something in a test that made no heap allocation.
+    others = heap.seams.on_check is not None or bool(heap.registered())
+    if touched or others:
         before = len(heap.reports)
         with heap.reporting() as saved:
             # The blocks this test allocated or freed; the session ends with a full check().
@@ -431,7 +432,7 @@ def _process_findings(run: _Run, tracker: _Tracker) -> tuple[list[Report], list[
     return reports, groups
 
 
-def _own_findings(tracker: _Tracker) -> tuple[list[Report], list[LeakGroup]]:
+def _own_findings(tracker: Tracker) -> tuple[list[Report], list[LeakGroup]]:
     """Findings of the test's own ``guarded_heap`` / ``ref_audit`` objects (which are then closed).
 
     With ``on_error="raise"`` a finding made during the test was raised into it (the test
@@ -458,7 +459,7 @@ def _own_findings(tracker: _Tracker) -> tuple[list[Report], list[LeakGroup]]:
     return reports, groups
 
 
-def _judge(item: pytest.Item, run: _Run, tracker: _Tracker) -> _v.Verdict:
+def _judge(item: pytest.Item, run: Run, tracker: Tracker) -> _v.Verdict:
     reports, groups = _process_findings(run, tracker)
     own_reports, own_groups = _own_findings(tracker)
     reports += own_reports
@@ -499,7 +500,7 @@ def _failure_longrepr(item: pytest.Item, reason: str) -> Any:
     return longrepr
 
 
-def _apply(item: pytest.Item, run: _Run, tracker: _Tracker, verdict: _v.Verdict, reports: list[pytest.TestReport]) -> None:
+def _apply(item: pytest.Item, run: Run, tracker: Tracker, verdict: _v.Verdict, reports: list[pytest.TestReport]) -> None:
     """Turn the verdict into report changes, a warning and a run record."""
     if verdict.failed:
         call = next((r for r in reports if r.when == "call"), None)
@@ -529,11 +530,11 @@ def _apply(item: pytest.Item, run: _Run, tracker: _Tracker, verdict: _v.Verdict,
 
 
 # ----------------------------------------------------------------------------- fixtures
-def guarded_heap(request: pytest.FixtureRequest, run: _Run) -> Iterator[GuardedHeap]:
+def guarded_heap(request: pytest.FixtureRequest, run: Run) -> Iterator[GuardedHeap]:
     """The body of the ``guarded_heap`` fixture: a fresh heap, checked at the end of the test."""
     from memguard.heap.guarded import GuardedHeap
 
-    tracker = request.node.stash.get(_TRACKER, None)
+    tracker = request.node.stash.get(TRACKER_KEY, None)
     options = _marker_policy(request.node, run.settings).options
     heap = GuardedHeap(**_heap_kwargs(options), name=f"guarded_heap[{request.node.name}]")
     if tracker is not None:
@@ -553,7 +554,7 @@ def ref_audit(request: pytest.FixtureRequest) -> Iterator[Any]:
     if cls is None:
         from memguard.refaudit import RefAudit as cls  # noqa: N813
     audit = cls(on_error="raise", name=f"ref_audit[{request.node.name}]")
-    tracker = request.node.stash.get(_TRACKER, None)
+    tracker = request.node.stash.get(TRACKER_KEY, None)
     if tracker is not None:
         tracker.own.append(audit)
         yield audit
@@ -566,7 +567,7 @@ def _check_unmanaged(obj: Any) -> None:
     """Check a fixture object outside the plugin's protocol (requested dynamically): fail the teardown."""
     from memguard.errors import LeakError
 
-    tracker = _Tracker(TestPolicy("fail", {}, False), own=[obj])
+    tracker = Tracker(TestPolicy("fail", {}, False), own=[obj])
     reports, groups = _own_findings(tracker)
     verdict = _v.judge(reports, groups, "fail", _INTERNAL_DIRS)
     if verdict.failed:
@@ -631,7 +632,7 @@ def run_growth(pyfuncitem: pytest.Function) -> bool:
         _settle()
         samples.append(measure())
     verdict = _v.judge_growth(samples, spec.max_bytes, spec.warmup, metric)
-    tracker = pyfuncitem.stash.get(_TRACKER, None)
+    tracker = pyfuncitem.stash.get(TRACKER_KEY, None)
     if tracker is not None:
         tracker.growth = verdict
     if verdict.failed:
@@ -640,7 +641,7 @@ def run_growth(pyfuncitem: pytest.Function) -> bool:
 
 
 # ----------------------------------------------------------------------------- session
-def _session_check(run: _Run) -> None:
+def _session_check(run: Run) -> None:
     heap = run.heap
     if heap is None or heap.closed:
         return
@@ -664,7 +665,7 @@ def _session_check(run: _Run) -> None:
     }
 
 
-def session_finish(session: pytest.Session, run: _Run) -> None:
+def session_finish(session: pytest.Session, run: Run) -> None:
     """Check the process heap outside any test, hand results to xdist, write the JSON report."""
     try:
         _session_check(run)
@@ -683,7 +684,7 @@ def session_finish(session: pytest.Session, run: _Run) -> None:
         _write_report(run)
 
 
-def collect_worker(run: _Run, data: str) -> None:
+def collect_worker(run: Run, data: str) -> None:
     """xdist controller: add one worker's records and session result to the run."""
     payload = json.loads(data)
     run.workers += 1
@@ -711,7 +712,7 @@ def _versions() -> dict[str, str]:
     }
 
 
-def _write_report(run: _Run) -> None:
+def _write_report(run: Run) -> None:
     doc = {
         "schema": "memguard.pytest-report",
         "schema_version": 1,
@@ -741,7 +742,7 @@ def _write_report(run: _Run) -> None:
         sys.stderr.write(f"memguard: --memguard-report: cannot write {path!r}: {exc}\n")
 
 
-def terminal_summary(terminalreporter: Any, config: pytest.Config, run: _Run) -> None:
+def terminal_summary(terminalreporter: Any, config: pytest.Config, run: Run) -> None:
     """The ``memguard`` section: tests checked, findings by kind, the top leaking sites."""
     if not (run.records or run.settings.enabled):
         return

@@ -190,3 +190,39 @@ def test_pools_are_checkers_registered_with_their_heap() -> None:
     objects.destroy()
     assert heap.registered() == [] and pools_of(heap) == []
     heap.close()
+
+
+def test_pytest_checks_the_pools_of_the_process_heap_after_each_test(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import ctypes
+
+        import pytest
+
+        import memguard
+
+
+        @pytest.fixture(scope="module")
+        def region():
+            heap = memguard.install()
+            chunk = heap.malloc(256)
+            pool = memguard.MemPool(heap, name="nodes")
+            start = pool.add_chunk(chunk)
+            region = pool.alloc(start + 32, 16)
+            yield region
+            pool.free(region)
+            pool.destroy()
+            heap.free(chunk)
+
+
+        def test_clean(region):
+            pass
+
+
+        def test_overflow_without_touching_the_heap(region):
+            ctypes.memset(region + 16, 0, 1)
+        """
+    )
+    result = pytester.runpytest_subprocess("--memguard", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["*ERROR: memguard: pool-buffer-overflow*", "FAILED *::test_overflow_without_touching_the_heap*"])
