@@ -221,9 +221,13 @@ def test_pytest_checks_the_pools_of_the_process_heap_after_each_test(pytester: p
 
         def test_overflow_without_touching_the_heap(region):
             ctypes.memset(region + 16, 0, 1)
+
+
+        def test_after(region):
+            pass
         """
     )
     # No plugin implements memguard_check here: only the registration makes the pool checked.
     result = pytester.runpytest_subprocess("--memguard", "--memguard-options=load_plugins=0", "-p", "no:cacheprovider")
-    result.assert_outcomes(passed=1, failed=1)
+    result.assert_outcomes(passed=2, failed=1)
     result.stdout.fnmatch_lines(["*ERROR: memguard: pool-buffer-overflow*", "FAILED *::test_overflow_without_touching_the_heap*"])
