@@ -38,8 +38,10 @@ __all__ = ["KIND", "memguard_pool_create", "memguard_pool_alloc", "memguard_pool
 #: The kind of every finding of this plugin.
 KIND = "pool-invariant"
 
-# KIND REGISTRATION: the plugin's one call declaring KIND to memguard's public registry
-# of finding kinds belongs here, at import time, before any Report of KIND is made.
+memguard.register_kind(
+    KIND, memguard.PoolError,
+    description="a pool's events contradict each other (a region handed out twice, returned unknown)",
+)
 
 _lock = threading.Lock()
 #: pool -> {address: size} of the regions the events say are live.

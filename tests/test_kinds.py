@@ -118,3 +118,12 @@ def test_bad_arguments_are_clear_errors() -> None:
     with pytest.raises(KindError):
         register_kind(fresh(), rule="Bad Rule")
     assert get_kind("not-a-kind") is None
+
+
+def test_the_first_party_pool_plugin_declares_its_kind() -> None:
+    from memguard_plugins import pool_invariants
+
+    kind = get_kind(pool_invariants.KIND)
+    assert kind is not None and kind.error is memguard.PoolError and not kind.leak
+    sup = Suppressions.parse("pool-invariant:*/vendor/*")
+    assert sup.rules[0].kind == "pool-invariant"
