@@ -2,7 +2,8 @@
 
 The public names are the heap and the values it hands out; the modules
 (:mod:`~memguard.heap.layout`, :mod:`~memguard.heap.fastpaths`,
-:mod:`~memguard.heap.verify`, :mod:`~memguard.heap.canary`, :mod:`~memguard.heap.mutex`) are memguard's own.
+:mod:`~memguard.heap.verify`, :mod:`~memguard.heap.walk`, :mod:`~memguard.heap.canary`,
+:mod:`~memguard.heap.mutex`) are memguard's own.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from memguard.heap.layout import (
     MAX_BLOCK,
     SMALL_MAX,
     BlockInfo,
+    HeapRegion,
+    HeapSlot,
     HeapStats,
 )
 
@@ -21,6 +24,8 @@ __all__ = [
     "GuardedHeap",
     "BlockInfo",
     "HeapStats",
+    "HeapRegion",
+    "HeapSlot",
     "InvalidAddressError",
     "SMALL_MAX",
     "ARENA_SIZE",

@@ -3,7 +3,8 @@
 The heap is built from parts, each in its own module:
 
 * :mod:`memguard.heap.layout`: block and arena layout, header states, fills, and the
-  values the heap hands out (:class:`BlockInfo`, :class:`HeapStats`);
+  values the heap hands out (:class:`BlockInfo`, :class:`HeapStats`, the
+  :class:`HeapRegion` and :class:`HeapSlot` of :meth:`GuardedHeap.walk`);
 * :mod:`memguard.heap.fastpaths`: ``malloc`` and ``free`` of small blocks as per-heap
   closures, and the counters;
 * :mod:`memguard.heap.verify`: verifying blocks (seal, redzones, poison) and writing
@@ -33,7 +34,7 @@ import os
 import sys
 from collections import deque
 from types import FrameType
-from typing import TYPE_CHECKING, Any, Callable, Literal
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Literal
 
 from memguard import native
 from memguard.checker import ON_ERROR, ErrorPolicy
@@ -58,6 +59,8 @@ from memguard.heap.layout import (
     STATE_OFFSET,
     Arena,
     BlockInfo,
+    HeapRegion,
+    HeapSlot,
     HeapStats,
     LargeBlock,
     cached_struct,
@@ -66,6 +69,7 @@ from memguard.heap.layout import (
 )
 from memguard.heap.mutex import Mutex
 from memguard.heap.verify import BlockVerifier
+from memguard.heap.walk import LargeCopy, WalkSnapshot, copy_arena, iter_regions
 from memguard.leaks import BlockRecord, LeakGroup, Snapshot, group_records
 from memguard.report import Report
 from memguard.stacks import StackTable
@@ -77,6 +81,8 @@ __all__ = [
     "GuardedHeap",
     "BlockInfo",
     "HeapStats",
+    "HeapRegion",
+    "HeapSlot",
     "InvalidAddressError",
     "SMALL_MAX",
     "ARENA_SIZE",
@@ -574,6 +580,35 @@ class GuardedHeap(BlockVerifier, ErrorPolicy):
                 alloc_stack=self._stacks.get(asid),
                 free_stack=self._stacks.get(fsid) if state != LIVE else (),
             )
+
+    def walk(self) -> Iterator[HeapRegion]:
+        """Every region of the heap and every slot handed out in it, by address.
+
+        Yields a :class:`HeapRegion` per size-class arena (``kind="arena"``) and per large
+        or over-aligned block (``kind="large"``), each with its :class:`HeapSlot` values
+        (user address, size, state, serial): ``"live"``, ``"quarantined"`` (freed, in the
+        quarantine), ``"free"`` (freed, out of the quarantine, poisoned and waiting for
+        reuse) or ``"corrupt"`` (a damaged header).  Space of an arena that no slot covers
+        was never handed out.
+
+        The heap is read once, under its lock, when ``walk()`` is called; the regions are
+        made and yielded after the lock is released, so the loop's body may use the heap
+        (it sees the heap as it was at the call).  Nothing is verified or reported: a
+        damaged header shows as ``"corrupt"``, and ``check()`` says what is wrong.
+        Raises :class:`HeapClosedError` after :meth:`close`.
+        """
+        # The evictor's token too: no block is between the quarantine and its free list.
+        with self._evictor, self._lock:
+            if self._closed:
+                raise HeapClosedError("the heap is closed")
+            arenas = [copy_arena(arena, self._carved(arena.base)) for arena in self._arenas.values()]
+            uoff = self._uoff
+            large = [
+                LargeCopy(p - uoff - hoff, len(view), p, n, hoff, HDR.unpack_from(view, hoff))
+                for p, (view, hoff, n) in self._large.items()
+            ]
+            snap = WalkSnapshot(arenas, large, list(self._quarantine), self._seal_key, uoff, self.redzone)
+        return iter_regions(snap)
 
     def check(self, since: Snapshot | None = None) -> list[Report]:
         """Verify every live block's redzones and every freed block's poison.

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, Literal, NamedTuple
 
 from memguard import native
 from memguard.stacks import Stack
@@ -65,6 +65,9 @@ __all__ = [
     "LargeBlock",
     "BlockInfo",
     "HeapStats",
+    "HeapSlot",
+    "HeapRegion",
+    "SlotState",
 ]
 
 #: Largest block served from a size-class arena.
@@ -239,3 +242,47 @@ class HeapStats:
     quarantined_bytes: int
     arena_bytes: int
     large_blocks: int
+
+
+#: The states :meth:`GuardedHeap.walk` gives a slot.
+SlotState = Literal["live", "quarantined", "free", "corrupt"]
+
+
+class HeapSlot(NamedTuple):
+    """One block's place in a :class:`HeapRegion`, as :meth:`GuardedHeap.walk` saw it.
+
+    :ivar address: the user address (what ``malloc`` returned).
+    :ivar size: user bytes (of the block that last occupied the slot, for a ``"free"``
+        slot; 0 for a ``"corrupt"`` one, whose header cannot be trusted).
+    :ivar state: ``"live"``; ``"quarantined"`` (freed, still in the quarantine);
+        ``"free"`` (freed, out of the quarantine, poisoned and waiting for reuse);
+        ``"corrupt"`` (its header is damaged; never reused).
+    :ivar serial: the allocation number (of the last occupant for a ``"free"`` slot; 0
+        for a ``"corrupt"`` one).
+    """
+
+    address: int
+    size: int
+    state: SlotState
+    serial: int
+
+
+class HeapRegion(NamedTuple):
+    """A native allocation of a heap, as :meth:`GuardedHeap.walk` saw it.
+
+    :ivar kind: ``"arena"`` (a size-class arena of small blocks) or ``"large"`` (one
+        large or over-aligned block).
+    :ivar address: where the region starts.
+    :ivar size: bytes the region spans: :data:`ARENA_SIZE` for an arena (the space
+        slots may occupy; what no slot covers was never handed out), the whole native
+        allocation for a large block.
+    :ivar slot_size: bytes per slot (header and redzones included) for an arena; the
+        whole native allocation for a large block.
+    :ivar slots: the slots handed out so far, by address (a large region has one).
+    """
+
+    kind: Literal["arena", "large"]
+    address: int
+    size: int
+    slot_size: int
+    slots: tuple[HeapSlot, ...]
