@@ -58,6 +58,8 @@ def test_memory_window_is_aligned_around_the_bad_address_and_clipped():
     assert (at, data) == (start + 16, buf[16:40])
     data, at = memory_window(view, start, start, start + 256, start + 250)
     assert (at, data) == (start + 208, buf[208:256])
+    # a bad address past the owned span shows nothing rather than foreign bytes
+    assert memory_window(view, start, start, start + 40, start + 200)[0] == b""
 
 
 def test_heap_reports_show_the_window_and_span_of_the_block():
