@@ -20,8 +20,10 @@ from memguard._version import __version__
 _EXPORTS: dict[str, str] = {
     # the heap
     "GuardedHeap": "memguard.heap.guarded",
-    "BlockInfo": "memguard.heap.guarded",
-    "HeapStats": "memguard.heap.guarded",
+    "BlockInfo": "memguard.heap.layout",
+    "HeapStats": "memguard.heap.layout",
+    "HeapRegion": "memguard.heap.layout",
+    "HeapSlot": "memguard.heap.layout",
     "InvalidAddressError": "memguard.heap.guarded",
     # records and reports
     "Report": "memguard.report",
@@ -118,7 +120,8 @@ if TYPE_CHECKING:
         RefcountError,
         SuppressionsError,
     )
-    from memguard.heap.guarded import BlockInfo, GuardedHeap, HeapStats, InvalidAddressError
+    from memguard.heap.guarded import GuardedHeap, InvalidAddressError
+    from memguard.heap.layout import BlockInfo, HeapRegion, HeapSlot, HeapStats
     from memguard.hookspecs import hookimpl
     from memguard.kinds import Kind, register_kind
     from memguard.leaks import BlockRecord, LeakGroup, SiteDiff, Snapshot, format_leaks

@@ -1,8 +1,8 @@
-"""Plugin management: one pluggy ``PluginManager`` per heap, created on first use.
+"""Plugin management: one pluggy ``PluginManager`` per checker, created on first use.
 
-:class:`HeapPlugins` is what ``heap.plugins`` returns.  It registers plugins, keeps the
-heap's hook seams (``_on_alloc``, ``_on_free``, ``_on_report``, ``_on_check``) set only
-while some registered plugin implements the matching hook, guards against re-entrancy
+:class:`HeapPlugins` is what ``checker.plugins`` returns.  It registers plugins, hands the
+checker its hook seams (a :class:`~memguard.seams.Seams`, each seam set only while some
+registered plugin implements the matching hook), guards against re-entrancy
 and turns a plugin's exception into a ``plugin-error`` report naming the plugin and
 the hook.  Nothing here runs at import time: no manager exists until a heap asks for
 one, and entry points are loaded only by :func:`load_entrypoint_plugins`.
@@ -26,6 +26,7 @@ import pluggy
 from memguard import hookspecs
 from memguard._location import is_own_file
 from memguard.errors import MemguardError
+from memguard.heap.layout import BlockInfo
 from memguard.leaks import LeakGroup, format_leaks, leaks_to_dict
 from memguard.report import Report
 from memguard.seams import Seams
@@ -406,8 +407,6 @@ class HeapPlugins:
             block = heap.block(address)
         except (ValueError, MemguardError):
             # A large block that left the quarantine at once: gone, size unknown.
-            from memguard.heap.guarded import BlockInfo
-
             block = BlockInfo(address, 0, 0, "released", (), current_stack(heap.stack_depth, 2))
         else:
             if block.state != "quarantined":

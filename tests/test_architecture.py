@@ -114,6 +114,18 @@ def test_lower_layers_never_import_upper_ones(path: Path) -> None:
             f"{module}:{line} imports {imported}: layer '{LAYERS[theirs][0]}' is above "
             f"'{LAYERS[mine][0]}' (see docs/architecture.md)"
         )
+        # Importing a sub-package's module runs the sub-package's __init__ first.
+        parts = imported.split(".")
+        for depth in range(2, len(parts)):
+            package = ".".join(parts[:depth])
+            if package == module:
+                continue
+            init = PACKAGE.parent / package.replace(".", "/") / "__init__.py"
+            for _, indirect in runtime_imports(ast.parse(init.read_text()), package):
+                assert layer_of(indirect) <= mine, (
+                    f"{module}:{line} imports {imported}, whose package {package} imports {indirect} "
+                    f"(layer '{LAYERS[layer_of(indirect)][0]}'): make the package facade lazy"
+                )
 
 
 @pytest.mark.parametrize("path", MODULES, ids=lambda p: module_name(p))

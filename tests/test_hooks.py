@@ -493,8 +493,13 @@ def test_registration_validates_hook_names_and_arguments() -> None:
     assert "rec" in heap.plugins and rec in heap.plugins and len(heap.plugins) == 1
     with pytest.raises(ValueError):
         heap.plugins.unregister("nobody")
+    heap.free(heap.malloc(8))
+    seen = len(rec.kinds("alloc"))
+    assert seen == 1
     heap.plugins.unregister("rec")
-    assert heap._on_alloc is None
+    assert heap.seams.on_alloc is None
+    heap.free(heap.malloc(8))  # the fast paths no longer call it
+    assert len(rec.kinds("alloc")) == seen
     heap.close()
 
 

@@ -1,16 +1,57 @@
-"""The guarded heap and its parts: layout, canaries, the lock, the fast paths."""
+"""The guarded heap and its parts: layout, canaries, the lock, the fast paths, verification.
+
+The public names are the heap and the values it hands out, each imported from its module
+on first use (PEP 562), so that importing the value layer (:mod:`~memguard.heap.layout`)
+does not load the heap.  The modules (:mod:`~memguard.heap.guarded`,
+:mod:`~memguard.heap.layout`, :mod:`~memguard.heap.fastpaths`, :mod:`~memguard.heap.verify`,
+:mod:`~memguard.heap.walk`, :mod:`~memguard.heap.canary`, :mod:`~memguard.heap.mutex`,
+:mod:`~memguard.heap.c_allocator`) are memguard's own.
+"""
 
 from __future__ import annotations
 
-from memguard.heap.guarded import (
-    ARENA_SIZE,
-    HEADER_SIZE,
-    MAX_BLOCK,
-    SMALL_MAX,
-    BlockInfo,
-    GuardedHeap,
-    HeapStats,
-    InvalidAddressError,
-)
+import importlib
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["GuardedHeap", "BlockInfo", "HeapStats", "InvalidAddressError", "SMALL_MAX", "ARENA_SIZE", "HEADER_SIZE", "MAX_BLOCK"]
+#: Public name -> the module that defines it.
+_EXPORTS: dict[str, str] = {
+    "GuardedHeap": "memguard.heap.guarded",
+    "InvalidAddressError": "memguard.heap.guarded",
+    "BlockInfo": "memguard.heap.layout",
+    "HeapStats": "memguard.heap.layout",
+    "HeapRegion": "memguard.heap.layout",
+    "HeapSlot": "memguard.heap.layout",
+    "SMALL_MAX": "memguard.heap.layout",
+    "ARENA_SIZE": "memguard.heap.layout",
+    "HEADER_SIZE": "memguard.heap.layout",
+    "MAX_BLOCK": "memguard.heap.layout",
+}
+
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'memguard.heap' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
+
+if TYPE_CHECKING:
+    from memguard.heap.guarded import GuardedHeap, InvalidAddressError
+    from memguard.heap.layout import (
+        ARENA_SIZE,
+        HEADER_SIZE,
+        MAX_BLOCK,
+        SMALL_MAX,
+        BlockInfo,
+        HeapRegion,
+        HeapSlot,
+        HeapStats,
+    )

@@ -1,0 +1,282 @@
+"""Verifying the guarded heap's blocks and writing its reports.
+
+:class:`BlockVerifier` is the part of :class:`~memguard.heap.guarded.GuardedHeap` that
+reads a block and says what is wrong with it: whether its header is intact (the seal),
+its redzones (live blocks) or its poison (freed blocks), and the
+:class:`~memguard.report.Report` of each finding, in AddressSanitizer's words.  A
+damaged canary or poison is restored once reported, so each corruption is reported once.
+
+Every method here runs under the heap's lock, on a block found through the heap's own
+tables (never at an address it was merely given).
+"""
+
+from __future__ import annotations
+
+from types import FrameType
+from typing import Any
+
+from memguard import native
+from memguard.findings import bad_span, memory_window, thread_label
+from memguard.heap.canary import MAX_PAD, Canaries
+from memguard.heap.layout import (
+    ARENA_SHIFT,
+    FILL_FREED,
+    FREED_FILLS,
+    HEADER_SIZE,
+    LIVE,
+    NEVER,
+    POISON_CHUNK,
+    QUARANTINED,
+    RETIRED,
+    SMALL_MAX,
+    STATE,
+    STATE_NAMES,
+    STATE_OFFSET,
+    Arena,
+    Header,
+    LargeBlock,
+    cached_struct,
+    freed_fill,
+    poison_address,
+    read_header,
+    round16,
+)
+from memguard.report import Report
+from memguard.stacks import StackTable
+
+__all__ = ["BlockVerifier"]
+
+
+class BlockVerifier:
+    """Mixin of the guarded heap: block verification and finding reports.
+
+    Headers are passed around as :class:`~memguard.heap.layout.Header` values (or any
+    6-tuple in the same order).
+    """
+
+    redzone: int
+    _uoff: int
+    _seal_key: int
+    _canaries: Canaries
+    _front: list[bytes]
+    _rear: list[bytes]
+    _tails: list[bytes]
+    _stacks: StackTable
+    _arenas: dict[int, Arena] | Any
+    _large: dict[int, LargeBlock] | Any
+
+    def _carved(self, base: int) -> int:  # pragma: no cover - defined by the heap
+        raise NotImplementedError
+
+    def _containing(self, p: int) -> tuple[memoryview, int, int] | None:  # pragma: no cover - defined by the heap
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ headers and patterns
+    def _slot_capacity(self, p: int) -> int:
+        """User bytes a slot of ``p``'s arena holds (0 when ``p`` is in no arena)."""
+        arena = self._arenas.get(p >> ARENA_SHIFT)
+        return arena.stride - self._uoff - self.redzone if arena is not None else 0
+
+    def _key16(self, p: int) -> int:
+        """The canary key of the block at ``p`` (arena blocks: from the block's offset)."""
+        arena = self._arenas.get(p >> ARENA_SHIFT)
+        if arena is not None:
+            return (p - arena.base - self._uoff) & 0xFF0
+        return self._canaries.key16(p)
+
+    def _expected(self, p: int, n: int) -> tuple[bytes, bytes]:
+        """``(front, rear)`` redzone bytes of the ``n``-byte block at ``p``."""
+        k = self._key16(p)
+        return self._front[k], self._rear[k | (-n & MAX_PAD)]
+
+    def _seal_ok(self, p: int, hdr: tuple[int, ...], hoff: int) -> bool:
+        """Whether a header is intact: the seal matches and the size fits the slot."""
+        seal, n, serial, _, state, _ = hdr
+        if seal != serial + n + hoff + self._seal_key or state not in STATE_NAMES:
+            return False
+        large = self._large.get(p)
+        if large is not None:
+            return large.size == n
+        return n <= self._slot_capacity(p)
+
+    # ------------------------------------------------------------------ redzones and poison
+    def _diff(
+        self, kind: str, view: memoryview, hoff: int, p: int, hdr: Header,
+        start: int, expected: bytes, repair: bool,
+    ) -> list[Report]:
+        """Compare the block's bytes at user offset ``start`` with ``expected``; report a mismatch.
+
+        The report covers the run from the first to the last bad byte, and the bytes are
+        restored afterwards when ``repair`` is set, so each corruption is reported once.
+        """
+        u = hoff + self._uoff
+        found = bytes(view[u + start : u + start + len(expected)])
+        if found == expected:
+            return []
+        first, last = bad_span(found, expected) or (0, -1)
+        report = self._corruption_report(
+            kind, view, hoff, p, hdr, start + first, last - first + 1, expected[first : last + 1], found[first : last + 1]
+        )
+        if repair:
+            view[u + start : u + start + len(expected)] = expected
+        return [report]
+
+    def _verify_redzones(self, view: memoryview, hoff: int, p: int, hdr: Header, repair: bool) -> list[Report]:
+        """Front and rear redzones of a live block."""
+        n = hdr.size
+        front, rear = self._expected(p, n)
+        return self._diff("heap-buffer-underflow", view, hoff, p, hdr, -self.redzone, front, repair) + self._diff(
+            "heap-buffer-overflow", view, hoff, p, hdr, n, rear, repair
+        )
+
+    def _poison_intact(self, view: memoryview, u: int, p: int, span: int) -> bool:
+        """Whether the ``span`` user bytes at ``p`` (view offset ``u``) are all 0xDD."""
+        if span <= SMALL_MAX:
+            return FILL_FREED.startswith(view[u : u + span])
+        dd = poison_address()
+        memcmp = native.memcmp
+        for start in range(0, span, POISON_CHUNK):
+            if memcmp(p + start, dd, min(POISON_CHUNK, span - start)):
+                return False
+        return True
+
+    def _verify_freed(self, view: memoryview, hoff: int, p: int, hdr: Header, repair: bool) -> list[Report]:
+        """A freed block: front redzone, 0xDD over the user region and padding, tail redzone."""
+        n = hdr.size
+        span = round16(n)
+        k = self._key16(p)
+        kp = k | (-n & MAX_PAD)
+        uaf = "heap-use-after-free"
+        reports = self._diff(uaf, view, hoff, p, hdr, -self.redzone, self._front[k], repair)
+        if not self._poison_intact(view, hoff + self._uoff, p, span):
+            if span <= SMALL_MAX:
+                reports += self._diff(uaf, view, hoff, p, hdr, 0, FILL_FREED[:span], repair)
+            else:
+                for start in range(0, span, POISON_CHUNK):
+                    size = min(POISON_CHUNK, span - start)
+                    reports += self._diff(uaf, view, hoff, p, hdr, start, b"\xdd" * size, repair)
+        reports += self._diff(uaf, view, hoff, p, hdr, span, self._tails[kp], repair)
+        return reports
+
+    # ------------------------------------------------------------------ whole-heap checks
+    def _check_arena(self, arena: Arena) -> list[Report]:
+        """Verify every slot of one arena; an intact slot costs a few comparisons.
+
+        The arena is copied once and compared in place (``bytes.startswith`` at an offset),
+        so no per-slot byte strings are made; a slot that fails is re-read and reported by
+        :meth:`_check_one`.
+        """
+        view, base, stride = arena.view, arena.base, arena.stride
+        reports: list[Report] = []
+        uoff, rz = self._uoff, self.redzone
+        front_l, rear_l, tails = self._front, self._rear, self._tails
+        seal_key = self._seal_key
+        fills = FREED_FILLS
+        data = view[: self._carved(base)].tobytes()
+        starts = data.startswith
+        hoff = -stride
+        for seal, n, serial, _, state, _ in cached_struct(f"<QIQIII{stride - HEADER_SIZE}x").iter_unpack(data):
+            hoff += stride
+            if state == NEVER:
+                continue
+            k = hoff & 0xFF0
+            u = hoff + uoff
+            if seal == serial + n + hoff + seal_key and n <= stride and starts(front_l[k], u - rz):
+                if state == LIVE:
+                    if starts(rear_l[k | (-n & 15)], u + n):
+                        continue
+                elif state == QUARANTINED:
+                    span = (n + 15) & -16
+                    if starts(fills[span] or freed_fill(span), u) and starts(tails[k | (-n & 15)], u + span):
+                        continue
+                elif state == RETIRED:
+                    continue
+            elif state == RETIRED:
+                continue
+            reports.extend(self._check_one(view, hoff, base + u))
+        return reports
+
+    def _check_one(self, view: memoryview, hoff: int, p: int) -> list[Report]:
+        """Verify one block in detail (the slow path of ``check()``)."""
+        hdr = read_header(view, hoff)
+        state = hdr.state
+        if state == RETIRED:
+            return []
+        if not self._seal_ok(p, hdr, hoff):
+            STATE.pack_into(view, hoff + STATE_OFFSET, RETIRED)
+            return [self._header_report(view, hoff, p, hdr, "check()")]
+        if state == LIVE:
+            return self._verify_redzones(view, hoff, p, hdr, repair=True)
+        return self._verify_freed(view, hoff, p, hdr, repair=True)
+
+    # ------------------------------------------------------------------ reports
+    def _memory(self, view: memoryview, hoff: int, p: int, n: int, bad: int) -> tuple[bytes, int]:
+        """Up to 64 bytes of the block's own slot around address ``bad``."""
+        slot_start = p - self._uoff
+        return memory_window(view, slot_start - hoff, slot_start, p + round16(n) + self.redzone, bad)
+
+    def _corruption_report(
+        self, kind: str, view: memoryview, hoff: int, p: int, hdr: Header,
+        offset: int, count: int, expected: bytes, found: bytes,
+    ) -> Report:
+        _, n, serial, asid, state, fsid = hdr
+        memory, start = self._memory(view, hoff, p, n, p + offset)
+        if state != LIVE and not 0 <= offset < n:
+            what = f"{count} byte(s) written {'past the end' if offset >= n else 'before the start'} of a freed {n}-byte block"
+        elif kind == "heap-buffer-overflow":
+            what = f"{count} byte(s) corrupted {offset - n} byte(s) past the end of a {n}-byte block"
+        elif kind == "heap-buffer-underflow":
+            what = f"{count} byte(s) corrupted {-offset} byte(s) before the start of a {n}-byte block"
+        else:
+            what = f"{count} byte(s) written at offset {offset} of a freed {n}-byte block"
+        return Report(
+            kind=kind, address=p, size=n, offset=offset,
+            alloc_stack=self._stacks.get(asid),
+            free_stack=self._stacks.get(fsid) if state == QUARANTINED else (),
+            stack=self._stacks.get(self._stacks.here()),
+            expected=expected, found=found, thread=thread_label(), message=what,
+            serial=serial, memory=memory, memory_start=start, count=count,
+        )
+
+    def _header_report(self, view: memoryview, hoff: int, p: int, hdr: Header, when: str) -> Report:
+        raw = bytes(view[hoff : hoff + HEADER_SIZE])
+        return Report(
+            kind="heap-buffer-underflow", address=p, size=0, offset=-self._uoff, count=HEADER_SIZE,
+            stack=self._stacks.get(self._stacks.here()), thread=thread_label(), found=raw,
+            message=f"the block header was overwritten (detected at {when}); size and stacks are unknown",
+            memory=raw + bytes(view[hoff + HEADER_SIZE : hoff + self._uoff]), memory_start=p - self._uoff,
+        )
+
+    def _bad_free_report(self, p: int, found: tuple[memoryview, int] | None, frame: FrameType | None, op: str) -> Report:
+        """A free (or realloc) of ``p`` that is not a live block: double, interior or foreign."""
+        stack = self._stacks.get(self._stacks.capture(frame))
+        thread = thread_label()
+        if found is not None:
+            view, hoff = found
+            hdr = read_header(view, hoff)
+            if self._seal_ok(p, hdr, hoff) and hdr.state == QUARANTINED:
+                return Report(
+                    kind="double-free", address=p, size=hdr.size, stack=stack, thread=thread, serial=hdr.serial,
+                    alloc_stack=self._stacks.get(hdr.alloc_stack), free_stack=self._stacks.get(hdr.free_stack),
+                    message=f"attempting {op} on 0x{p:x}, a {hdr.size}-byte block that was already freed",
+                )
+            if hdr.state != NEVER:
+                return self._header_report(view, hoff, p, hdr, op)
+        inside = self._containing(p)
+        if inside is not None:
+            view, hoff, user = inside
+            hdr = read_header(view, hoff)
+            if hdr.state in (LIVE, QUARANTINED) and self._seal_ok(user, hdr, hoff):
+                _, n, serial, asid, state, fsid = hdr
+                off = p - user
+                where = f"{off} bytes inside of" if 0 <= off < n else (f"{-off} bytes to the left of" if off < 0 else f"{off - n} bytes to the right of")
+                return Report(
+                    kind="bad-free", address=user, size=n, offset=off, stack=stack, thread=thread, serial=serial,
+                    alloc_stack=self._stacks.get(asid),
+                    free_stack=self._stacks.get(fsid) if state == QUARANTINED else (),
+                    message=f"attempting {op} on address which was not malloc()-ed: 0x{p:x} is located {where} {n}-byte region [0x{user:x},0x{user + n:x})",
+                )
+        return Report(
+            kind="bad-free", address=p, stack=stack, thread=thread,
+            message=f"attempting {op} on address which was not malloc()-ed: 0x{p:x}",
+        )
