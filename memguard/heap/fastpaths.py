@@ -30,9 +30,11 @@ from __future__ import annotations
 import struct
 import sys
 from types import FrameType
+from collections import deque
 from typing import TYPE_CHECKING, Any, Callable, NamedTuple
 
 from memguard import native
+from memguard.heap.mutex import Mutex
 from memguard.heap.layout import (
     ARENA_MASK,
     ARENA_SHIFT,
@@ -57,7 +59,7 @@ from memguard.stacks import is_user_frame
 if TYPE_CHECKING:
     from memguard.heap.guarded import GuardedHeap
 
-__all__ = ["Paths", "Hook", "build_paths"]
+__all__ = ["Paths", "PathInputs", "Hook", "build_paths"]
 
 _getframe = sys._getframe
 
@@ -88,26 +90,65 @@ class Paths(NamedTuple):
     set_hooks: Callable[[Hook | None, Hook | None], None]
 
 
-def build_paths(heap: GuardedHeap) -> Paths:
+class PathInputs(NamedTuple):
+    """What the fast paths need of their heap: its geometry, tables and general paths.
+
+    The tables are shared with the heap, not copied; the general paths are the heap's
+    bound methods the fast paths fall back to (they write the reports).
+    """
+
+    #: bytes from a slot's start to its user region (header + front redzone)
+    uoff: int
+    redzone: int
+    #: per size class, the addresses of slots ready for reuse
+    free_slots: list[list[int]]
+    #: freed blocks, oldest first, as ``address << 13 | size``
+    quarantine: deque[int]
+    quarantine_bytes: int
+    seal_key: int
+    #: canary patterns by key: front redzones, tail redzones, paddings
+    front: list[bytes]
+    tails: list[bytes]
+    pads: list[bytes]
+    capture: Callable[[FrameType | None], int]
+    lock: Mutex
+    #: held by the one thread taking blocks out of the quarantine (and by close())
+    evictor: Mutex
+    #: ``alloc(size, alignment, fill, frame)``: the general allocation
+    alloc: Callable[..., int]
+    #: ``free_slow(address, frame)``: the general free
+    free_slow: Callable[[Any, FrameType | None], None]
+    #: ``size_arg(value, what)``: a size argument checked and converted
+    size_arg: Callable[[object, str], int]
+    #: ``evict_small(p)``: the findings of a small block whose poison is damaged
+    evict_small: Callable[[int], list[Report]]
+    #: ``evict_large(p)``: a large block leaves the quarantine; ``(its size, findings)``
+    evict_large: Callable[[int], tuple[int, list[Report]]]
+    #: whether the heap is closed
+    is_closed: Callable[[], bool]
+
+
+def build_paths(heap: GuardedHeap, inputs: PathInputs) -> Paths:
     """Build the counters and the malloc/free fast paths of ``heap``, as closures.
 
-    Reads the heap's configuration and tables once: its geometry (``_uoff``,
-    ``redzone``), canary patterns, seal key, stack table, lock and evictor, quarantine
-    and budget, and per-class free lists; the tables are shared, not copied.
+    ``heap`` is what the hooks and :meth:`~memguard.checker.Checker.emit` are called on;
+    everything else comes from ``inputs``, read once.
     """
-    uoff = heap._uoff
-    rz = heap.redzone
-    free_slots = heap._free_slots
-    quarantine = heap._quarantine
+    uoff = inputs.uoff
+    rz = inputs.redzone
+    free_slots = inputs.free_slots
+    quarantine = inputs.quarantine
     q_append, q_popleft = quarantine.append, quarantine.popleft
-    ev_take, ev_give = heap._evictor.take, heap._evictor.give
+    ev_take, ev_give = inputs.evictor.take, inputs.evictor.give
     memory = native.address_space()
-    budget = heap.quarantine_bytes
+    budget = inputs.quarantine_bytes
     low = budget - (budget >> 4)  # eviction takes the quarantine down to 15/16 of its budget
-    seal_key = heap._seal_key
-    front_l, tails_l, pads_l = heap._front, heap._tails, heap._canaries.pads
-    capture = heap._stacks.capture
-    take, give = heap._lock.take, heap._lock.give
+    seal_key = inputs.seal_key
+    front_l, tails_l, pads_l = inputs.front, inputs.tails, inputs.pads
+    capture = inputs.capture
+    take, give = inputs.lock.take, inputs.lock.give
+    general_alloc, free_slow, size_arg = inputs.alloc, inputs.free_slow, inputs.size_arg
+    evict_small, evict_large, is_closed = inputs.evict_small, inputs.evict_large, inputs.is_closed
     # Bound here: CPython 3.11 calls a method of an imported name through a bound method.
     poison_intact = FILL_FREED.startswith
     #: arena number -> ``(view, user address of slot 0, reader, freer)`` (see Arena)
@@ -150,7 +191,7 @@ def build_paths(heap: GuardedHeap) -> Paths:
     def malloc(size: int) -> int:
         nonlocal serial, live, peak, malloc_site
         if type(size) is not int or not 0 <= size <= SMALL_MAX:
-            return heap._alloc(heap._size_arg(size, "size"), 16, FILL_NEW, _getframe(1))
+            return general_alloc(size_arg(size, "size"), 16, FILL_NEW, _getframe(1))
         f = _getframe(1)
         site = malloc_site
         if site[0] is f and site[1] == f.f_lasti:
@@ -163,10 +204,10 @@ def build_paths(heap: GuardedHeap) -> Paths:
         try:
             take()
         except IndexError:  # another thread holds the lock
-            return heap._alloc(size, 16, FILL_NEW, f)
+            return general_alloc(size, 16, FILL_NEW, f)
         if not slots:  # (only this lock's holder pops) the general path carves a slot
             give(True)
-            return heap._alloc(size, 16, FILL_NEW, f)
+            return general_alloc(size, 16, FILL_NEW, f)
         try:
             p = slots.pop()
             hoff = (p & ARENA_MASK) - uoff  # arenas are aligned to their size
@@ -194,11 +235,11 @@ def build_paths(heap: GuardedHeap) -> Paths:
         p = address
         f = _getframe(1)
         if type(p) is not int:
-            return heap._free_slow(p, f)
+            return free_slow(p, f)
         try:
             view, ubase, read, poison = arenas[p >> ARENA_SHIFT]
         except KeyError:  # not in an arena (also 0 and negative addresses)
-            return heap._free_slow(p, f)
+            return free_slow(p, f)
         hoff = p - ubase
         # Read and verify the block before taking the lock (this allocates).  An address
         # that is not the start of a slot reads bytes of the arena that fail the seal
@@ -206,13 +247,13 @@ def build_paths(heap: GuardedHeap) -> Paths:
         try:
             seal, n, ser, state, front, last, tail = read(view, hoff)
         except struct.error:  # just after the arena's start: no slot begins there
-            return heap._free_slow(p, f)
+            return free_slow(p, f)
         if not (state == LIVE and seal == ser + n + hoff + seal_key):
-            return heap._free_slow(p, f)
+            return free_slow(p, f)
         k = hoff & 0xFF0
         kp = k + PAD_OF[n]
         if not (front == front_l[k] and tail == tails_l[kp] and (kp == k or last.endswith(pads_l[kp]))):
-            return heap._free_slow(p, f)
+            return free_slow(p, f)
         site = free_site
         if site[0] is f and site[1] == f.f_lasti:
             sid = site[2]
@@ -223,7 +264,7 @@ def build_paths(heap: GuardedHeap) -> Paths:
         try:
             take()
         except IndexError:  # another thread holds the lock
-            return heap._free_slow(p, f)
+            return free_slow(p, f)
         try:
             # Not freed by another thread meanwhile.  (Were it freed, evicted and handed
             # to a third thread in that time, the state reads live again: the race needs
@@ -237,7 +278,7 @@ def build_paths(heap: GuardedHeap) -> Paths:
         finally:
             give(True)
         if not freed:
-            return heap._free_slow(p, f)
+            return free_slow(p, f)
         if on_free is not None:
             on_free(heap, p)
         if qin - qout > budget:
@@ -268,7 +309,7 @@ def build_paths(heap: GuardedHeap) -> Paths:
         try:
             # close() takes this token before it releases the arenas: while it is held,
             # the blocks of an open heap can be read by address.
-            if heap._closed:
+            if is_closed():
                 return None
             while out < goal:
                 try:
@@ -285,12 +326,12 @@ def build_paths(heap: GuardedHeap) -> Paths:
                         if check is not None
                         else not poison_intact(memory[p : p + intact])
                     ):
-                        found = heap._evict_small_slow(p)
+                        found = evict_small(p)
                         if found:
                             reports = (reports or []) + found
                     push(p)
                 else:
-                    n, found = heap._evict_large(p)
+                    n, found = evict_large(p)
                     if found:
                         reports = (reports or []) + found
                 out += n

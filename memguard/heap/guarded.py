@@ -40,7 +40,7 @@ from memguard import native
 from memguard.checker import ON_ERROR, Checker
 from memguard.errors import HeapClosedError, MemguardError
 from memguard.heap.canary import Canaries
-from memguard.heap.fastpaths import build_paths
+from memguard.heap.fastpaths import PathInputs, build_paths
 from memguard.heap.layout import (
     ARENA_SHIFT,
     ARENA_SIZE,
@@ -187,7 +187,13 @@ class GuardedHeap(BlockVerifier, Checker):
         #: Freed blocks, oldest first, as ``address << 13 | size`` (``LARGE_MARK`` for a large block).
         self._quarantine: deque[int] = deque()
         self._closed = False
-        paths = build_paths(self)
+        paths = build_paths(self, PathInputs(
+            uoff=self._uoff, redzone=redzone, free_slots=self._free_slots, quarantine=self._quarantine,
+            quarantine_bytes=quarantine_bytes, seal_key=self._seal_key, front=self._front, tails=self._tails,
+            pads=self._canaries.pads, capture=self._stacks.capture, lock=self._lock, evictor=self._evictor,
+            alloc=self._alloc, free_slow=self._free_slow, size_arg=self._size_arg,
+            evict_small=self._evict_small_slow, evict_large=self._evict_large, is_closed=lambda: self._closed,
+        ))
         self._count_alloc = paths.count_alloc
         self._counts = paths.counts
         self._retire = paths.retire
