@@ -26,6 +26,7 @@ import pluggy
 from memguard import hookspecs
 from memguard._location import is_own_file
 from memguard.errors import MemguardError
+from memguard.findings import thread_label
 from memguard.heap.layout import BlockInfo
 from memguard.leaks import LeakGroup, format_leaks, leaks_to_dict
 from memguard.report import Report
@@ -319,7 +320,7 @@ class HeapPlugins:
         report = Report(
             kind="plugin-error",
             stack=stack,
-            thread=f"{threading.current_thread().name} (T{threading.get_ident()})",
+            thread=thread_label(),
             message=f"plugin {plugin_name!r} raised {type(exc).__name__}: {exc} in {hook_name}",
             extra={"plugin": plugin_name, "hook": hook_name, "exception": type(exc).__name__, "error": str(exc)},
         )

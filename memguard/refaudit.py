@@ -33,6 +33,7 @@ from typing import Any, Callable, Literal
 from memguard.checker import Checker
 from memguard.errors import HeapClosedError
 from memguard.kinds import error_for
+from memguard.findings import thread_label
 from memguard.report import Report
 from memguard.stacks import Stack, StackTable, format_stack
 
@@ -298,11 +299,10 @@ class RefAudit(Checker):
         """A finding about ``ref``: saturate it and describe it (call with the lock held)."""
         ref._saturated = True
         self._refs.pop(ref.serial, None)
-        t = threading.current_thread()
         return Report(
             kind=kind, address=ref.address, stack=self._stacks.get(sid),
             alloc_stack=self._stacks.get(ref._track_sid), free_stack=self._stacks.get(ref._release_sid),
-            thread=f"{t.name} (T{t.ident})", count=ref._count,
+            thread=thread_label(), count=ref._count,
             message=f"refcount_t: {what}: {ref.label} (reference now saturated)",
             extra={"name": ref.name, "ref": ref.serial},
         )

@@ -45,6 +45,7 @@ from typing import Any, Iterator
 
 from memguard.checker import Checker
 from memguard.errors import MemguardError
+from memguard.findings import bad_span, memory_window, thread_label
 from memguard.heap.guarded import GuardedHeap, InvalidAddressError
 from memguard.leaks import BlockRecord, LeakGroup, group_records
 from memguard.report import Report
@@ -218,14 +219,10 @@ class MemPool(Checker):
             self._stacks.get(r.asid), self._stacks.get(r.fsid), self.name,
         )
 
-    def _thread(self) -> str:
-        t = threading.current_thread()
-        return f"{t.name} (T{t.ident})"
-
-    def _memory(self, chunk: _Chunk, bad: int) -> tuple[bytes, int]:
-        lo = max(chunk.start, (bad - 32) & ~15)
-        hi = min(chunk.end, lo + 64)
-        return bytes(chunk.view[lo - chunk.start : hi - chunk.start]), lo
+    @staticmethod
+    def _memory(chunk: _Chunk, bad: int) -> tuple[bytes, int]:
+        """The memory around ``bad`` that a report shows, from the chunk alone."""
+        return memory_window(chunk.view, chunk.start, chunk.start, chunk.end, bad)
 
     @staticmethod
     def _same(view: memoryview, lo: int, hi: int, pattern: bytes) -> bool:
@@ -261,14 +258,13 @@ class MemPool(Checker):
         if self._same(view, lo - base, hi - base, _FA):
             return []
         data = bytes(view[lo - base : hi - base])
-        first = next(i for i, b in enumerate(data) if b != NO_MANS_LAND)
-        last = max(i for i, b in enumerate(data) if b != NO_MANS_LAND)
+        first, last = bad_span(data, _FA[:1] * len(data)) or (0, len(data) - 1)
         bad = lo + first
         count = last - first + 1
         left, right = self._neighbours(chunk, lo, hi)
         memory, mstart = self._memory(chunk, bad)
         common = dict(
-            stack=self._stacks.get(sid), thread=self._thread(), expected=bytes([NO_MANS_LAND]) * count,
+            stack=self._stacks.get(sid), thread=thread_label(), expected=bytes([NO_MANS_LAND]) * count,
             found=data[first : last + 1], memory=memory, memory_start=mstart, count=count,
         )
         if left is not None and (right is None or bad - left.end <= right.address - (lo + last) - 1):
@@ -299,15 +295,14 @@ class MemPool(Checker):
         if self._same(chunk.view, lo, lo + r.size, _DD):
             return []
         data = bytes(chunk.view[lo : lo + r.size])
-        first = next(i for i, b in enumerate(data) if b != FREED)
-        last = max(i for i, b in enumerate(data) if b != FREED)
+        first, last = bad_span(data, _DD[:1] * len(data)) or (0, len(data) - 1)
         count = last - first + 1
         memory, mstart = self._memory(chunk, r.address + first)
         self._fill(chunk.view, lo, lo + r.size, _DD)
         return [Report(
             kind="pool-use-after-free", address=r.address, size=r.size, offset=first, serial=r.serial,
             alloc_stack=self._stacks.get(r.asid), free_stack=self._stacks.get(r.fsid),
-            stack=self._stacks.get(sid), thread=self._thread(), expected=bytes([FREED]) * count,
+            stack=self._stacks.get(sid), thread=thread_label(), expected=bytes([FREED]) * count,
             found=data[first : last + 1], memory=memory, memory_start=mstart, count=count,
             message=f"{count} byte(s) written at offset {first} of a {r.size}-byte region returned to pool {self.name!r}",
             extra={"pool": self.name},
@@ -414,7 +409,7 @@ class MemPool(Checker):
                 r = live[0]
                 report = Report(
                     kind="pool-overlap", address=r.address, size=r.size, offset=address - r.address, serial=r.serial,
-                    alloc_stack=self._stacks.get(r.asid), stack=self._stacks.get(sid), thread=self._thread(),
+                    alloc_stack=self._stacks.get(r.asid), stack=self._stacks.get(sid), thread=thread_label(),
                     message=(
                         f"pool {self.name!r} handed out [0x{address:x},0x{address + size:x}), which overlaps the "
                         f"live {r.size}-byte region [0x{r.address:x},0x{r.end:x})"
@@ -492,7 +487,7 @@ class MemPool(Checker):
         if r is not None:
             return Report(
                 kind="pool-double-free", address=address, size=r.size, serial=r.serial, stack=stack,
-                alloc_stack=self._stacks.get(r.asid), free_stack=self._stacks.get(r.fsid), thread=self._thread(),
+                alloc_stack=self._stacks.get(r.asid), free_stack=self._stacks.get(r.fsid), thread=thread_label(),
                 message=f"attempting double-free on 0x{address:x}, a {r.size}-byte region already returned to pool {self.name!r}",
                 extra={"pool": self.name},
             )
@@ -504,7 +499,7 @@ class MemPool(Checker):
                 return Report(
                     kind="pool-bad-free", address=left.address, size=left.size, offset=off, serial=left.serial,
                     stack=stack, alloc_stack=self._stacks.get(left.asid), free_stack=self._stacks.get(left.fsid),
-                    thread=self._thread(), extra={"pool": self.name},
+                    thread=thread_label(), extra={"pool": self.name},
                     message=(
                         f"attempting free on address which was not allocated from pool {self.name!r}: 0x{address:x} "
                         f"is located {off} bytes inside of {left.size}-byte region [0x{left.address:x},0x{left.end:x})"
@@ -515,7 +510,7 @@ class MemPool(Checker):
                 return Report(
                     kind="pool-double-free", address=address, size=gone.size, serial=gone.serial, stack=stack,
                     alloc_stack=self._stacks.get(gone.asid), free_stack=self._stacks.get(gone.fsid),
-                    thread=self._thread(), extra={"pool": self.name},
+                    thread=thread_label(), extra={"pool": self.name},
                     message=(
                         f"attempting double-free on 0x{address:x}, a {gone.size}-byte region already returned to "
                         f"pool {self.name!r} (and out of its quarantine)"
@@ -525,7 +520,7 @@ class MemPool(Checker):
         else:
             where = f"outside every chunk of pool {self.name!r}"
         return Report(
-            kind="pool-bad-free", address=address, stack=stack, thread=self._thread(), extra={"pool": self.name},
+            kind="pool-bad-free", address=address, stack=stack, thread=thread_label(), extra={"pool": self.name},
             message=f"attempting free on address which was not allocated from pool {self.name!r}: 0x{address:x} ({where})",
         )
 
@@ -621,7 +616,7 @@ class MemPool(Checker):
                 if not alive:
                     chunk.alive = False
                     reports.append(Report(
-                        kind="pool-bad-free", address=chunk.block, stack=self._stacks.get(sid), thread=self._thread(),
+                        kind="pool-bad-free", address=chunk.block, stack=self._stacks.get(sid), thread=thread_label(),
                         message=f"the chunk 0x{chunk.block:x} of pool {self.name!r} was freed while the pool still uses it",
                         extra={"pool": self.name},
                     ))

@@ -26,6 +26,7 @@ from typing import Any, Callable
 from memguard import native
 from memguard._location import is_own_file
 from memguard.errors import HeapClosedError, MemguardError
+from memguard.findings import thread_label
 from memguard.report import Report
 from memguard.stacks import Frame, current_stack
 
@@ -265,13 +266,12 @@ class CAllocator:
                 f"0x{address:x}" if what in ("free", "opaque_free", "size") else
                 (f"{count}, {size}" if what != "malloc" else f"{size}")
             )
-            t = threading.current_thread()
             report = Report(
                 kind="callback-error",
                 address=address,
                 size=size if what not in ("free", "opaque_free", "size") else 0,
                 stack=_user_stack(heap.stack_depth),
-                thread=f"{t.name} (T{t.ident})",
+                thread=thread_label(),
                 message=f"{type(exc).__name__} in the C {what}({args}) callback: {exc}; NULL/nothing returned to C",
                 extra={"callback": what, "exception": type(exc).__name__},
             )
