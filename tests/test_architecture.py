@@ -22,7 +22,7 @@ PLUGINS = ROOT / "plugins"
 #: Layers, lowest first: ``(name, module patterns)``; a pattern ending in ``.*`` covers a
 #: sub-package and its modules.  Keep in step with docs/architecture.md.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("foundation", ("memguard._location", "memguard._version", "memguard.errors", "memguard.kinds")),
+    ("foundation", ("memguard._location", "memguard._version", "memguard._lazy", "memguard.errors", "memguard.kinds")),
     ("native", ("memguard.native", "memguard.native.*")),
     ("records", ("memguard.stacks", "memguard.report", "memguard.leaks", "memguard.findings",
                  "memguard.heap.layout")),
@@ -142,7 +142,7 @@ def test_no_module_imports_another_modules_private_names(path: Path) -> None:
 def test_the_facade_imports_nothing_until_a_name_is_used() -> None:
     tree = ast.parse((PACKAGE / "__init__.py").read_text())
     imported = [m for _, m in runtime_imports(tree, "memguard")]
-    assert imported == ["memguard._version"]
+    assert sorted(imported) == ["memguard._lazy", "memguard._version"]
     for name in memguard.__all__:
         assert getattr(memguard, name) is not None, name
 

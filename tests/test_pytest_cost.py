@@ -20,7 +20,7 @@ import pytest
 from memguard import pytest_plugin
 
 #: The memguard modules pytest may import before memguard is asked for.
-CHEAP = {"memguard", "memguard._version", "memguard.pytest_plugin"}
+CHEAP = {"memguard", "memguard._lazy", "memguard._version", "memguard.pytest_plugin"}
 #: Modules that must wait until memguard is asked for (each named, for a readable failure).
 HEAVY = (
     "psutil",

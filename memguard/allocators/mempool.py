@@ -46,6 +46,7 @@ from typing import Any, Iterator
 from memguard.checker import Checker
 from memguard.errors import MemguardError
 from memguard.findings import bad_span, memory_window, thread_label
+from memguard.heap.layout import BlockInfo
 from memguard.heap.guarded import GuardedHeap, InvalidAddressError
 from memguard.leaks import BlockRecord, LeakGroup, group_records
 from memguard.report import Report
@@ -76,24 +77,18 @@ _getframe = sys._getframe
 
 
 @dataclass(frozen=True)
-class Region:
+class Region(BlockInfo):
     """A sub-block a pool handed out (the value the ``memguard_pool_*`` hooks receive).
 
-    :ivar address: first byte of the region.
-    :ivar size: bytes in the region.
-    :ivar serial: the pool's allocation number for it (1 for the first).
-    :ivar state: ``"live"``, ``"quarantined"`` (returned, poisoned) or ``"released"``.
-    :ivar alloc_stack: where it was handed out.
-    :ivar free_stack: where it was returned (empty while live).
+    The fields of a heap block's :class:`~memguard.BlockInfo`, for a region: ``address``
+    (its first byte), ``size``, ``serial`` (the pool's allocation number for it, 1 for the
+    first), ``state`` (``"live"``, ``"quarantined"``: returned and poisoned, or
+    ``"released"``), ``alloc_stack`` (where it was handed out), ``free_stack`` (where it was
+    returned; empty while live); and:
+
     :ivar pool: the pool's name.
     """
 
-    address: int
-    size: int
-    serial: int
-    state: str
-    alloc_stack: Stack
-    free_stack: Stack
     pool: str
 
 
@@ -641,10 +636,8 @@ class MemPool(Checker):
         """Whether :meth:`destroy` was called."""
         return self._destroyed
 
-    @property
-    def closed(self) -> bool:
-        """Whether the pool was destroyed (:meth:`close` is :meth:`destroy`)."""
-        return self._destroyed
+    #: Whether the pool was destroyed (:meth:`close` is :meth:`destroy`).
+    closed = destroyed
 
     def close(self) -> list[Report]:
         """:meth:`destroy` the pool (the checker contract's name for it)."""

@@ -246,10 +246,8 @@ class ObjectPool(Checker):
             raise error_for(reports[0])
         return reports
 
-    @property
-    def closed(self) -> bool:
-        """Whether the pool was destroyed (:meth:`close` is :meth:`destroy`)."""
-        return self._destroyed
+    #: Whether the pool was destroyed (:meth:`close` is :meth:`destroy`).
+    closed = destroyed
 
     def close(self) -> list[Report]:
         """:meth:`destroy` the pool (the checker contract's name for it)."""

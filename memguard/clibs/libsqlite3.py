@@ -10,29 +10,22 @@ from typing import Any
 from memguard.heap.c_allocator import allocator_for
 from memguard.clibs.common import CLibraryError
 from memguard.native.libsqlite3 import SqliteLib, SqliteMemMethods, sqlite3
-from memguard.native.prototypes import (
-    SQLITE_INIT_FN,
-    SQLITE_MALLOC_FN,
-    SQLITE_REALLOC_FN,
-    SQLITE_ROUNDUP_FN,
-    SQLITE_SHUTDOWN_FN,
-    SQLITE_SIZE_FN,
-)
+from memguard.native import prototypes
 
 __all__ = ["sqlite_mem_methods", "sqlite_configure"]
 
 
-@SQLITE_ROUNDUP_FN
+@prototypes.SQLITE_ROUNDUP_FN
 def _sqlite_roundup(n: int) -> int:
     return (n + 7) & ~7 if n > 0 else 0
 
 
-@SQLITE_INIT_FN
+@prototypes.SQLITE_INIT_FN
 def _sqlite_init(app: int | None) -> int:
     return 0
 
 
-@SQLITE_SHUTDOWN_FN
+@prototypes.SQLITE_SHUTDOWN_FN
 def _sqlite_shutdown(app: int | None) -> None:
     return None
 
@@ -45,10 +38,10 @@ def sqlite_mem_methods(allocator: Any) -> SqliteMemMethods:
     """A ``sqlite3_mem_methods`` using the guarded heap (``xSize`` is the block's size)."""
     alloc = allocator_for(allocator)
     m = SqliteMemMethods()
-    m.xMalloc = alloc.function("malloc", SQLITE_MALLOC_FN)
+    m.xMalloc = alloc.function("malloc", prototypes.SQLITE_MALLOC_FN)
     m.xFree = alloc.free
-    m.xRealloc = alloc.function("realloc", SQLITE_REALLOC_FN)
-    m.xSize = alloc.function("size", SQLITE_SIZE_FN)
+    m.xRealloc = alloc.function("realloc", prototypes.SQLITE_REALLOC_FN)
+    m.xSize = alloc.function("size", prototypes.SQLITE_SIZE_FN)
     m.xRoundup = _sqlite_roundup
     m.xInit = _sqlite_init
     m.xShutdown = _sqlite_shutdown

@@ -10,8 +10,7 @@ does not load the heap.  The modules (:mod:`~memguard.heap.guarded`,
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from memguard._lazy import lazy_exports
 
 #: Public name -> the module that defines it.
 _EXPORTS: dict[str, str] = {
@@ -30,28 +29,4 @@ _EXPORTS: dict[str, str] = {
 __all__ = list(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'memguard.heap' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
-
-
-if TYPE_CHECKING:
-    from memguard.heap.guarded import GuardedHeap, InvalidAddressError
-    from memguard.heap.layout import (
-        ARENA_SIZE,
-        HEADER_SIZE,
-        MAX_BLOCK,
-        SMALL_MAX,
-        BlockInfo,
-        HeapRegion,
-        HeapSlot,
-        HeapStats,
-    )
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

@@ -25,109 +25,25 @@ which caches the declared library for the process; a missing library raises
 
 from __future__ import annotations
 
-from memguard.native.allocator import (
-    PLATFORM,
-    POINTER_SIZE,
-    SIZE_MAX,
-    address_space,
-    aligned_alloc,
-    aligned_free,
-    calloc,
-    free,
-    malloc,
-    memcmp,
-    memmove,
-    memset,
-    owned_buffer,
-    raw_aligned_alloc,
-    raw_calloc,
-    raw_free,
-    raw_malloc,
-    raw_realloc,
-    realloc,
-    string_at,
-    usable_size,
-)
-from memguard.native.libbz2 import Bz2Lib, BzStream, bz2
-from memguard.native.libexpat import ExpatLib, XMLMemoryHandlingSuite, expat
-from memguard.native.liblzma import LzmaAllocator, LzmaLib, LzmaStream, lzma
-from memguard.native.libsqlite3 import SqliteLib, SqliteMemMethods, sqlite3
-from memguard.native.libz import ZlibLib, ZStream, zlib
+from memguard.native import allocator, libbz2, libexpat, liblzma, libsqlite3, libz, prototypes
+from memguard.native.allocator import *  # noqa: F403
+from memguard.native.libbz2 import *  # noqa: F403
+from memguard.native.libexpat import *  # noqa: F403
+from memguard.native.liblzma import *  # noqa: F403
+from memguard.native.libsqlite3 import *  # noqa: F403
+from memguard.native.libz import *  # noqa: F403
 from memguard.native.loader import load_library
-from memguard.native.prototypes import (
-    BZALLOC_FN,
-    CALLOC_FN,
-    FREE_FN,
-    LZMA_ALLOC_FN,
-    MALLOC_FN,
-    OPAQUE_FREE_FN,
-    REALLOC_FN,
-    SIZE_FN,
-    SQLITE_INIT_FN,
-    SQLITE_MALLOC_FN,
-    SQLITE_REALLOC_FN,
-    SQLITE_ROUNDUP_FN,
-    SQLITE_SHUTDOWN_FN,
-    SQLITE_SIZE_FN,
-    ZALLOC_FN,
-)
+from memguard.native.prototypes import *  # noqa: F403
 
+#: Every public name of the modules above (the platform allocator, the prototypes, each C
+#: library's structures, functions and loader) and ``load_library``.
 __all__ = [
-    # the platform allocator
-    "PLATFORM",
-    "POINTER_SIZE",
-    "SIZE_MAX",
-    "malloc",
-    "calloc",
-    "realloc",
-    "free",
-    "aligned_alloc",
-    "aligned_free",
-    "usable_size",
-    "memset",
-    "memmove",
-    "memcmp",
-    "owned_buffer",
-    "address_space",
-    "string_at",
-    "raw_malloc",
-    "raw_calloc",
-    "raw_realloc",
-    "raw_free",
-    "raw_aligned_alloc",
-    # allocator-hook prototypes
-    "MALLOC_FN",
-    "CALLOC_FN",
-    "REALLOC_FN",
-    "FREE_FN",
-    "SIZE_FN",
-    "ZALLOC_FN",
-    "OPAQUE_FREE_FN",
-    "BZALLOC_FN",
-    "LZMA_ALLOC_FN",
-    "SQLITE_MALLOC_FN",
-    "SQLITE_REALLOC_FN",
-    "SQLITE_SIZE_FN",
-    "SQLITE_ROUNDUP_FN",
-    "SQLITE_INIT_FN",
-    "SQLITE_SHUTDOWN_FN",
-    # C-library structures
-    "ZStream",
-    "BzStream",
-    "LzmaAllocator",
-    "LzmaStream",
-    "XMLMemoryHandlingSuite",
-    "SqliteMemMethods",
-    # C libraries and their loaders
-    "ZlibLib",
-    "Bz2Lib",
-    "LzmaLib",
-    "ExpatLib",
-    "SqliteLib",
+    *allocator.__all__,
+    *prototypes.__all__,
+    *libz.__all__,
+    *libbz2.__all__,
+    *liblzma.__all__,
+    *libexpat.__all__,
+    *libsqlite3.__all__,
     "load_library",
-    "zlib",
-    "bz2",
-    "lzma",
-    "expat",
-    "sqlite3",
 ]

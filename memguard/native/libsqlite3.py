@@ -5,15 +5,7 @@ from __future__ import annotations
 import ctypes
 
 from memguard.native.loader import cached, load_library, require
-from memguard.native.prototypes import (
-    FREE_FN,
-    SQLITE_INIT_FN,
-    SQLITE_MALLOC_FN,
-    SQLITE_REALLOC_FN,
-    SQLITE_ROUNDUP_FN,
-    SQLITE_SHUTDOWN_FN,
-    SQLITE_SIZE_FN,
-)
+from memguard.native import prototypes as proto
 
 __all__ = ["SqliteMemMethods", "SqliteLib", "sqlite3"]
 
@@ -26,13 +18,13 @@ class SqliteMemMethods(ctypes.Structure):
     """SQLite's ``sqlite3_mem_methods`` (for ``sqlite3_config(SQLITE_CONFIG_MALLOC, …)``)."""
 
     _fields_ = [
-        ("xMalloc", SQLITE_MALLOC_FN),
-        ("xFree", FREE_FN),
-        ("xRealloc", SQLITE_REALLOC_FN),
-        ("xSize", SQLITE_SIZE_FN),
-        ("xRoundup", SQLITE_ROUNDUP_FN),
-        ("xInit", SQLITE_INIT_FN),
-        ("xShutdown", SQLITE_SHUTDOWN_FN),
+        ("xMalloc", proto.SQLITE_MALLOC_FN),
+        ("xFree", proto.FREE_FN),
+        ("xRealloc", proto.SQLITE_REALLOC_FN),
+        ("xSize", proto.SQLITE_SIZE_FN),
+        ("xRoundup", proto.SQLITE_ROUNDUP_FN),
+        ("xInit", proto.SQLITE_INIT_FN),
+        ("xShutdown", proto.SQLITE_SHUTDOWN_FN),
         ("pAppData", _vp),
     ]
 
