@@ -160,26 +160,37 @@ def rule_names() -> list[str]:
 
 
 # ----------------------------------------------------------------------------- memguard's own kinds
-for _name, _error, _leak, _rules_of, _what in (
-    ("heap-buffer-overflow", HeapCorruptionError, False, ("overflow",), "bytes after a heap block were changed"),
-    ("heap-buffer-underflow", HeapCorruptionError, False, ("underflow",), "bytes before a heap block were changed"),
-    ("heap-use-after-free", HeapCorruptionError, False, ("use-after-free",), "a freed heap block was written to"),
-    ("heap-header-corruption", HeapCorruptionError, False, ("header-corruption",), "a block header was overwritten"),
-    ("double-free", DoubleFreeError, False, (), "a heap block was freed twice"),
-    ("bad-free", InvalidFreeError, False, ("invalid-free",), "free of an address the heap never handed out"),
-    ("memory-leak", LeakError, True, ("leak",), "a block was still live when it should not have been"),
-    ("pool-buffer-overflow", PoolError, False, (), "bytes after a pool region were changed"),
-    ("pool-buffer-underflow", PoolError, False, (), "bytes before a pool region were changed"),
-    ("pool-use-after-free", PoolError, False, (), "a region returned to its pool was written to"),
-    ("pool-double-free", PoolError, False, (), "a pool region was returned twice"),
-    ("pool-bad-free", PoolError, False, (), "a return of an address the pool never handed out"),
-    ("pool-overlap", PoolError, False, (), "a pool handed out memory that is already live"),
-    ("refcount-underflow", RefcountError, False, (), "a reference count was decremented at zero"),
-    ("refcount-use-after-release", RefcountError, False, (), "a reference was taken after the count reached zero"),
-    ("refcount-saturated", RefcountError, False, (), "a reference count reached its maximum"),
-    ("refcount-leak", RefcountError, True, (), "references were still held at the end"),
-    ("plugin-error", PluginError, False, (), "a plugin raised inside a hook"),
-    ("callback-error", CallbackError, False, (), "an allocator callback called from C failed"),
-):
-    register_kind(_name, _error, leak=_leak, rule=_rules_of, description=_what)
-del _name, _error, _leak, _rules_of, _what
+def _declare(error: type[MemguardError], *kinds: tuple[str, str | tuple[str, ...], str], leak: bool = False) -> None:
+    """Register memguard's own kinds of one family: ``(name, short rule names, description)``."""
+    for name, rules, description in kinds:
+        register_kind(name, error, leak=leak, rule=rules, description=description)
+
+
+_declare(
+    HeapCorruptionError,
+    ("heap-buffer-overflow", "overflow", "bytes after a heap block were changed"),
+    ("heap-buffer-underflow", "underflow", "bytes before a heap block were changed"),
+    ("heap-use-after-free", "use-after-free", "a freed heap block was written to"),
+    ("heap-header-corruption", "header-corruption", "a block header was overwritten"),
+)
+_declare(DoubleFreeError, ("double-free", (), "a heap block was freed twice"))
+_declare(InvalidFreeError, ("bad-free", "invalid-free", "free of an address the heap never handed out"))
+_declare(LeakError, ("memory-leak", "leak", "a block was still live when it should not have been"), leak=True)
+_declare(
+    PoolError,
+    ("pool-buffer-overflow", (), "bytes after a pool region were changed"),
+    ("pool-buffer-underflow", (), "bytes before a pool region were changed"),
+    ("pool-use-after-free", (), "a region returned to its pool was written to"),
+    ("pool-double-free", (), "a pool region was returned twice"),
+    ("pool-bad-free", (), "a return of an address the pool never handed out"),
+    ("pool-overlap", (), "a pool handed out memory that is already live"),
+)
+_declare(
+    RefcountError,
+    ("refcount-underflow", (), "a reference count was decremented at zero"),
+    ("refcount-use-after-release", (), "a reference was taken after the count reached zero"),
+    ("refcount-saturated", (), "a reference count reached its maximum"),
+)
+_declare(RefcountError, ("refcount-leak", (), "references were still held at the end"), leak=True)
+_declare(PluginError, ("plugin-error", (), "a plugin raised inside a hook"))
+_declare(CallbackError, ("callback-error", (), "an allocator callback called from C failed"))

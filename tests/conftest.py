@@ -10,9 +10,12 @@ import memguard
 
 
 @pytest.fixture
-def heap() -> Iterator[memguard.GuardedHeap]:
-    """A heap that records findings instead of raising (tests inspect ``heap.reports``)."""
-    h = memguard.GuardedHeap(on_error="report")
+def heap(request: pytest.FixtureRequest) -> Iterator[memguard.GuardedHeap]:
+    """A heap that records findings instead of raising (tests inspect ``heap.reports``).
+
+    A test module that sets ``HEAP_ON_ERROR = "raise"`` gets a heap that raises.
+    """
+    h = memguard.GuardedHeap(on_error=getattr(request.module, "HEAP_ON_ERROR", "report"))
     yield h
     if not h.closed:
         h.close(check=False)

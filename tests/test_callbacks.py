@@ -33,12 +33,8 @@ def c_allocator(heap: memguard.GuardedHeap) -> CAllocator:
     return allocator_for(heap)
 
 
-@pytest.fixture
-def heap() -> memguard.GuardedHeap:
-    h = memguard.GuardedHeap(on_error="raise")
-    yield h
-    if not h.closed:
-        h.close(check=False)
+#: The ``heap`` fixture (tests/conftest.py) raises in this module.
+HEAP_ON_ERROR = "raise"
 
 
 def here() -> tuple[str, int]:

@@ -62,12 +62,8 @@ def generated_xml(n_items: int) -> bytes:
     return b"".join(parts)
 
 
-@pytest.fixture
-def heap() -> memguard.GuardedHeap:
-    h = memguard.GuardedHeap(on_error="raise")
-    yield h
-    if not h.closed:
-        h.close(check=False)
+#: The ``heap`` fixture (tests/conftest.py) raises in this module.
+HEAP_ON_ERROR = "raise"
 
 
 def assert_clean(heap: memguard.GuardedHeap) -> None:
