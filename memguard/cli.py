@@ -24,7 +24,7 @@ from memguard import process
 from memguard.errors import MemguardError
 from memguard.options import OPTION_SPECS, ENV_VAR, Options
 
-__all__ = ["main", "RunSpec", "parse_run_args", "USAGE_ERROR"]
+__all__ = ["main", "RunSpec", "parse_run_args", "UsageError", "USAGE_ERROR"]
 
 #: Exit status for a command-line mistake (as argparse uses).
 USAGE_ERROR = 2
@@ -118,8 +118,10 @@ class RunSpec:
     options: dict[str, str] = field(default_factory=dict)
 
 
-class _UsageError(Exception):
-    pass
+class UsageError(MemguardError):
+    """A ``memguard`` command line that cannot be run; the command exits with :attr:`exit_code`."""
+
+    exit_code = USAGE_ERROR
 
 
 def parse_run_args(argv: Sequence[str]) -> RunSpec | None:
@@ -137,7 +139,7 @@ def parse_run_args(argv: Sequence[str]) -> RunSpec | None:
             return None
         if arg in ("-o", "--option"):
             if i + 1 >= len(items):
-                raise _UsageError(f"{arg} needs a key=value argument")
+                raise UsageError(f"{arg} needs a key=value argument")
             value = items[i + 1]
             i += 2
         elif arg.startswith("--option="):
@@ -148,23 +150,23 @@ def parse_run_args(argv: Sequence[str]) -> RunSpec | None:
             i += 1
         elif arg == "-m":
             if i + 1 >= len(items):
-                raise _UsageError("-m needs a module name")
+                raise UsageError("-m needs a module name")
             return RunSpec(items[i + 1], True, tuple(items[i + 2 :]), options)
         elif arg.startswith("-m") and len(arg) > 2:
             return RunSpec(arg[2:], True, tuple(items[i + 1 :]), options)
         elif arg == "--":
             if i + 1 >= len(items):
-                raise _UsageError("no script given after --")
+                raise UsageError("no script given after --")
             return RunSpec(items[i + 1], False, tuple(items[i + 2 :]), options)
         elif arg.startswith("-") and arg != "-":
-            raise _UsageError(f"unknown option {arg!r} (memguard's options come before the script)")
+            raise UsageError(f"unknown option {arg!r} (memguard's options come before the script)")
         else:
             return RunSpec(arg, False, tuple(items[i + 1 :]), options)
         key, sep, val = value.partition("=")
         if not sep or not key.strip():
-            raise _UsageError(f"--option expects key=value, got {value!r}")
+            raise UsageError(f"--option expects key=value, got {value!r}")
         options[key.strip()] = val
-    raise _UsageError("no script or -m module given")
+    raise UsageError("no script or -m module given")
 
 
 def _strip_tb(tb: TracebackType | None) -> TracebackType | None:
@@ -232,9 +234,9 @@ def _join_threads() -> None:
 def _cmd_run(argv: Sequence[str]) -> int:
     try:
         spec = parse_run_args(argv)
-    except _UsageError as exc:
+    except UsageError as exc:
         sys.stderr.write(f"{_PROG} run: {exc}\nTry '{_PROG} run --help'.\n")
-        return USAGE_ERROR
+        return exc.exit_code
     if spec is None:
         sys.stdout.write(_RUN_HELP)
         return 0
@@ -257,7 +259,7 @@ def _cmd_run(argv: Sequence[str]) -> int:
     if run_exitfuncs is not None:
         run_exitfuncs()
     else:  # pragma: no cover - every CPython has it
-        process._at_exit()
+        process.report_at_exit()
     heap_options = process.process_options() or options
     return exitreport.exit_status(status, exitreport.last_exit_report(), heap_options)
 

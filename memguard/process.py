@@ -30,6 +30,7 @@ __all__ = [
     "uninstall",
     "process_heap",
     "process_options",
+    "report_at_exit",
     "malloc",
     "calloc",
     "realloc",
@@ -95,7 +96,7 @@ def install(**options: Any) -> GuardedHeap:
         if opts.handle_sigterm:
             exitreport.install_sigterm_handler()
         if not _atexit_registered:
-            atexit.register(_at_exit)
+            atexit.register(report_at_exit)
             _atexit_registered = True
         _options, _suppressions = opts, suppressions
         _heap = heap
@@ -129,7 +130,7 @@ def process_options() -> Options | None:
     return _options
 
 
-def _at_exit() -> None:
+def report_at_exit() -> None:
     """The ``atexit`` handler: the exit report of the process heap (when one is installed)."""
     with _lock:
         heap, options, suppressions = _heap, _options, _suppressions

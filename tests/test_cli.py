@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+import memguard
 from memguard import cli
 from memguard.cli import RunSpec, main, parse_run_args
 
@@ -275,5 +276,6 @@ def test_parse_run_args() -> None:
     assert parse_run_args(["-mpkg"]) == RunSpec("pkg", True, (), {})
     assert parse_run_args(["--", "-weird.py", "a"]) == RunSpec("-weird.py", False, ("a",), {})
     assert parse_run_args(["--help"]) is None
-    with pytest.raises(cli._UsageError, match="key=value"):
+    with pytest.raises(cli.UsageError, match="key=value") as exc:
         parse_run_args(["-o", "novalue", "s.py"])
+    assert isinstance(exc.value, memguard.MemguardError) and exc.value.exit_code == cli.USAGE_ERROR

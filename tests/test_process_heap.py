@@ -97,8 +97,8 @@ def test_uninstall_closes_and_next_call_reinstalls() -> None:
 def test_at_exit_handler_dumps_installed_heap(capsys: pytest.CaptureFixture[str]) -> None:
     heap = memguard.install()
     heap.malloc(12)
-    process._at_exit()
+    process.report_at_exit()
     assert "Direct leak of 12 byte(s) in 1 object(s)" in capsys.readouterr().err
     memguard.uninstall()
-    process._at_exit()  # nothing installed: nothing printed, no crash
+    process.report_at_exit()  # nothing installed: nothing printed, no crash
     assert capsys.readouterr().err == ""
