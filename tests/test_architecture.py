@@ -174,3 +174,10 @@ def test_the_walkthrough_in_docs_architecture_runs(capsys: pytest.CaptureFixture
     for block in blocks:
         exec(compile(block, "docs/architecture.md", "exec"), {"__name__": "walkthrough"})
     assert capsys.readouterr().out.splitlines() == ["['pool-buffer-overflow']", "arena-reset-live"]
+
+
+@pytest.mark.parametrize("path", [p for p in MODULES if p.name not in ("__init__.py", "__main__.py")],
+                         ids=lambda p: module_name(p))
+def test_docs_architecture_names_every_module(path: Path) -> None:
+    text = (ROOT / "docs" / "architecture.md").read_text()
+    assert re.search(rf"\b{re.escape(path.stem)}\b", text), f"docs/architecture.md does not mention {module_name(path)}"
