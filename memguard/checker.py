@@ -67,6 +67,33 @@ class _Deferral(threading.local):
 _serials = itertools.count(1)
 
 
+class _Hold:
+    """The context manager :meth:`Checker.hold_errors` returns."""
+
+    __slots__ = ("root", "outer")
+
+    def __init__(self, root: Checker) -> None:
+        self.root = root
+        self.outer = False
+
+    def __enter__(self) -> list[Report]:
+        deferral = self.root._deferral
+        held = deferral.held
+        self.outer = held is not None
+        if held is None:
+            held = deferral.held = []
+        return held
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        __tracebackhide__ = True
+        if self.outer:
+            return
+        deferral = self.root._deferral
+        held, deferral.held = deferral.held, None
+        if held and exc_type is None and self.root.on_error == "raise":
+            raise error_for(held[0])
+
+
 class Checker:
     """Base class of every memguard checker (see the module documentation).
 
@@ -103,10 +130,12 @@ class Checker:
             raise ValueError("on_error=None (follow the heap) needs a heap")
         self.name = name
         self.reports = []
-        self._root: Checker = self if heap is None else heap._root
+        #: The checker whose findings list, on_error and plugins this one uses (None: its own;
+        #: not ``self``, which would make every checker a reference cycle).
+        self._root: Checker | None = None if heap is None else (heap._root or heap)
         self._parent = heap
         self._on_error = on_error if heap is None else None
-        self._deferral = _Deferral() if heap is None else heap._root._deferral
+        self._deferral = _Deferral() if heap is None else (heap._root or heap)._deferral
         self._deferred: list[Report] = []
         self._plugins: HeapPlugins | None = None
         self._registered: weakref.WeakValueDictionary[int, Checker] = weakref.WeakValueDictionary()
@@ -128,14 +157,14 @@ class Checker:
     @property
     def on_error(self) -> str:
         """``"raise"``, ``"report"`` or ``"abort"`` (a checker over a heap follows the heap's)."""
-        root = self._root
+        root = self._root or self
         return root._on_error if root is self else root.on_error  # type: ignore[return-value]
 
     @on_error.setter
     def on_error(self, value: str) -> None:
         if value not in ON_ERROR:
             raise ValueError(f"on_error must be one of {', '.join(ON_ERROR)}; got {value!r}")
-        if self._root is not self:
+        if self._root is not None:
             raise AttributeError(f"{self.name!r} follows the on_error of {self._root.name!r}; set it there")
         self._on_error = value
 
@@ -153,7 +182,7 @@ class Checker:
             return
         __tracebackhide__ = True
         reports = list(reports)
-        if self._root is not self:
+        if self._root is not None:
             self.reports.extend(reports)
             self._root.emit(reports)
             return
@@ -186,7 +215,7 @@ class Checker:
         (:meth:`deferred_errors`) come first, and under ``"raise"`` the oldest is raised.
         """
         __tracebackhide__ = True
-        root = self._root
+        root = self._root or self
         if root is not self:
             return root.settle(reports)
         pending, self._deferred = self._deferred, []
@@ -227,29 +256,17 @@ class Checker:
         finally:
             deferral.depth -= 1
 
-    @contextmanager
-    def hold_errors(self) -> Iterator[list[Report]]:
+    def hold_errors(self) -> _Hold:
         """Within this block (in this thread), findings are raised only when it ends.
 
         For a compound operation (an object pool's ``get`` that claims a region and
         updates its counters) that must finish its bookkeeping before a finding is
-        raised.  Findings are recorded and seen by plugins at once; the yielded list
-        collects them.  Under ``"raise"`` the first is raised at the end of the block,
-        unless the block itself raised.  Nested blocks hold for the outermost.
+        raised.  Findings are recorded and seen by plugins at once; the list the block
+        yields collects them.  Under ``"raise"`` the first is raised at the end of the
+        block, unless the block itself raised.  Nested blocks hold for the outermost.
+        (A small class, not a generator: pools enter it on every call.)
         """
-        __tracebackhide__ = True
-        deferral = self._deferral
-        if deferral.held is not None:
-            yield deferral.held
-            return
-        held: list[Report] = []
-        deferral.held = held
-        try:
-            yield held
-        finally:
-            deferral.held = None
-        if held and self.on_error == "raise":
-            raise error_for(held[0])
+        return _Hold(self._root or self)
 
     @contextmanager
     def reporting(self) -> Iterator[str]:
@@ -257,7 +274,7 @@ class Checker:
 
         Yields the ``on_error`` value in force before the block, which is restored after it.
         """
-        root = self._root
+        root = self._root or self
         saved, root._on_error = root._on_error, "report"
         try:
             yield saved  # type: ignore[misc]
@@ -268,7 +285,7 @@ class Checker:
     @property
     def plugins(self) -> HeapPlugins:
         """The plugin manager (created on first use; a checker over a heap uses the heap's)."""
-        root = self._root
+        root = self._root or self
         if root is not self:
             return root.plugins
         if self._plugins is None:
@@ -280,7 +297,7 @@ class Checker:
     @property
     def has_plugins(self) -> bool:
         """Whether a plugin manager exists (without creating one)."""
-        return self._root._plugins is not None
+        return (self._root or self)._plugins is not None
 
     def set_seams(self, seams: Seams) -> None:
         """Install the hook seams (called by the plugin manager when its plugins change).
@@ -289,13 +306,18 @@ class Checker:
         """
         self.seams = seams
 
+    def observes(self, hook_name: str) -> bool:
+        """Whether some plugin implements ``hook_name`` (to skip building a hook's arguments)."""
+        manager = (self._root or self)._plugins
+        return manager is not None and hook_name in manager.implemented
+
     def notify(self, hook_name: str, **kwargs: Any) -> None:
         """Call an event hook (``memguard_pool_alloc`` …) if some plugin implements it.
 
         Free when no plugin manager exists or no plugin implements the hook; a plugin's
         error is recorded and raised by the next check.
         """
-        manager = self._root._plugins
+        manager = (self._root or self)._plugins
         if manager is not None and hook_name in manager.implemented:
             manager.event(hook_name, **kwargs)
 
@@ -330,7 +352,7 @@ class Checker:
         if self.closed:
             raise HeapClosedError(f"{self.name!r} is closed")
         reports = self.verify()
-        if self._root is not self:
+        if self._root is not None:
             self.emit(reports)
             return reports
         reports.extend(self.verify_registered())

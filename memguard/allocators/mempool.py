@@ -368,16 +368,20 @@ class MemPool(Checker):
         ``pool-overlap`` finding and nothing is allocated (0 is returned unless
         ``on_error="raise"``).
         """
-        self._alive()
-        address = self._int(address, "address")
-        size = self._int(size, "size")
+        if self._destroyed or self.heap.closed:
+            self._alive()
+        if type(address) is not int or address < 0:
+            address = self._int(address, "address")
+        if type(size) is not int or size < 0:
+            size = self._int(size, "size")
         if size == 0:
             raise ValueError("a region must be at least 1 byte")
         if fill is not None and (type(fill) is not int or not 0 <= fill <= 255):
             raise ValueError(f"fill must be a byte value (0..255) or None, got {fill!r}")
         sid = self._stacks.capture(_getframe(1))
         address, reports = self._alloc(address, size, fill, sid)
-        self.emit(reports)
+        if reports:
+            self.emit(reports)
         return address
 
     def _alloc(
@@ -431,7 +435,8 @@ class MemPool(Checker):
                 if self._live > self._peak:
                     self._peak = self._live
         if address and announce:
-            self.notify("memguard_pool_alloc", pool=self, region=self._info(r))
+            if self.observes("memguard_pool_alloc"):
+                self.notify("memguard_pool_alloc", pool=self, region=self._info(r))
         return address, reports
 
     def free(self, address: int) -> list[int] | None:
@@ -441,8 +446,10 @@ class MemPool(Checker):
         verified), which the pool may now reuse; ``None`` when the return itself was a
         finding (``pool-double-free``, ``pool-bad-free``).
         """
-        self._alive()
-        address = self._int(address, "address")
+        if self._destroyed or self.heap.closed:
+            self._alive()
+        if type(address) is not int or address < 0:
+            address = self._int(address, "address")
         sid = self._stacks.capture(_getframe(1))
         released, reports = self._free(address, sid)
         self.emit(reports)
@@ -474,7 +481,8 @@ class MemPool(Checker):
                 self._qbytes += r.size
                 released = self._evict(sid, reports)
         if released is not None and announce:
-            self.notify("memguard_pool_free", pool=self, region=self._info(r))  # type: ignore[arg-type]
+            if self.observes("memguard_pool_free"):
+                self.notify("memguard_pool_free", pool=self, region=self._info(r))  # type: ignore[arg-type]
         return released, reports
 
     def _bad_free(self, address: int, r: _R | None, sid: int) -> Report:
@@ -545,7 +553,8 @@ class MemPool(Checker):
                 r.chunk.view[old - r.chunk.start : old - r.chunk.start + r.size]
             )
             released, more = self._free(old, sid, announce=False)
-            self.notify("memguard_pool_move", pool=self, old=self._info(r), new=self._info(nr))
+            if self.observes("memguard_pool_move"):
+                self.notify("memguard_pool_move", pool=self, old=self._info(r), new=self._info(nr))
         self.emit(reports + more)
         return released
 
