@@ -21,6 +21,7 @@ from typing import Sequence
 
 from memguard.reporting import exitreport
 from memguard import process
+from memguard._location import is_own_file
 from memguard.errors import MemguardError
 from memguard.options import OPTION_SPECS, ENV_VAR, Options
 
@@ -170,10 +171,10 @@ def parse_run_args(argv: Sequence[str]) -> RunSpec | None:
 
 
 def _strip_tb(tb: TracebackType | None) -> TracebackType | None:
-    """Drop the launcher's frames (this module, runpy) from the front of a traceback."""
+    """Drop the launcher's frames (memguard's own, runpy) from the front of a traceback."""
     while tb is not None:
         name = tb.tb_frame.f_code.co_filename
-        if name == __file__ or name.startswith("<frozen runpy") or os.path.basename(name) == "runpy.py":
+        if is_own_file(name) or name.startswith("<frozen runpy") or os.path.basename(name) == "runpy.py":
             tb = tb.tb_next
         else:
             break
