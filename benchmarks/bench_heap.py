@@ -3,7 +3,7 @@
 Run: ``python benchmarks/bench_heap.py`` (``--quick`` for a smoke run).
 
 Each timing is the median of interleaved repetitions (raw, guarded, raw, guarded, …) in
-one process, so both sides see the same machine state.  Targets (issue 2):
+one process, so both sides see the same machine state.  Targets (the README's Benchmarks table):
 
 * malloc+free pair of 64 bytes, steady state with a full quarantine: guarded/raw <= 4.0
 * malloc, memset of the whole block, free over sizes 16..4096: guarded/raw <= 3.0
