@@ -135,7 +135,7 @@ class Checker:
         self._root: Checker | None = None if heap is None else (heap._root or heap)
         self._parent = heap
         self._on_error = on_error if heap is None else None
-        self._deferral = _Deferral() if heap is None else (heap._root or heap)._deferral
+        self._deferral: _Deferral = _Deferral() if heap is None else (heap._root or heap)._deferral
         self._deferred: list[Report] = []
         self._plugins: HeapPlugins | None = None
         self._registered: weakref.WeakValueDictionary[int, Checker] = weakref.WeakValueDictionary()

@@ -210,10 +210,14 @@ class HeapPlugins:
             self._call(self.pm.subset_hook_caller("memguard_configure", others), "memguard_configure", {"heap": self.heap})
             self._flush(deferred=False)
 
+    def _stand_ins(self) -> list[_Guarded]:
+        """What pluggy holds, in registration order (every registration goes through :class:`_Guarded`)."""
+        return [p for _, p in self.pm.list_name_plugin() if isinstance(p, _Guarded)]
+
     def stand_in(self, plugin: object) -> _Guarded | None:
         """What pluggy holds for ``plugin`` (``None`` when it is not registered)."""
-        for _, guarded in self.pm.list_name_plugin():
-            if guarded is not None and guarded.plugin is plugin:
+        for guarded in self._stand_ins():
+            if guarded.plugin is plugin:
                 return guarded
         return None
 
@@ -232,12 +236,12 @@ class HeapPlugins:
 
     def get_plugins(self) -> list[object]:
         """The registered plugins, in registration order."""
-        return [p.plugin for _, p in self.pm.list_name_plugin() if p is not None]
+        return [p.plugin for p in self._stand_ins()]
 
     def get_plugin(self, name: str) -> object | None:
         """The plugin registered under ``name``, or ``None``."""
         guarded = self.pm.get_plugin(name)
-        return guarded.plugin if guarded is not None else None
+        return guarded.plugin if isinstance(guarded, _Guarded) else None
 
     def get_name(self, plugin: object) -> str | None:
         """The name ``plugin`` is registered under, or ``None``."""
