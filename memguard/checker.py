@@ -94,7 +94,24 @@ class _Hold:
             raise error_for(held[0])
 
 
-class Checker:
+class _Registering(type):
+    """Registers a checker created over a heap with that heap once it is fully built.
+
+    Registering from ``Checker.__init__`` would let another thread's ``heap.check()`` see
+    a checker whose subclass ``__init__`` has not finished; one whose ``__init__`` raises
+    is never registered.
+    """
+
+    def __call__(cls, *args: Any, **kwargs: Any) -> Any:
+        checker = super().__call__(*args, **kwargs)
+        parent = checker._parent
+        if parent is not None:
+            with parent._registered_lock:
+                parent._registered[next(_serials)] = checker
+        return checker
+
+
+class Checker(metaclass=_Registering):
     """Base class of every memguard checker (see the module documentation).
 
     :param name: the checker's name in reports, traces and ``repr``.
@@ -139,6 +156,7 @@ class Checker:
         self._deferred: list[Report] = []
         self._plugins: HeapPlugins | None = None
         self._registered: weakref.WeakValueDictionary[int, Checker] = weakref.WeakValueDictionary()
+        self._registered_lock = threading.Lock()
         if heap is not None:
             if heap.closed:
                 raise HeapClosedError(f"{heap.name!r} is closed")
@@ -146,7 +164,6 @@ class Checker:
                 raise ValueError(
                     f"a checker over {heap.name!r} follows its on_error ({heap.on_error!r}); got on_error={on_error!r}"
                 )
-            heap._registered[next(_serials)] = self
 
     # ------------------------------------------------------------------ identity
     @property
@@ -324,13 +341,18 @@ class Checker:
     # ------------------------------------------------------------------ verification
     def registered(self) -> list[Checker]:
         """The live checkers created over this one, oldest first."""
-        return [c for _, c in sorted(self._registered.items()) if not c.closed]
+        with self._registered_lock:  # another thread may be creating a checker over this one
+            checkers = sorted(self._registered.items())
+        return [c for _, c in checkers if not c.closed]
 
     def verify(self) -> list[Report]:
         """Verify now and return the findings, without emitting them.
 
         Subclasses override this with their own verification; ``check()`` emits what it
-        returns, and a heap's ``check()`` calls it on every checker registered with it.
+        returns, and a heap's ``check()`` calls it on every checker registered with it,
+        from whichever thread checks the heap: until :meth:`close` returns it may run
+        concurrently with the checker's other methods (guard them with a lock), and once
+        closed it returns nothing.
         """
         return []
 

@@ -24,23 +24,28 @@ class Sentinel(Checker):
         self.address = heap.malloc(8)
         heap.view(self.address)[:] = b"SENTINEL"
         self._closed = False
+        self._lock = threading.Lock()  # heap.check() may verify it from another thread
 
     @property
     def closed(self) -> bool:
         return self._closed
 
     def verify(self) -> list[Report]:
-        found = bytes(self.heap.view(self.address))
-        if found == b"SENTINEL":
-            return []
-        self.heap.view(self.address)[:] = b"SENTINEL"  # repaired: reported once
+        with self._lock:
+            if self._closed:
+                return []
+            found = bytes(self.heap.view(self.address))
+            if found == b"SENTINEL":
+                return []
+            self.heap.view(self.address)[:] = b"SENTINEL"  # repaired: reported once
         return [Report(kind="sentinel-damaged", address=self.address, size=8, found=found,
                        expected=b"SENTINEL", message=f"sentinel {self.name!r} changed")]
 
     def close(self) -> list[Report]:
         reports = self.verify()
-        self._closed = True
-        self.heap.free(self.address)
+        with self._lock:
+            self._closed = True
+            self.heap.free(self.address)
         self.emit(reports)
         return reports
 
@@ -231,3 +236,29 @@ def test_pytest_checks_the_pools_of_the_process_heap_after_each_test(pytester: p
     result = pytester.runpytest_subprocess("--memguard", "--memguard-options=load_plugins=0", "-p", "no:cacheprovider")
     result.assert_outcomes(passed=2, failed=1)
     result.stdout.fnmatch_lines(["*ERROR: memguard: pool-buffer-overflow*", "FAILED *::test_overflow_without_touching_the_heap*"])
+
+
+def test_checkers_created_in_threads_while_the_heap_is_checked() -> None:
+    heap = GuardedHeap(on_error="report")
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def churn() -> None:
+        try:
+            while not stop.is_set():
+                Sentinel(heap).close()
+        except BaseException as exc:  # pragma: no cover - the failure this test looks for
+            errors.append(exc)
+
+    threads = [threading.Thread(target=churn) for _ in range(2)]
+    for t in threads:
+        t.start()
+    try:
+        for _ in range(300):
+            assert heap.check() == []
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert errors == []
+    heap.close()
