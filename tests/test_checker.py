@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import threading
+import time
 
 import pytest
 
@@ -254,8 +255,11 @@ def test_checkers_created_in_threads_while_the_heap_is_checked() -> None:
     for t in threads:
         t.start()
     try:
-        for _ in range(300):
+        deadline = time.monotonic() + 0.5  # enough rounds to meet half-built checkers, bounded in time
+        checks = 0
+        while checks < 300 and (checks < 20 or time.monotonic() < deadline):
             assert heap.check() == []
+            checks += 1
     finally:
         stop.set()
         for t in threads:
