@@ -90,13 +90,29 @@ def ini_value(config: pytest.Config, name: str) -> str | None:
     return str(value).strip()
 
 
+def _asked_explicitly(config: pytest.Config) -> bool:
+    """Whether the run's own command line or ini file configures memguard."""
+    return any(config.getoption(dest) is not None for dest in _OPTION_DESTS) or any(
+        ini_value(config, key) is not None for key in _INI_KEYS
+    )
+
+
 def _asked(config: pytest.Config) -> bool:
     """Whether the run configures memguard at all (an option, an ini key, ``$MEMGUARD_OPTIONS``)."""
-    return (
-        any(config.getoption(dest) is not None for dest in _OPTION_DESTS)
-        or any(ini_value(config, key) is not None for key in _INI_KEYS)
-        or bool(os.environ.get(ENV_VAR))
-    )
+    return _asked_explicitly(config) or bool(os.environ.get(ENV_VAR))
+
+
+def _hand_to_controller(config: pytest.Config, exc: pytest.UsageError) -> None:
+    """On an xdist worker, pass a usage error on to the controller, which raises it.
+
+    A worker that stops on a usage error leaves the test it was given unfinished, which
+    the controller would take for a crash (an internal error): the controller raises the
+    error itself, from :func:`pytest_testnodedown`, before it looks at the worker's tests,
+    so an xdist run ends with the same clean usage error as a serial one.
+    """
+    output = getattr(config, "workeroutput", None)
+    if output is not None:
+        output.setdefault("memguard_usage_error", str(exc))
 
 
 @dataclass(frozen=True)
@@ -169,8 +185,21 @@ def pytest_configure(config: pytest.Config) -> None:
         "memguard_growth(max_bytes, runs=5, warmup=2): run the test warmup+runs times and fail when native "
         "memory (psutil heap_info, RSS otherwise) grows steadily by more than max_bytes",
     )
-    if _asked(config):
+    if _asked_explicitly(config):
         _ensure_run(config)
+    elif _asked(config):
+        # Only $MEMGUARD_OPTIONS: a bad value must not fail a run that does not use memguard.
+        # Any use of memguard (a fixture, a marker) starts the run again and fails with the error.
+        try:
+            _ensure_run(config)
+        except pytest.UsageError as exc:
+            config.issue_config_time_warning(
+                pytest.PytestConfigWarning(
+                    f"memguard is off for this run, {ENV_VAR} is not valid "
+                    f"(a test that uses memguard fails with this error): {exc}"
+                ),
+                stacklevel=2,
+            )
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -192,11 +221,15 @@ def _marked(item: pytest.Item) -> bool:
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Validate the markers up front (a bad marker stops the run with a clear message)."""
-    for item in items:
-        if _marked(item):
-            from memguard import pytest_session
+    try:
+        for item in items:
+            if _marked(item):
+                from memguard import pytest_session
 
-            pytest_session.check_markers(item, _ensure_run(config))
+                pytest_session.check_markers(item, _ensure_run(config))
+    except pytest.UsageError as exc:
+        _hand_to_controller(config, exc)
+        raise
 
 
 def _opted_in(item: pytest.Item, run: Run | None) -> bool:
@@ -215,7 +248,11 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
         return None
     from memguard import pytest_session
 
-    return pytest_session.runtest_protocol(item, nextitem, run if run is not None else _ensure_run(item.config))
+    try:
+        return pytest_session.runtest_protocol(item, nextitem, run if run is not None else _ensure_run(item.config))
+    except pytest.UsageError as exc:
+        _hand_to_controller(item.config, exc)
+        raise
 
 
 @pytest.hookimpl(wrapper=True)
@@ -306,8 +343,12 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_testnodedown(node: Any, error: Any) -> None:
-    """xdist controller: collect a worker's records."""
-    data = getattr(node, "workeroutput", {}).get("memguard")
+    """xdist controller: raise a worker's usage error; collect a worker's records."""
+    output = getattr(node, "workeroutput", None) or {}
+    error = output.get("memguard_usage_error")
+    if error:
+        raise pytest.UsageError(error)
+    data = output.get("memguard")
     if not data:
         return
     from memguard import pytest_session

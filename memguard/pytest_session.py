@@ -729,15 +729,13 @@ def _write_report(run: Run) -> None:
         "session": {k: v for k, v in run.session.items() if k not in ("section", "sections")},
         "totals": _v.summarize(run.records, run.session),
     }
+    from memguard.reporting.files import write_report_file
+
     path = os.path.abspath(run.settings.report or "")
     directory = os.path.dirname(path)
     try:
         os.makedirs(directory, exist_ok=True)
-        tmp = f"{path}.tmp{os.getpid()}"
-        with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump(doc, fh, indent=1)
-            fh.write("\n")
-        os.replace(tmp, path)
+        write_report_file(path, json.dumps(doc, indent=1) + "\n")
     except OSError as exc:
         sys.stderr.write(f"memguard: --memguard-report: cannot write {path!r}: {exc}\n")
 

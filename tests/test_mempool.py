@@ -206,3 +206,121 @@ def test_bad_input(setup) -> None:
     with pytest.raises(memguard.MemguardError, match="destroyed"):
         pool.alloc(chunk, 4)
     assert pool.destroy() == []
+
+
+# ----------------------------------------------------------------------------- a freed chunk
+def _pool_reports(heap: GuardedHeap) -> list[memguard.Report]:
+    return [r for r in heap.reports if r.extra.get("pool") == "arena"]
+
+
+def free_the_chunk(heap: GuardedHeap, chunk: int) -> None:
+    heap.free(chunk)
+
+
+def test_free_into_a_freed_chunk_reports_the_chunk_once_with_its_free_stack(setup) -> None:
+    heap, pool, chunk, raw = setup
+    a = carve(pool, chunk + 16, 24)
+    b = carve(pool, chunk + 64, 24)
+    free_the_chunk(heap, chunk)
+    assert pool.free(a) is None
+    assert pool.free(b) is None  # the same chunk: reported once
+    (r,) = _pool_reports(heap)
+    assert r.kind == "pool-bad-free" and r.address == chunk and r.size == 512
+    assert f"the chunk 0x{chunk:x} of pool 'arena' was freed while the pool still uses it" in r.message
+    assert "(2 live region(s) in it)" in r.message
+    assert r.free_stack and r.free_stack[0].name == "free_the_chunk"
+    assert r.stack[0].name.startswith("test_free_into_a_freed_chunk")
+    assert "pool-buffer-overflow" not in [k.kind for k in heap.reports]
+    assert pool.regions() == [] and pool.stats().live_regions == 0
+    assert not any(r.extra.get("pool") == "arena" for r in heap.check())  # not again at check()
+    assert pool.destroy() == []  # its regions are not leaks: they went with the chunk
+
+
+def test_alloc_from_a_freed_chunk_is_refused(setup) -> None:
+    heap, pool, chunk, raw = setup
+    free_the_chunk(heap, chunk)
+    assert pool.alloc(chunk + 16, 24) == 0
+    assert pool.alloc(chunk + 64, 24) == 0
+    (r,) = _pool_reports(heap)
+    assert "the pool hands out nothing more from it" in r.message and r.free_stack[0].name == "free_the_chunk"
+    assert pool.regions() == [] and pool.stats().total_allocs == 0
+    # The freed block's poison was not touched: the heap finds no use-after-free.
+    assert not [k for k in heap.check() if k.kind == "heap-use-after-free"]
+
+
+def test_alloc_from_a_freed_chunk_raises_with_on_error_raise() -> None:
+    heap = GuardedHeap(on_error="raise")
+    try:
+        chunk = heap.malloc(256)
+        pool = MemPool(heap, name="arena")
+        pool.add_chunk(chunk)
+        free_the_chunk(heap, chunk)
+        with pytest.raises(PoolError, match="was freed while the pool still uses it"):
+            pool.alloc(chunk + 16, 8)
+        assert pool.alloc(chunk + 16, 8) == 0  # reported once; still refused
+        pool.destroy()
+    finally:
+        heap.close(check=False)
+
+
+def test_move_out_of_a_freed_chunk_is_refused(setup) -> None:
+    heap, pool, chunk, raw = setup
+    a = carve(pool, chunk + 16, 24)
+    other = heap.malloc(256)
+    pool.add_chunk(other)
+    free_the_chunk(heap, chunk)
+    assert pool.move(a, other + 16) is None
+    (r,) = _pool_reports(heap)
+    assert r.address == chunk and r.free_stack[0].name == "free_the_chunk"
+    assert pool.regions() == []  # nothing was moved into the live chunk
+    heap.free(other)
+
+
+def test_freed_chunk_whose_memory_now_belongs_to_another_block_is_not_written() -> None:
+    heap = GuardedHeap(on_error="report", quarantine_bytes=0)
+    try:
+        chunk = heap.malloc(512)
+        pool = MemPool(heap, name="arena")
+        pool.add_chunk(chunk)
+        a = carve(pool, chunk + 16, 24)
+        free_the_chunk(heap, chunk)
+        newcomer = heap.malloc(512)
+        assert newcomer == chunk  # the same memory, now another block
+        heap.view(newcomer)[:] = b"\x11" * 512
+        assert pool.alloc(chunk + 64, 8) == 0
+        assert pool.free(a) is None
+        (r,) = _pool_reports(heap)
+        assert "was freed and its memory now belongs to another block" in r.message
+        assert bytes(heap.view(newcomer)) == b"\x11" * 512  # the pool wrote nothing into it
+        heap.free(newcomer)
+        pool.destroy()
+    finally:
+        heap.close(check=False)
+
+
+def test_quarantine_eviction_never_writes_into_a_freed_chunk() -> None:
+    heap = GuardedHeap(on_error="report")
+    try:
+        first, second = heap.malloc(256), heap.malloc(256)
+        pool = MemPool(heap, name="arena", quarantine_bytes=30)
+        pool.add_chunk(first)
+        pool.add_chunk(second)
+        pool.free(carve(pool, first + 16, 24))  # quarantined in the first chunk
+        free_the_chunk(heap, first)
+        pool.free(carve(pool, second + 16, 24))  # evicts the first region: its chunk is gone
+        (r,) = _pool_reports(heap)
+        assert r.address == first and r.free_stack[0].name == "free_the_chunk"
+        # Eviction would have refilled the region with 0xFA: the freed block's poison is intact.
+        assert not [k for k in heap.check() if k.kind == "heap-use-after-free"]
+        heap.free(second)
+        pool.destroy()
+    finally:
+        heap.close(check=False)
+
+
+def test_live_serial_names_the_live_block_only(setup) -> None:
+    heap, pool, chunk, raw = setup
+    assert heap.live_serial(chunk) == heap.block(chunk).serial > 0
+    assert heap.live_serial(0) == heap.live_serial(chunk + 1) == heap.live_serial("x") == 0  # type: ignore[arg-type]
+    free_the_chunk(heap, chunk)
+    assert heap.live_serial(chunk) == 0

@@ -22,7 +22,10 @@ is returned, when a quarantined region is reused or leaves the quarantine, and a
   changed (an overflow from one object into the next, when the pool leaves a gap);
 * ``pool-use-after-free``: a returned region was written to;
 * ``pool-double-free``: a region returned twice;
-* ``pool-bad-free``: a return of an address the pool never handed out (foreign or interior);
+* ``pool-bad-free``: a return of an address the pool never handed out (foreign or interior),
+  or a chunk whose heap block was freed while the pool used it (reported once, with the
+  block's free stack, by the first operation or check that touches the chunk; nothing is
+  handed out from it afterwards and its memory is never touched again);
 * ``pool-overlap``: the pool handed out memory that is already live;
 * ``memory-leak``: regions still live at :meth:`MemPool.destroy`.
 
@@ -125,12 +128,19 @@ class _R:
 
 
 class _Chunk:
-    __slots__ = ("start", "end", "block", "view", "starts", "alive")
+    """A chunk: bytes ``[start, end)`` of the heap block ``block`` (allocation ``serial``).
 
-    def __init__(self, start: int, end: int, block: int, view: memoryview) -> None:
+    ``alive`` turns false, once, when the pool notices that the block was freed: from then
+    on the chunk's memory is never read or written and nothing is handed out from it.
+    """
+
+    __slots__ = ("start", "end", "block", "serial", "view", "starts", "alive")
+
+    def __init__(self, start: int, end: int, block: int, serial: int, view: memoryview) -> None:
         self.start = start
         self.end = end
         self.block = block
+        self.serial = serial
         self.view = view
         self.starts: list[int] = []
         self.alive = True
@@ -244,6 +254,53 @@ class MemPool(Checker):
         right = self._regions[starts[j]] if j < len(starts) else None
         return left, right
 
+    def _chunk_dead(self, chunk: _Chunk, sid: int, reports: list[Report]) -> bool:
+        """Whether ``chunk``'s heap block is gone (freed, or its memory another block's).
+
+        The first time the pool notices (under its lock), a ``pool-bad-free`` naming the
+        chunk, with the block's free stack, is added to ``reports`` and the chunk's
+        regions are dropped: its memory is never touched again and nothing is handed out
+        from it.  Costs one header read while the block is alive.
+        """
+        if not chunk.alive:
+            return True
+        if self.heap.live_serial(chunk.block) == chunk.serial:
+            return False
+        chunk.alive = False
+        reports.append(self._chunk_freed(chunk, sid))
+        return True
+
+    def _chunk_freed(self, chunk: _Chunk, sid: int) -> Report:
+        """The report for a chunk whose block was freed; its regions are dropped."""
+        dropped = [self._regions.pop(start) for start in chunk.starts]
+        chunk.starts.clear()
+        live = [r for r in dropped if r.state == _LIVE]
+        self._live -= sum(r.size for r in live)
+        self._live_count -= len(live)
+        for r in dropped:
+            self._released.pop(r.address, None)
+        try:
+            info: BlockInfo | None = self.heap.block(chunk.block)
+        except (ValueError, MemguardError):
+            info = None
+        same = info is not None and info.serial == chunk.serial and info.state != "live"
+        if info is not None and same:
+            how, free_stack, alloc_stack = "was freed", info.free_stack, info.alloc_stack
+        elif info is not None:
+            how, free_stack, alloc_stack = "was freed and its memory now belongs to another block", (), ()
+        else:
+            how, free_stack, alloc_stack = "was freed (its memory has left the heap's quarantine)", (), ()
+        return Report(
+            kind="pool-bad-free", address=chunk.block, size=info.size if info is not None and same else 0,
+            serial=chunk.serial,
+            alloc_stack=alloc_stack, free_stack=free_stack, stack=self._stacks.get(sid), thread=thread_label(),
+            message=(
+                f"the chunk 0x{chunk.block:x} of pool {self.name!r} {how} while the pool still uses it "
+                f"({len(live)} live region(s) in it); the pool hands out nothing more from it"
+            ),
+            extra={"pool": self.name},
+        )
+
     def _verify_gap(self, chunk: _Chunk, lo: int, hi: int, sid: int) -> list[Report]:
         """Check that chunk bytes ``[lo, hi)`` (no region there) hold 0xFA; report and repair."""
         lo, hi = max(lo, chunk.start), min(hi, chunk.end)
@@ -315,12 +372,15 @@ class MemPool(Checker):
         lo = r.address - chunk.start
         self._fill(chunk.view, lo, lo + r.size, _FA)
 
-    def _evict(self, sid: int, reports: list[Report]) -> list[int]:
+    def _evict(self, sid: int, reports: list[Report], checked: _Chunk) -> list[int]:
+        """Take regions out of the quarantine (``checked``: a chunk known to be alive)."""
         released = []
         q = self._quarantine
         while self._qbytes > self.quarantine_bytes and q:
             r = q.popleft()
             self._qbytes -= r.size
+            if r.chunk is not checked and self._chunk_dead(r.chunk, sid, reports):
+                continue  # its chunk was freed (the region was dropped with it)
             if self._regions.get(r.address) is not r:
                 continue  # reused early by an alloc over it
             reports.extend(self._verify_freed(r, sid))
@@ -340,6 +400,7 @@ class MemPool(Checker):
         address = self._int(address, "address")
         offset = self._int(offset, "offset")
         view = self.heap.view(address)  # raises InvalidAddressError for a non-live block
+        serial = self.heap.live_serial(address)
         n = len(view) - offset if size is None else self._int(size, "size")
         if n <= 0 or offset + n > len(view):
             raise ValueError(
@@ -351,7 +412,7 @@ class MemPool(Checker):
                 start <= s < start + n for s in self._chunk_starts
             ):
                 raise ValueError(f"chunk 0x{start:x} overlaps a chunk already in pool {self.name!r}")
-            chunk = _Chunk(start, start + n, address, view[offset : offset + n])
+            chunk = _Chunk(start, start + n, address, serial, view[offset : offset + n])
             self._fill(chunk.view, 0, n, _FA)
             self._chunks[start] = chunk
             bisect.insort(self._chunk_starts, start)
@@ -395,6 +456,8 @@ class MemPool(Checker):
                 raise InvalidAddressError(
                     f"region [0x{address:x},0x{address + size:x}) is not inside one chunk of pool {self.name!r}"
                 )
+            if self._chunk_dead(chunk, sid, reports):
+                return 0, reports  # nothing is handed out from freed memory
             starts = chunk.starts
             i = bisect.bisect_left(starts, address)
             if i > 0 and self._regions[starts[i - 1]].end > address:
@@ -461,10 +524,12 @@ class MemPool(Checker):
         released: list[int] | None = None
         with self._lock:
             r = self._regions.get(address)
+            chunk = r.chunk if r is not None else self._chunk_of(address)
+            if chunk is not None and self._chunk_dead(chunk, sid, reports):
+                return None, reports  # the chunk's memory is gone: nothing to verify or poison
             if r is None or r.state != _LIVE:
                 reports.append(self._bad_free(address, r, sid))
             else:
-                chunk = r.chunk
                 left, right = self._neighbours(chunk, r.address, r.end)
                 lo = max(left.end if left is not None else chunk.start, r.address - _EDGE)
                 hi = min(right.address if right is not None else chunk.end, r.end + _EDGE)
@@ -479,7 +544,7 @@ class MemPool(Checker):
                 self._live_count -= 1
                 self._quarantine.append(r)
                 self._qbytes += r.size
-                released = self._evict(sid, reports)
+                released = self._evict(sid, reports, chunk)
         if released is not None and announce:
             if self.observes("memguard_pool_free"):
                 self.notify("memguard_pool_free", pool=self, region=self._info(r))  # type: ignore[arg-type]
@@ -539,6 +604,11 @@ class MemPool(Checker):
         sid = self._stacks.capture(_getframe(1))
         with self._lock:
             r = self._regions.get(old)
+            gone: list[Report] = []
+            chunk = r.chunk if r is not None else self._chunk_of(old)
+            if chunk is not None and self._chunk_dead(chunk, sid, gone):
+                self.emit(gone)
+                return None
             if r is None or r.state != _LIVE:
                 self.emit([self._bad_free(old, r, sid)])
                 return None
@@ -610,20 +680,8 @@ class MemPool(Checker):
         sid = self._stacks.here(2)
         reports: list[Report] = []
         with self._lock:
-            for chunk in self._chunks.values():
-                if not chunk.alive:
-                    continue
-                try:
-                    alive = self.heap.block(chunk.block).state == "live"
-                except (ValueError, MemguardError):
-                    alive = False
-                if not alive:
-                    chunk.alive = False
-                    reports.append(Report(
-                        kind="pool-bad-free", address=chunk.block, stack=self._stacks.get(sid), thread=thread_label(),
-                        message=f"the chunk 0x{chunk.block:x} of pool {self.name!r} was freed while the pool still uses it",
-                        extra={"pool": self.name},
-                    ))
+            for chunk in list(self._chunks.values()):
+                if self._chunk_dead(chunk, sid, reports):
                     continue
                 pos = chunk.start
                 for start in list(chunk.starts):

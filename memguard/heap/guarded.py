@@ -556,6 +556,23 @@ class GuardedHeap(BlockVerifier, Checker):
                 free_stack=self._stacks.get(fsid) if state != LIVE else (),
             )
 
+    def live_serial(self, address: int) -> int:
+        """The allocation serial of the live block at ``address``; 0 when no live block starts there.
+
+        The cheap form of :meth:`block` (no stacks, no record, no seal check) for a checker
+        that keeps using a block and must notice, on each operation, that it was freed or
+        that its memory now belongs to another block (a pool's chunk): the same address
+        with another serial is another block.
+        """
+        if type(address) is not int or address <= 0:
+            return 0
+        with self._lock:
+            found = self._find(address)
+            if found is None:
+                return 0
+            _, _, serial, _, state, _ = HDR.unpack_from(*found)
+            return serial if state == LIVE else 0  # type: ignore[no-any-return]
+
     def walk(self) -> Iterator[HeapRegion]:
         """Every region of the heap and every slot handed out in it, by address.
 

@@ -9,7 +9,7 @@ applied.  Nothing is dropped: suppressed and out-of-scope findings are kept asid
 Rendering: :func:`render_text` (corruption reports first, then LeakSanitizer's "Direct
 leak of …" groups and ``SUMMARY:`` line, then the table of suppressions used) and
 :func:`render_json` (the versioned document described in ``docs/exit-report.md``).
-Writing: :func:`write_atomic` (temporary file in the same directory, then rename).
+Writing: :func:`write_atomic` (:mod:`memguard.reporting.files`: a new 0600 file, then a rename).
 
 Wiring: :func:`dump` is what the ``atexit`` handler of :func:`memguard.install` calls;
 :func:`install_sigterm_handler` turns SIGTERM into ``SystemExit(143)`` so the report is
@@ -25,11 +25,12 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import json
+import math
 import os
 import platform
+import re
 import signal
 import sys
-import tempfile
 import threading
 from dataclasses import dataclass, field
 from typing import IO, Any, Iterable, Mapping, Sequence
@@ -40,6 +41,7 @@ from memguard.options import Options
 from memguard.report import Report
 from memguard._location import PACKAGE_DIR
 from memguard.stacks import Frame, Stack
+from memguard.reporting.files import write_report_file
 from memguard.reporting.suppressions import Only, Rule, Suppressed, Suppressions, summarize
 
 __all__ = [
@@ -50,6 +52,9 @@ __all__ = [
     "render_text",
     "render_json",
     "load_report",
+    "parse_report_text",
+    "MAX_NESTING",
+    "MAX_REPORT_BYTES",
     "write_atomic",
     "emit",
     "dump",
@@ -220,57 +225,227 @@ class ExitReport:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], source: str = "<report>") -> ExitReport:
-        """Rebuild an exit report from :meth:`to_dict` output.
+        """Rebuild an exit report from :meth:`to_dict` output (or a parsed JSON document).
 
-        :raises ReportFileError: not a memguard exit report, a newer schema, or bad fields.
+        The document is treated as untrusted: every field this memguard reads is
+        type-checked (integers are integers, not booleans or floats, and within 64 bits;
+        strings are strings; bytes are hex strings); unknown fields are ignored.
+
+        :raises ReportFileError: not a memguard exit report, a newer schema, or a bad
+            field (the one-line message names it).
         """
         if not isinstance(data, Mapping) or data.get("schema") != SCHEMA:
             raise ReportFileError(f"{source}: not a memguard exit report (no \"schema\": \"{SCHEMA}\")")
         version = data.get("schema_version")
-        if not isinstance(version, int) or not 1 <= version <= SCHEMA_VERSION:
+        if type(version) is not int or not 1 <= version <= SCHEMA_VERSION:
             raise ReportFileError(
-                f"{source}: schema_version {version!r} is not supported (this memguard reads 1 to {SCHEMA_VERSION})"
+                f"{source}: schema_version {_show(version)} is not supported (this memguard reads 1 to {SCHEMA_VERSION})"
             )
         try:
-            known = {f.name for f in dataclasses.fields(Options)}
-            options = Options(**{k: v for k, v in (data.get("options") or {}).items() if k in known})
-            sup = data.get("suppressed") or {}
-            oos = data.get("out_of_scope") or {}
-            return cls(
-                reports=tuple(Report.from_dict(r) for r in data.get("reports", ())),
-                leaks=tuple(_leak_from_dict(g) for g in data.get("leaks", ())),
-                suppressed_reports=tuple(_suppressed_from_dict(s, False) for s in sup.get("reports", ())),
-                suppressed_leaks=tuple(_suppressed_from_dict(s, True) for s in sup.get("leaks", ())),
-                out_of_scope_reports=tuple(Report.from_dict(r) for r in oos.get("reports", ())),
-                out_of_scope_leaks=tuple(_leak_from_dict(g) for g in oos.get("leaks", ())),
-                stats={str(k): int(v) for k, v in data["stats"].items()} if data.get("stats") is not None else None,
-                options=options,
-                pid=int(data.get("pid", 0)),
-                argv=tuple(str(a) for a in data.get("argv", ())),
-                program_status=None if data.get("program_status") is None else int(data["program_status"]),
-                created=str(data.get("created", "")),
-                memguard_version=str(data.get("memguard_version", "")),
-                python_version=str(data.get("python_version", "")),
-                heap_closed=bool(data.get("heap_closed", False)),
-            )
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise ReportFileError(f"{source}: malformed memguard exit report: {exc!r}") from None
+            return _exit_report(cls, data)
+        except _BadField as exc:
+            raise ReportFileError(f"{source}: malformed memguard exit report: {exc}") from None
 
 
-def _frames(items: Any) -> Stack:
-    return tuple(Frame(str(f["filename"]), int(f["lineno"]), str(f["name"])) for f in items or ())
+# ---------------------------------------------------------------------------- reading
+#: The deepest nesting of arrays and objects a report file may have (memguard writes 6
+#: levels, plus what a checker puts in a finding's ``extra``).
+MAX_NESTING = 64
+#: The largest report file :func:`load_report` reads.
+MAX_REPORT_BYTES = 256 << 20
+#: Integers in a report are addresses, sizes, counts, offsets, statuses: within 64 bits.
+_INT_LO, _INT_HI = -(1 << 64), 1 << 64
 
 
-def _leak_from_dict(d: Mapping[str, Any]) -> LeakGroup:
-    return LeakGroup(_frames(d.get("stack")), int(d["size"]), int(d["count"]), tuple(int(a) for a in d.get("addresses", ())))
+class _BadField(Exception):
+    """A field of a report document with the wrong type or value (message: where and what)."""
 
 
-def _suppressed_from_dict(d: Mapping[str, Any], leak: bool) -> Suppressed:
-    item: Report | LeakGroup = _leak_from_dict(d["finding"]) if leak else Report.from_dict(d["finding"])
-    text = str(d["rule"])
+def _show(value: Any) -> str:
+    """A short one-line rendering of a bad value for an error message."""
+    text = type(value).__name__ if isinstance(value, (dict, list)) else json.dumps(value, default=repr)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _expect(value: Any, ok: bool, where: str, what: str) -> Any:
+    if not ok:
+        raise _BadField(f"{where}: expected {what}, got {_show(value)}")
+    return value
+
+
+def _int(d: Mapping[str, Any], key: str, where: str, default: int | None = 0, lo: int = _INT_LO) -> Any:
+    """``d[key]``: an int (not a bool) in ``[lo, 2**64)``; required when ``default`` is ``None``."""
+    value = d.get(key, default)
+    ok = type(value) is int and lo <= value < _INT_HI
+    return _expect(value, ok, f"{where}.{key}", "an integer" if lo == _INT_LO else "an integer >= 0")
+
+
+def _str(d: Mapping[str, Any], key: str, where: str, default: str | None = "") -> str:
+    value = d.get(key, default)
+    return _expect(value, isinstance(value, str), f"{where}.{key}", "a string")  # type: ignore[no-any-return]
+
+
+def _bool(d: Mapping[str, Any], key: str, where: str) -> bool:
+    value = d.get(key, False)
+    return _expect(value, isinstance(value, bool), f"{where}.{key}", "true or false")  # type: ignore[no-any-return]
+
+
+def _list(d: Mapping[str, Any], key: str, where: str) -> list[Any]:
+    value = d.get(key)
+    if value is None:
+        return []
+    return _expect(value, isinstance(value, list), f"{where}.{key}", "an array")  # type: ignore[no-any-return]
+
+
+def _obj(d: Mapping[str, Any], key: str, where: str) -> dict[str, Any] | None:
+    value = d.get(key)
+    if value is None:
+        return None
+    return _expect(value, isinstance(value, dict), f"{where}.{key}", "an object")  # type: ignore[no-any-return]
+
+
+def _items(d: Mapping[str, Any], key: str, where: str) -> list[tuple[str, dict[str, Any]]]:
+    """The objects of the array ``d[key]``, each with where it is."""
+    out = []
+    for i, item in enumerate(_list(d, key, where)):
+        at = f"{where}.{key}[{i}]"
+        out.append((at, _expect(item, isinstance(item, dict), at, "an object")))
+    return out
+
+
+def _hex(d: Mapping[str, Any], key: str, where: str) -> bytes:
+    value = _str(d, key, where)
+    try:
+        return bytes.fromhex(value)
+    except ValueError:
+        raise _BadField(f"{where}.{key}: expected hex digits, got {_show(value)}") from None
+
+
+def _stack(d: Mapping[str, Any], key: str, where: str) -> Stack:
+    return tuple(
+        Frame(_str(f, "filename", at, None), _int(f, "lineno", at, None, 0), _str(f, "name", at, None))
+        for at, f in _items(d, key, where)
+    )
+
+
+def _report(d: Mapping[str, Any], where: str) -> Report:
+    return Report(
+        kind=_str(d, "kind", where, None), address=_int(d, "address", where, 0, 0), size=_int(d, "size", where, 0, 0),
+        offset=_int(d, "offset", where), alloc_stack=_stack(d, "alloc_stack", where),
+        free_stack=_stack(d, "free_stack", where), stack=_stack(d, "stack", where),
+        expected=_hex(d, "expected", where), found=_hex(d, "found", where), thread=_str(d, "thread", where),
+        message=_str(d, "message", where), serial=_int(d, "serial", where, 0, 0), memory=_hex(d, "memory", where),
+        memory_start=_int(d, "memory_start", where, 0, 0), count=_int(d, "count", where, 0, 0),
+        extra=dict(_obj(d, "extra", where) or {}), pid=_int(d, "pid", where, 0, 0),
+    )
+
+
+def _leak(d: Mapping[str, Any], where: str) -> LeakGroup:
+    addresses = _list(d, "addresses", where)
+    for i, a in enumerate(addresses):
+        _expect(a, type(a) is int and 0 <= a < _INT_HI, f"{where}.addresses[{i}]", "an integer >= 0")
+    return LeakGroup(
+        _stack(d, "stack", where), _int(d, "size", where, None, 0), _int(d, "count", where, None, 0), tuple(addresses)
+    )
+
+
+def _suppressed(d: Mapping[str, Any], where: str, leak: bool) -> Suppressed:
+    finding = _expect(d.get("finding"), isinstance(d.get("finding"), dict), f"{where}.finding", "an object")
+    item: Report | LeakGroup = _leak(finding, f"{where}.finding") if leak else _report(finding, f"{where}.finding")
+    text = _str(d, "rule", where, None)
     kind = "memory-leak" if leak else item.kind  # type: ignore[union-attr]
-    rule = Rule(kind, text.partition(":")[2], text, str(d.get("rule_file", "<string>")), int(d.get("rule_line", 0)))
+    filename = _str(d, "rule_file", where, "<string>")
+    rule = Rule(kind, text.partition(":")[2], text, filename, _int(d, "rule_line", where, 0, 0))
     return Suppressed(item, rule)
+
+
+def _exit_report(cls: type[ExitReport], data: Mapping[str, Any]) -> ExitReport:
+    top = "report"
+    options_doc = _obj(data, "options", top) or {}
+    known = {f.name for f in dataclasses.fields(Options)}
+    try:
+        options = Options(**{k: v for k, v in options_doc.items() if k in known})
+    except (TypeError, ValueError) as exc:
+        raise _BadField(f"{top}.options: {_one_line(str(exc).removeprefix('Options: '))}") from None
+    sup = _obj(data, "suppressed", top) or {}
+    oos = _obj(data, "out_of_scope", top) or {}
+    stats_doc = _obj(data, "stats", top)
+    stats = None if stats_doc is None else {k: _int(stats_doc, k, f"{top}.stats") for k in stats_doc}
+    argv = _list(data, "argv", top)
+    for i, a in enumerate(argv):
+        _expect(a, isinstance(a, str), f"{top}.argv[{i}]", "a string")
+    return cls(
+        reports=tuple(_report(r, at) for at, r in _items(data, "reports", top)),
+        leaks=tuple(_leak(g, at) for at, g in _items(data, "leaks", top)),
+        suppressed_reports=tuple(_suppressed(s, at, False) for at, s in _items(sup, "reports", f"{top}.suppressed")),
+        suppressed_leaks=tuple(_suppressed(s, at, True) for at, s in _items(sup, "leaks", f"{top}.suppressed")),
+        out_of_scope_reports=tuple(_report(r, at) for at, r in _items(oos, "reports", f"{top}.out_of_scope")),
+        out_of_scope_leaks=tuple(_leak(g, at) for at, g in _items(oos, "leaks", f"{top}.out_of_scope")),
+        stats=stats,
+        options=options,
+        pid=_int(data, "pid", top, 0, 0),
+        argv=tuple(argv),
+        program_status=None if data.get("program_status") is None else _int(data, "program_status", top),
+        created=_str(data, "created", top),
+        memguard_version=_str(data, "memguard_version", top),
+        python_version=_str(data, "python_version", top),
+        heap_closed=_bool(data, "heap_closed", top),
+    )
+
+
+#: A JSON string (skipped whole) or a bracket: enough to measure nesting without parsing.
+_TOKENS = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]')
+
+
+def _nesting_exceeds(text: str, limit: int) -> bool:
+    """Whether arrays and objects in the JSON ``text`` nest deeper than ``limit`` (strings skipped)."""
+    depth = 0
+    for m in _TOKENS.finditer(text):
+        c = m.group()
+        if c in "[{":
+            depth += 1
+            if depth > limit:
+                return True
+        elif c in "]}":
+            depth -= 1
+    return False
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"the number {text[:20]} is out of range")
+    return value
+
+
+def _one_line(text: str) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= 200 else line[:197] + "..."
+
+
+def parse_report_text(text: str, source: str = "<report>") -> ExitReport:
+    """Parse the JSON text of an exit report, treating it as untrusted.
+
+    Nesting deeper than :data:`MAX_NESTING`, ``NaN``/``Infinity`` and numbers beyond a
+    float's range are refused before any field is read; then :meth:`ExitReport.from_dict`.
+
+    :raises ReportFileError: with a one-line message naming ``source``.
+    """
+    if text.startswith("\ufeff"):
+        text = text[1:]
+    if _nesting_exceeds(text, MAX_NESTING):
+        raise ReportFileError(f"{source}: not a memguard exit report: nested deeper than {MAX_NESTING} levels")
+    try:
+        data = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
+    except RecursionError:  # pragma: no cover - the nesting check comes first
+        raise ReportFileError(f"{source}: not a memguard exit report: nested too deeply") from None
+    except ValueError as exc:
+        raise ReportFileError(f"{source}: not JSON: {_one_line(str(exc))}") from None
+    return ExitReport.from_dict(data, source)
 
 
 def _version() -> str:
@@ -382,42 +557,36 @@ def render_json(result: ExitReport) -> str:
 
 
 def load_report(path: str | os.PathLike[str]) -> ExitReport:
-    """Read a report written with ``report_format=json``.
+    """Read a report written with ``report_format=json``, treating the file as untrusted.
 
-    :raises ReportFileError: unreadable, not JSON, or not a memguard exit report.
+    At most :data:`MAX_REPORT_BYTES` are read; see :func:`parse_report_text` for the rest.
+
+    :raises ReportFileError: unreadable, too large, not UTF-8, not JSON, or not a memguard
+        exit report this version can read; the message is one line.
     """
     name = os.fspath(path)
     try:
-        with open(name, encoding="utf-8") as f:
-            data = json.load(f)
+        with open(name, "rb") as f:
+            raw = f.read(MAX_REPORT_BYTES + 1)
     except OSError as exc:
         raise ReportFileError(f"cannot read {name!r}: {exc.strerror or exc}") from None
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ReportFileError(f"{name}: not JSON: {exc}") from None
-    return ExitReport.from_dict(data, name)
+    if len(raw) > MAX_REPORT_BYTES:
+        raise ReportFileError(f"{name}: not a memguard exit report: larger than {MAX_REPORT_BYTES >> 20} MiB")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ReportFileError(f"{name}: not JSON: not UTF-8 (byte {exc.start})") from None
+    return parse_report_text(text, name)
 
 
 # ---------------------------------------------------------------------------- writing
 def write_atomic(path: str | os.PathLike[str], text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same directory and a rename.
+    """Write ``text`` to ``path`` as a new 0600 file, atomically (see :mod:`memguard.reporting.files`).
 
-    Readers see either no file or the whole report, never half of one.
+    Readers see either no file or the whole report, never half of one; nothing planted
+    in the directory (a symlink at a predictable name) is opened or followed.
     """
-    name = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(name))
-    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(name) + ".", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, name)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    write_report_file(path, text)
 
 
 def _stream(options: Options) -> IO[str] | None:

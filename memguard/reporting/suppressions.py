@@ -177,6 +177,8 @@ class Suppressions:
         """Parse suppressions text; :class:`SuppressionsError` names ``file:line`` of a bad line."""
         if not isinstance(text, str):
             raise TypeError(f"suppressions text must be a str, got {type(text).__name__}")
+        if text.startswith("\ufeff"):  # a byte order mark, as some editors write at the start of a UTF-8 file
+            text = text[1:]
         rules = []
         expected = "expected <kind>:<pattern>, for example leak:my_function"
         for lineno, raw in enumerate(text.splitlines(), 1):
