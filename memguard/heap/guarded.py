@@ -73,6 +73,7 @@ from memguard.heap.layout import (
 )
 from memguard.kinds import error_for
 from memguard.seams import Seams
+from memguard.heap import fork
 from memguard.heap.mutex import Mutex
 from memguard.heap.verify import BlockVerifier
 from memguard.heap.walk import LargeCopy, WalkSnapshot, copy_arena, iter_regions
@@ -194,6 +195,9 @@ class GuardedHeap(BlockVerifier, Checker):
         #: Freed blocks, oldest first, as ``address << 13 | size`` (``LARGE_MARK`` for a large block).
         self._quarantine: deque[int] = deque()
         self._closed = False
+        #: Set in a forked child: allocations made and findings recorded in the parent.
+        self._inherited_serial = 0
+        self._inherited_reports = 0
         paths = build_paths(self, PathInputs(
             uoff=self._uoff, redzone=redzone, free_slots=self._free_slots, quarantine=self._quarantine,
             quarantine_bytes=quarantine_bytes, seal_key=self._seal_key, front=self._front, tails=self._tails,
@@ -220,6 +224,7 @@ class GuardedHeap(BlockVerifier, Checker):
         if plugins:
             for plugin in plugins:
                 self.plugins.register(plugin)
+        fork.track(self)
 
     # ------------------------------------------------------------------ plugins
     def set_seams(self, seams: Seams) -> None:
@@ -697,11 +702,12 @@ class GuardedHeap(BlockVerifier, Checker):
                 young += 1
         return young == allocated
 
-    def leaks(self, since: Snapshot | int | None = None) -> list[LeakGroup]:
+    def leaks(self, since: Snapshot | int | None = None, inherited: bool = False) -> list[LeakGroup]:
         """Blocks still live that were allocated after ``since`` (all when ``None``).
 
         ``since`` is a :class:`Snapshot` or an allocation count (:attr:`serial`).  Grouped by
-        allocation stack, largest total first.
+        allocation stack, largest total first.  In a forked child, the blocks inherited from
+        the parent (:attr:`inherited_serial`) are left out unless ``inherited=True``.
         """
         if since is None:
             mark = 0
@@ -711,6 +717,8 @@ class GuardedHeap(BlockVerifier, Checker):
             mark = since
         else:
             raise TypeError(f"since must be a Snapshot, an int or None, got {type(since).__name__}")
+        if not inherited:
+            mark = max(mark, self._inherited_serial)
         with self._lock:
             if self._closed:
                 raise HeapClosedError("the heap is closed")
@@ -734,6 +742,30 @@ class GuardedHeap(BlockVerifier, Checker):
                 arena_bytes=self._arena_count * ARENA_SIZE,
                 large_blocks=len(self._large) if not self._closed else 0,
             )
+
+    # ------------------------------------------------------------------ fork
+    @property
+    def inherited_serial(self) -> int:
+        """In a forked child, the allocations made before the fork (in the parent); else 0.
+
+        Blocks with a serial up to it were inherited: :meth:`leaks` and the exit report
+        leave them out unless asked (see :mod:`memguard.heap.fork`).
+        """
+        return self._inherited_serial
+
+    @property
+    def inherited_reports(self) -> int:
+        """In a forked child, how many of :attr:`reports` the parent had recorded; else 0."""
+        return self._inherited_reports
+
+    def _fork_locks(self) -> list[Any]:
+        """The locks to hold across a fork, in the order the heap takes them."""
+        return [self._registered_lock, self._evictor, self._lock, self._stacks._lock]
+
+    def _forked(self) -> None:
+        """In a forked child (locks reset): mark the parent's blocks and findings as inherited."""
+        self._inherited_serial = self._counts()[0]
+        self._inherited_reports = len(self.reports)
 
     # ------------------------------------------------------------------ lifetime
     @property
