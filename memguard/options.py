@@ -135,6 +135,8 @@ _SPECS: tuple[OptionSpec, ...] = (
                "redzone pattern: per-block keyed bytes, or the fixed 0xFD", _choice("keyed", "fixed")),
     OptionSpec("leak_check", True, "0 or 1 (also true/false, yes/no, on/off)",
                "report blocks still live at exit", _bool),
+    OptionSpec("inherited_leaks", False, "0 or 1",
+               "in a forked child, also report the blocks inherited from the parent as leaks", _bool),
     OptionSpec("exitcode", 23, "an integer from 0 to 255",
                "exit status of `memguard run` when something was found (0: keep the program's)", _int_in(0, 255)),
     OptionSpec("log_path", None, "stderr, stdout, or a path prefix (the report goes to PREFIX.<pid>)",
@@ -239,6 +241,7 @@ class Options:
     on_error: str = "report"
     canary: str = "keyed"
     leak_check: bool = True
+    inherited_leaks: bool = False
     exitcode: int = 23
     log_path: str | None = None
     report_format: str = "text"

@@ -20,6 +20,7 @@ from typing import Any
 
 from memguard.reporting import exitreport
 from memguard.errors import MemguardError, OptionsError
+from memguard.heap import fork
 from memguard.heap.guarded import GuardedHeap
 from memguard.options import Options
 from memguard.plugin_manager import load_entrypoint_plugins
@@ -101,6 +102,17 @@ def install(**options: Any) -> GuardedHeap:
         _options, _suppressions = opts, suppressions
         _heap = heap
         return heap
+
+
+def _after_fork_in_child() -> None:
+    """In a forked child: the module's lock and the exit report's state start afresh
+    (a parent thread that held them does not exist in the child)."""
+    global _lock
+    _lock = threading.RLock()
+    exitreport.after_fork_in_child()
+
+
+fork.after_fork_in_child(_after_fork_in_child)
 
 
 def uninstall() -> None:

@@ -25,6 +25,10 @@ verified.  Large and over-aligned blocks get a native allocation each.
 Native memory is owned by memoryviews (:func:`memguard.native.owned_buffer`), so a view
 handed out by :meth:`GuardedHeap.view` keeps its memory alive even after
 :meth:`GuardedHeap.close`: memguard never frees memory something can still write to.
+Nor does it release memory that holds a block nobody freed, whether the heap is closed
+or collected as garbage (a C object may free the block later, even during interpreter
+shutdown): that memory stays allocated, and a free after the heap is closed is refused
+without reading it.
 """
 
 from __future__ import annotations
@@ -69,6 +73,7 @@ from memguard.heap.layout import (
 )
 from memguard.kinds import error_for
 from memguard.seams import Seams
+from memguard.heap import fork
 from memguard.heap.mutex import Mutex
 from memguard.heap.verify import BlockVerifier
 from memguard.heap.walk import LargeCopy, WalkSnapshot, copy_arena, iter_regions
@@ -184,9 +189,15 @@ class GuardedHeap(BlockVerifier, Checker):
         self._free_slots: list[list[int]] | _Closed = [[] for _ in range(SMALL_MAX // 16 + 1)]
         #: user address -> the large (or over-aligned) block
         self._large: dict[int, LargeBlock] | _Closed = {}
+        #: Native allocations (arenas, large blocks) the heap may still read or hand out:
+        #: their memory is never released behind its back (see _release_native).
+        self._mapped: set[int] = set()
         #: Freed blocks, oldest first, as ``address << 13 | size`` (``LARGE_MARK`` for a large block).
         self._quarantine: deque[int] = deque()
         self._closed = False
+        #: Set in a forked child: allocations made and findings recorded in the parent.
+        self._inherited_serial = 0
+        self._inherited_reports = 0
         paths = build_paths(self, PathInputs(
             uoff=self._uoff, redzone=redzone, free_slots=self._free_slots, quarantine=self._quarantine,
             quarantine_bytes=quarantine_bytes, seal_key=self._seal_key, front=self._front, tails=self._tails,
@@ -213,6 +224,7 @@ class GuardedHeap(BlockVerifier, Checker):
         if plugins:
             for plugin in plugins:
                 self.plugins.register(plugin)
+        fork.track(self)
 
     # ------------------------------------------------------------------ plugins
     def set_seams(self, seams: Seams) -> None:
@@ -243,7 +255,8 @@ class GuardedHeap(BlockVerifier, Checker):
         stride = uoff + body + rz
         # The buffer runs one slot past ARENA_SIZE so that reading the header of the
         # partial slot at the end reads bytes memguard owns.
-        address, view = native.owned_buffer(ARENA_SIZE + stride, ARENA_SIZE)
+        address, view = native.owned_buffer(ARENA_SIZE + stride, ARENA_SIZE, self._release_native)
+        self._mapped.add(address)
         native.memset(address, 0xDD, ARENA_SIZE + stride)
         # Reading a slot at free: seal, size, serial, state, front redzone, the last 16
         # bytes of the user region (where the padding is), the tail redzone.
@@ -407,13 +420,14 @@ class GuardedHeap(BlockVerifier, Checker):
                 pre = -uoff % alignment
                 total = pre + uoff + round16(size) + self.redzone
                 try:
-                    address, view = native.owned_buffer(total, max(alignment, 16))
+                    address, view = native.owned_buffer(total, max(alignment, 16), self._release_native)
                 except MemoryError:
                     raise MemoryError(
                         f"cannot allocate {size} bytes (alignment {alignment}): the native allocator returned NULL"
                     ) from None
                 hoff = pre
                 p = address + pre + uoff
+                self._mapped.add(address)
                 self._large[p] = _new_tuple(LargeBlock, (view, hoff, size))
             serial = self._count_alloc(size)
             front, rear = self._expected(p, size)
@@ -524,6 +538,7 @@ class GuardedHeap(BlockVerifier, Checker):
                 reports = self._verify_freed(view, hoff, p, hdr, repair=False)
             # Dropping the entry drops the view, and with it the native memory (unless a
             # user's memoryview still holds it).
+            self._mapped.discard(p - self._uoff - hoff)
             del self._large[p]
             return n, reports
 
@@ -704,11 +719,12 @@ class GuardedHeap(BlockVerifier, Checker):
                 young += 1
         return young == allocated
 
-    def leaks(self, since: Snapshot | int | None = None) -> list[LeakGroup]:
+    def leaks(self, since: Snapshot | int | None = None, inherited: bool = False) -> list[LeakGroup]:
         """Blocks still live that were allocated after ``since`` (all when ``None``).
 
         ``since`` is a :class:`Snapshot` or an allocation count (:attr:`serial`).  Grouped by
-        allocation stack, largest total first.
+        allocation stack, largest total first.  In a forked child, the blocks inherited from
+        the parent (:attr:`inherited_serial`) are left out unless ``inherited=True``.
         """
         if since is None:
             mark = 0
@@ -718,6 +734,8 @@ class GuardedHeap(BlockVerifier, Checker):
             mark = since
         else:
             raise TypeError(f"since must be a Snapshot, an int or None, got {type(since).__name__}")
+        if not inherited:
+            mark = max(mark, self._inherited_serial)
         with self._lock:
             if self._closed:
                 raise HeapClosedError("the heap is closed")
@@ -742,6 +760,30 @@ class GuardedHeap(BlockVerifier, Checker):
                 large_blocks=len(self._large) if not self._closed else 0,
             )
 
+    # ------------------------------------------------------------------ fork
+    @property
+    def inherited_serial(self) -> int:
+        """In a forked child, the allocations made before the fork (in the parent); else 0.
+
+        Blocks with a serial up to it were inherited: :meth:`leaks` and the exit report
+        leave them out unless asked (see :mod:`memguard.heap.fork`).
+        """
+        return self._inherited_serial
+
+    @property
+    def inherited_reports(self) -> int:
+        """In a forked child, how many of :attr:`reports` the parent had recorded; else 0."""
+        return self._inherited_reports
+
+    def _fork_locks(self) -> list[Any]:
+        """The locks to hold across a fork, in the order the heap takes them."""
+        return [self._registered_lock, self._evictor, self._lock, self._stacks._lock]
+
+    def _forked(self) -> None:
+        """In a forked child (locks reset): mark the parent's blocks and findings as inherited."""
+        self._inherited_serial = self._counts()[0]
+        self._inherited_reports = len(self.reports)
+
     # ------------------------------------------------------------------ lifetime
     @property
     def closed(self) -> bool:
@@ -752,7 +794,10 @@ class GuardedHeap(BlockVerifier, Checker):
         """Verify the heap one last time (unless ``check=False``) and release its memory.
 
         Memory still viewed through a :meth:`view` memoryview is released only when that
-        view is gone.  Further calls raise :class:`HeapClosedError`; closing twice is a no-op.
+        view is gone; memory holding a block that was never freed (a leak, or a block a C
+        object still uses) is never released.  Further calls raise
+        :class:`HeapClosedError` (a ``free`` too, without reading the block); closing
+        twice is a no-op.
         """
         if self._closed:
             return []
@@ -763,25 +808,76 @@ class GuardedHeap(BlockVerifier, Checker):
                     reports = self.check()
         finally:
             with self._evictor, self._lock:
-                self._closed = True
-                # The fast paths hold these tables: empty them in place, so that every
-                # call falls back to a general method, which raises HeapClosedError.
-                self._arenas.clear()
-                self._large.clear()
-                for slots in self._free_slots:
-                    slots.clear()
-                self._arenas = _Closed()
-                self._large = _Closed()
-                self._free_slots = _Closed()
-                self._bump = [None] * len(self._bump)
-                self._carvings = {}
-                self._release()
-                self._stacks.forget_frame()
+                self._detach()
             if self.has_plugins:
                 self.plugins.heap_closed()
         if reports and self.on_error == "raise":
             raise error_for(reports[0])
         return reports
+
+    def _detach(self) -> None:
+        """Close the tables (both tokens held, or the heap is garbage); keep occupied memory.
+
+        The native allocations that still hold a block nobody freed stay mapped: their
+        memory is never released (a C object may still use the block, and free it later).
+        """
+        if self._closed:
+            return
+        self._mapped = self._occupied()
+        self._closed = True
+        # The fast paths hold these tables: empty them in place, so that every
+        # call falls back to a general method, which raises HeapClosedError.
+        self._arenas.clear()
+        self._large.clear()
+        for slots in self._free_slots:
+            slots.clear()
+        self._arenas = _Closed()
+        self._large = _Closed()
+        self._free_slots = _Closed()
+        self._bump = [None] * len(self._bump)
+        self._carvings = {}
+        self._release()
+        self._stacks.forget_frame()
+
+    def _occupied(self) -> set[int]:
+        """The native allocations (arenas, large blocks) holding a block that was never
+        freed: live, or with a damaged header (read from the state bytes alone)."""
+        held: set[int] = set()
+        freed = QUARANTINED & 0xFF
+        for arena in self._arenas.values():
+            # The low byte of every carved slot's state: all freed, or the arena is held.
+            states = arena.view[STATE_OFFSET : self._carved(arena.base) : arena.stride].tobytes()
+            if states.count(freed) != len(states):
+                held.add(arena.base)
+        for p, (view, hoff, _) in self._large.items():
+            if read_header(view, hoff).state != QUARANTINED:
+                held.add(p - self._uoff - hoff)
+        return held
+
+    def _release_native(self, address: int, free: Callable[[int], None]) -> None:
+        """Release one of the heap's native allocations, unless a block in it is still in use.
+
+        Called when the last view over the memory is gone, or when the garbage collector
+        finalizes it: then the heap is garbage too, and whatever else is being collected
+        (a C object holding a block, whose destructor frees it through
+        :meth:`c_allocator`) may still call the heap, in any order.  So memory that
+        still holds a block is never released (it stays allocated until the process
+        ends), and memory is released only once the heap's tables no longer point at it.
+        When in doubt, the memory is kept: a leak is harmless, a free under a live block
+        is not.
+        """
+        try:
+            if address in self._mapped:
+                if self._closed or self._occupied():
+                    return
+                # Collected while open, with no block in use: close the tables, then
+                # release (later calls raise HeapClosedError without reading memory).
+                self._detach()
+                if address in self._mapped:  # pragma: no cover - occupied meanwhile
+                    return
+        except Exception:  # noqa: BLE001 - a finalizer: keep the memory rather than guess
+            return
+        free(address)
 
     def __repr__(self) -> str:
         s = self.stats() if not self._closed else None

@@ -83,6 +83,21 @@ class Mutex:
             if self._waiting:
                 time.sleep(0)  # hand over: let a waiting thread take the token first
 
+    def reset_after_fork(self) -> None:
+        """In a forked child: the token back, no owner, nobody waiting.
+
+        The child's only thread is the one that forked; any other holder or waiter was
+        a parent thread, which does not exist in the child.
+        """
+        try:
+            self.take()
+        except IndexError:
+            pass
+        self.give(True)
+        self._owner = None
+        self._depth = 0
+        self._waiting.clear()
+
     def held(self) -> bool:
         """Whether the calling thread holds the mutex through ``with``."""
         return self._owner == get_ident()

@@ -15,8 +15,9 @@ themselves on a hot path.
 from __future__ import annotations
 
 import ctypes
+import functools
 import sys
-from typing import Final
+from typing import Callable, Final
 
 from memguard.native.loader import declare
 
@@ -217,22 +218,29 @@ def _owned_type(size: int) -> type:
     return kind
 
 
-def owned_buffer(size: int, alignment: int = 0) -> tuple[int, memoryview]:
+def owned_buffer(
+    size: int, alignment: int = 0, gate: Callable[[int, Callable[[int], None]], None] | None = None
+) -> tuple[int, memoryview]:
     """Allocate ``size`` native bytes owned by the returned memoryview.
 
     Returns ``(address, view)``: ``view`` is a writable 1-D ``'B'`` memoryview of the
     whole allocation.  The native memory is released when the last memoryview over it
     (including slices handed to users) is gone, so no view can ever outlive the memory
     it points at.  ``alignment`` of 0 means the allocator's natural alignment.
+
+    With ``gate``, the release is ``gate(address, free)`` instead of ``free(address)``:
+    the gate decides whether the memory goes back to the allocator (it may keep it, for
+    memory that something outside Python still uses; the garbage collector may finalize
+    the owner while other objects it is collecting still point into the memory).
     """
     if alignment:
         address = aligned_alloc(alignment, size)
-        release = aligned_free
+        release: Callable[[int], None] = aligned_free
     else:
         address = malloc(size)
         release = free
     owner = _owned_type(size).from_address(address)
-    owner.release = release
+    owner.release = release if gate is None else functools.partial(gate, free=release)
     return address, memoryview(owner).cast("B")
 
 

@@ -59,6 +59,7 @@ __all__ = [
     "emit",
     "dump",
     "exit_status",
+    "after_fork_in_child",
     "last_exit_report",
     "add_launcher_frames",
     "drop_launcher_frames",
@@ -483,9 +484,11 @@ def build_report(
         with heap.reporting():
             heap.check()
             if options.leak_check:
-                leaks = heap.leaks()
+                # A forked child leaves out the parent's blocks unless asked.
+                leaks = heap.leaks(inherited=True) if options.inherited_leaks else heap.leaks()
             stats = dataclasses.asdict(heap.stats())
-    reports = [_trim_report(r) for r in list(heap.reports)]
+    # A forked child's findings start after those its parent had recorded (the parent's to report).
+    reports = [_trim_report(r) for r in list(heap.reports)[getattr(heap, "inherited_reports", 0) :]]
     leaks = _trim_leaks(leaks)
     only = Only(options.only)
     reports, oos_reports = only.apply(reports)
@@ -646,6 +649,13 @@ def set_program_status(status: int | None) -> None:
 def last_exit_report() -> ExitReport | None:
     """The report the last :func:`dump` built (``None`` before any)."""
     return _last
+
+
+def after_fork_in_child() -> None:
+    """In a forked child: no exit report yet, and a lock no parent thread holds."""
+    global _last, _dump_lock
+    _last = None
+    _dump_lock = threading.Lock()
 
 
 def dump(heap: Any, options: Options, suppressions: Suppressions | None = None) -> ExitReport | None:
