@@ -124,6 +124,11 @@ class StackTable:
         #: resumed under another caller).
         self._parent_cache: tuple[FrameType | None, dict[tuple[int, int, int], int]] = (None, {})
 
+    @property
+    def lock(self) -> threading.RLock:
+        """The lock that guards interning (held across ``fork()`` by the heap's at-fork handlers)."""
+        return self._lock
+
     def capture(self, frame: FrameType | None) -> int:
         """Intern the stack that starts at ``frame``; return its id.
 

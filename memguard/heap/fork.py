@@ -93,7 +93,7 @@ def _before() -> None:
     _taken.clear()
     for heap in list(_heaps):
         taken = []
-        for part in heap._fork_locks():
+        for part in heap.fork_locks():
             got = _take_mutex(part, deadline) if isinstance(part, Mutex) else _take_lock(part, deadline)
             if got is not None:
                 taken.append(got)
@@ -119,7 +119,7 @@ def _after_in_child() -> None:
         for heap, taken in reversed(_taken):
             for _, reset in reversed(taken):
                 reset()
-            heap._forked()
+            heap.mark_inherited()
     finally:
         _taken.clear()
         _registry_lock = threading.Lock()

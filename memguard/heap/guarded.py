@@ -775,12 +775,12 @@ class GuardedHeap(BlockVerifier, Checker):
         """In a forked child, how many of :attr:`reports` the parent had recorded; else 0."""
         return self._inherited_reports
 
-    def _fork_locks(self) -> list[Any]:
-        """The locks to hold across a fork, in the order the heap takes them."""
-        return [self._registered_lock, self._evictor, self._lock, self._stacks._lock]
+    def fork_locks(self) -> list[Any]:
+        """The locks :mod:`memguard.heap.fork` holds across a ``fork()``, in the order the heap takes them."""
+        return [self._registered_lock, self._evictor, self._lock, self._stacks.lock]
 
-    def _forked(self) -> None:
-        """In a forked child (locks reset): mark the parent's blocks and findings as inherited."""
+    def mark_inherited(self) -> None:
+        """In a forked child (its locks reset): mark the parent's blocks and findings as inherited."""
         self._inherited_serial = self._counts()[0]
         self._inherited_reports = len(self.reports)
 
