@@ -41,12 +41,15 @@ from memguard.heap.layout import (
     CLASS_OF,
     FILL_FREED,
     FILL_NEW,
+    FREE_DELTA,
+    HDR,
     LARGE_MARK,
     LIVE,
     LIVE_LOW,
     PAD_OF,
     PADS,
     QUARANTINED,
+    SEAL_OFFSET,
     SMALL_MAX,
     STATE_OFFSET,
     UNPACK_MAX,
@@ -144,6 +147,10 @@ def build_paths(heap: GuardedHeap, inputs: PathInputs) -> Paths:
     budget = inputs.quarantine_bytes
     low = budget - (budget >> 4)  # eviction takes the quarantine down to 15/16 of its budget
     seal_key = inputs.seal_key
+    # The seal of a live block is the key, its offset, size, serial, alloc stack, LIVE
+    # and 0 summed (see layout.header_seal); freeing it adds FREE_DELTA and the free stack.
+    live_key = seal_key + LIVE
+    free_delta = FREE_DELTA
     front_l, tails_l, pads_l = inputs.front, inputs.tails, inputs.pads
     capture = inputs.capture
     take, give = inputs.lock.take, inputs.lock.give
@@ -182,7 +189,7 @@ def build_paths(heap: GuardedHeap, inputs: PathInputs) -> Paths:
             checker = (None, span, slots.append)
         # Header, front redzone, 0xCD over the whole span, tail redzone; the padding
         # between the block's end and the span's end is written after it (PADS).
-        writer = (cached_struct(f"<QIQIII{rz}s{span}s{rz}s").pack_into, slots)
+        writer = (cached_struct(f"{HDR.format}{rz}s{span}s{rz}s").pack_into, slots)
         for n in range(max(span - 15, 0), span + 1):
             writers[n] = writer
             checkers[n] = checker
@@ -216,7 +223,7 @@ def build_paths(heap: GuardedHeap, inputs: PathInputs) -> Paths:
             pad = PAD_OF[size]
             # A slot on a free list belongs to a live arena, so it is written by address.
             pack(
-                memory, p - uoff, serial + size + hoff + seal_key, size, serial, sid, LIVE, 0,
+                memory, p - uoff, size, serial, sid, serial + size + hoff + sid + live_key, LIVE, 0,
                 front_l[k], FILL_NEW, tails_l[k + pad],
             )
             if pad:
@@ -245,10 +252,10 @@ def build_paths(heap: GuardedHeap, inputs: PathInputs) -> Paths:
         # that is not the start of a slot reads bytes of the arena that fail the seal
         # (it covers the block's offset), and the general path reports it.
         try:
-            seal, n, ser, state, front, last, tail = read(view, hoff)
+            n, ser, asid, seal, state, front, last, tail = read(view, hoff)
         except struct.error:  # just after the arena's start: no slot begins there
             return free_slow(p, f)
-        if not (state == LIVE and seal == ser + n + hoff + seal_key):
+        if not (state == LIVE and seal == ser + n + hoff + asid + live_key):
             return free_slow(p, f)
         k = hoff & 0xFF0
         kp = k + PAD_OF[n]
@@ -271,7 +278,7 @@ def build_paths(heap: GuardedHeap, inputs: PathInputs) -> Paths:
             # the whole quarantine to go by, and is not guarded against.)
             freed = view[hoff + STATE_OFFSET] == LIVE_LOW
             if freed:
-                poison(view, hoff + STATE_OFFSET, QUARANTINED, sid, front, FILL_FREED)
+                poison(view, hoff + SEAL_OFFSET, seal + sid + free_delta, QUARANTINED, sid, front, FILL_FREED)
                 live -= n
                 q_append(p << 13 | n)
                 qin += n

@@ -50,12 +50,14 @@ from memguard.heap.layout import (
     ARENA_SIZE,
     FILL_FREED,
     FILL_NEW,
+    FREE_MARK,
     HDR,
     HEADER_SIZE,
     LIVE,
     MAX_BLOCK,
     QUARANTINED,
     RETIRED,
+    SEAL_OFFSET,
     SIZE_MAX,
     SMALL_MAX,
     STATE,
@@ -68,6 +70,7 @@ from memguard.heap.layout import (
     HeapStats,
     LargeBlock,
     cached_struct,
+    header_seal,
     read_header,
     round16,
 )
@@ -258,12 +261,13 @@ class GuardedHeap(BlockVerifier, Checker):
         address, view = native.owned_buffer(ARENA_SIZE + stride, ARENA_SIZE, self._release_native)
         self._mapped.add(address)
         native.memset(address, 0xDD, ARENA_SIZE + stride)
-        # Reading a slot at free: seal, size, serial, state, front redzone, the last 16
-        # bytes of the user region (where the padding is), the tail redzone.
+        # Reading a slot at free: size, serial, alloc stack, seal, state, front redzone, the
+        # last 16 bytes of the user region (where the padding is), the tail redzone.
         last = min(body, 16)
-        reader = cached_struct(f"<QIQ4xI4x{rz}s{body - last}x{last}s{rz}s")
-        # Freeing it: state, free stack, front redzone (rewritten as is), 0xDD fill.
-        freer = cached_struct(f"<II{rz}s{body}s")
+        reader = cached_struct(f"<IQIQI4x{rz}s{body - last}x{last}s{rz}s")
+        # Freeing it (from the seal on): seal, state, free stack, front redzone (rewritten
+        # as is), 0xDD fill.
+        freer = cached_struct(f"<QII{rz}s{body}s")
         arena = Arena(view, address, stride, address + uoff, reader.unpack_from, freer.pack_into)
         self._arenas[address >> ARENA_SHIFT] = arena
         carving = self._carvings[address] = _Carving(arena)
@@ -381,7 +385,8 @@ class GuardedHeap(BlockVerifier, Checker):
 
     def _size_arg(self, value: object, what: str) -> int:
         if type(value) is not int:
-            if isinstance(value, (float, complex, str, bytes)) or not hasattr(value, "__index__"):
+            # (a bool is an int to Python, never a size: malloc(True) is a mistake)
+            if isinstance(value, (bool, float, complex, str, bytes)) or not hasattr(value, "__index__"):
                 raise TypeError(f"{what} must be an int, got {type(value).__name__}")
             value = operator.index(value)
         if value < 0:
@@ -394,7 +399,7 @@ class GuardedHeap(BlockVerifier, Checker):
         if type(value) is not int:
             if value is None:
                 return 0
-            if isinstance(value, (float, complex, str, bytes)) or not hasattr(value, "__index__"):
+            if isinstance(value, (bool, float, complex, str, bytes)) or not hasattr(value, "__index__"):
                 raise TypeError(f"address must be an int, got {type(value).__name__}")
             value = operator.index(value)
         if value < 0:
@@ -431,7 +436,7 @@ class GuardedHeap(BlockVerifier, Checker):
                 self._large[p] = _new_tuple(LargeBlock, (view, hoff, size))
             serial = self._count_alloc(size)
             front, rear = self._expected(p, size)
-            _pack_header(view, hoff, serial + size + hoff + self._seal_key, size, serial, sid, LIVE, 0)
+            _pack_header(view, hoff, size, serial, sid, header_seal(self._seal_key, hoff, size, serial, sid, LIVE, 0), LIVE, 0)
             u = hoff + uoff
             view[u - self.redzone : u] = front
             if size <= SMALL_MAX:
@@ -496,7 +501,7 @@ class GuardedHeap(BlockVerifier, Checker):
         reports.extend(self._verify_redzones(view, hoff, p, hdr, repair=True))
         u = hoff + self._uoff
         span = round16(n)
-        cached_struct("<II").pack_into(view, hoff + STATE_OFFSET, QUARANTINED, sid)
+        FREE_MARK.pack_into(view, hoff + SEAL_OFFSET, header_seal(self._seal_key, hoff, n, hdr.serial, hdr.alloc_stack, QUARANTINED, sid), QUARANTINED, sid)
         if n <= SMALL_MAX:
             view[u : u + span] = FILL_FREED[:span]
         else:
@@ -564,7 +569,7 @@ class GuardedHeap(BlockVerifier, Checker):
             hdr = read_header(*found) if found is not None else None
             if hdr is None or found is None or not self._seal_ok(p, hdr, found[1]):
                 raise InvalidAddressError(f"0x{p:x} is not a block of this heap")
-            _, n, serial, asid, state, fsid = hdr
+            n, serial, asid, _, state, fsid = hdr
             return BlockInfo(
                 address=p, size=n, serial=serial, state=STATE_NAMES[state],
                 alloc_stack=self._stacks.get(asid),
@@ -662,12 +667,12 @@ class GuardedHeap(BlockVerifier, Checker):
         records = []
         for arena in list(self._arenas.values()):
             stride, user0 = arena.stride, arena.user0
-            walker = cached_struct(f"<QIQIII{stride - HEADER_SIZE}x")
+            walker = cached_struct(f"{HDR.format}{stride - HEADER_SIZE}x")
             hoff = -stride
             # (the rows are headers in Header's order)
             for hdr in walker.iter_unpack(arena.view[: self._carved(arena.base)]):
                 hoff += stride
-                _, n, serial, asid, state, _ = hdr
+                n, serial, asid, _, state, _ = hdr
                 if state == LIVE and serial > since and self._seal_ok(user0 + hoff, hdr, hoff):
                     records.append(BlockRecord(user0 + hoff, n, serial, asid))
         for p, (view, hoff, _) in list(self._large.items()):
@@ -687,7 +692,8 @@ class GuardedHeap(BlockVerifier, Checker):
 
     @property
     def serial(self) -> int:
-        """Allocations made so far: a cheap mark for ``leaks(since=heap.serial)``."""
+        """Allocations made so far: a cheap mark for ``leaks(since=heap.serial)`` (still
+        readable after :meth:`close`, like :meth:`stats`)."""
         return self._counts()[0]
 
     def mark(self) -> Snapshot:
@@ -695,8 +701,11 @@ class GuardedHeap(BlockVerifier, Checker):
 
         Taking it costs a few counter reads, and ``leaks(since=mark)`` answers without walking
         the heap when every block allocated since the mark has already been freed.
+        Raises :class:`HeapClosedError` after :meth:`close`, like :meth:`snapshot`.
         """
         with self._lock:
+            if self._closed:
+                raise HeapClosedError("the heap is closed")
             serial, _, _, _, evicted = self._counts()
             return Snapshot(serial, (), self._stacks, evicted + len(self._quarantine))
 
@@ -731,6 +740,8 @@ class GuardedHeap(BlockVerifier, Checker):
         elif isinstance(since, Snapshot):
             mark = since.serial
         elif type(since) is int:
+            if since < 0:
+                raise ValueError(f"since must be >= 0 (an allocation count), got {since}")
             mark = since
         else:
             raise TypeError(f"since must be a Snapshot, an int or None, got {type(since).__name__}")
@@ -745,7 +756,11 @@ class GuardedHeap(BlockVerifier, Checker):
         return group_records(records, self._stacks)
 
     def stats(self) -> HeapStats:
-        """Counters: live and peak bytes, allocations, frees, quarantine."""
+        """Counters: live and peak bytes, allocations, frees, quarantine.
+
+        After :meth:`close` they are the heap's final counters: the quarantine was emptied
+        (its blocks count as freed) and no arena or large block is held any more.
+        """
         with self._lock:
             serial, live, peak, qbytes, evicted = self._counts()
             return HeapStats(
@@ -756,7 +771,7 @@ class GuardedHeap(BlockVerifier, Checker):
                 total_frees=evicted + len(self._quarantine),
                 quarantined_blocks=len(self._quarantine),
                 quarantined_bytes=qbytes,
-                arena_bytes=self._arena_count * ARENA_SIZE,
+                arena_bytes=self._arena_count * ARENA_SIZE if not self._closed else 0,
                 large_blocks=len(self._large) if not self._closed else 0,
             )
 
@@ -796,8 +811,9 @@ class GuardedHeap(BlockVerifier, Checker):
         Memory still viewed through a :meth:`view` memoryview is released only when that
         view is gone; memory holding a block that was never freed (a leak, or a block a C
         object still uses) is never released.  Further calls raise
-        :class:`HeapClosedError` (a ``free`` too, without reading the block); closing
-        twice is a no-op.
+        :class:`HeapClosedError` (a ``free`` too, without reading the block), except
+        :meth:`stats`, :attr:`serial`, :attr:`closed` and ``reports`` (the final state);
+        closing twice is a no-op.
         """
         if self._closed:
             return []

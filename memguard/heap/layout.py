@@ -4,9 +4,12 @@ Block layout (every block, small or large)::
 
     [pad][header 32][front redzone R][user region n][rear redzone: pad to 16 + R]
 
-The header (:data:`HDR`, read as a :class:`Header`) holds a seal (the sum of the block's
-offset, size and serial and a per-heap secret), the size, the serial number, the
-allocation stack id, the state and the free stack id.
+The header (:data:`HDR`, read as a :class:`Header`) holds the size, the serial number,
+the allocation stack id, a seal, the state and the free stack id.  The seal is the sum of
+a per-heap secret, the block's offset and every other field (:func:`header_seal`), so a stray
+write to any field memguard trusts breaks it.  The seal, the state and the free stack id
+are the header's last 16 bytes, next to the front redzone: freeing a block rewrites them
+and poisons the block in one write.
 
 Small blocks (up to :data:`SMALL_MAX` bytes) live in size-class arenas of
 :data:`ARENA_SIZE` bytes, aligned to their size (:class:`Arena`); larger and
@@ -35,6 +38,10 @@ __all__ = [
     "HEADER_SIZE",
     "STATE",
     "STATE_OFFSET",
+    "SEAL_OFFSET",
+    "FREE_MARK",
+    "FREE_DELTA",
+    "header_seal",
     "MAX_BLOCK",
     "SIZE_MAX",
     # states
@@ -78,13 +85,17 @@ ARENA_SHIFT = 18
 ARENA_SIZE = 1 << ARENA_SHIFT
 #: Offset of an address inside its arena: ``address & ARENA_MASK``.
 ARENA_MASK = ARENA_SIZE - 1
-#: The block header: seal, size, serial, alloc stack, state, free stack (see :class:`Header`).
-HDR = struct.Struct("<QIQIII")
+#: The block header: size, serial, alloc stack, seal, state, free stack (see :class:`Header`).
+HDR = struct.Struct("<IQIQII")
 #: Bytes of block header in front of the front redzone.
 HEADER_SIZE = HDR.size
 #: The state field alone, at :data:`STATE_OFFSET` in the header.
 STATE = struct.Struct("<I")
 STATE_OFFSET = 24
+#: Where the seal is: the seal, the state and the free stack id are the header's last 16 bytes.
+SEAL_OFFSET = 16
+#: What a free writes at :data:`SEAL_OFFSET`: the new seal, the state, the free stack id.
+FREE_MARK = struct.Struct("<QII")
 #: Largest block (the header holds the size in 32 bits).
 MAX_BLOCK = 0xFFFFFFFF
 SIZE_MAX = native.SIZE_MAX
@@ -97,6 +108,17 @@ RETIRED = 0xBADB10C5
 #: Arenas are filled with 0xDD, so a slot that was never handed out reads as this state.
 NEVER = 0xDDDDDDDD
 STATE_NAMES = {LIVE: "live", QUARANTINED: "quarantined", RETIRED: "corrupt"}
+#: What freeing a live block adds to its seal, besides the free stack id.
+FREE_DELTA = QUARANTINED - LIVE
+
+
+def header_seal(key: int, hoff: int, size: int, serial: int, alloc_stack: int, state: int, free_stack: int) -> int:
+    """The seal of a header: the heap's key, the header's offset and every other field, summed.
+
+    A change of any one field changes the sum; the key (below 2**62) keeps it below
+    2**64.  The fast paths compute the same sum inline.
+    """
+    return key + hoff + size + serial + alloc_stack + state + free_stack
 #: The low byte of ``LIVE`` as stored (little-endian): unique among the states.
 LIVE_LOW = LIVE & 0xFF
 #: Quarantine entries are ``address << 13 | size``; this size marks a large block.
@@ -163,10 +185,10 @@ class Header(NamedTuple):
     ``Header._make(HDR.unpack_from(view, offset))`` reads one.
     """
 
-    seal: int
     size: int
     serial: int
     alloc_stack: int
+    seal: int
     state: int
     free_stack: int
 
@@ -194,10 +216,10 @@ class Arena(NamedTuple):
     stride: int
     #: user address of slot 0
     user0: int
-    #: ``read(view, header offset)``: seal, size, serial, state, front redzone, the last
-    #: 16 bytes of the user region, the tail redzone (the fast free's reader)
+    #: ``read(view, header offset)``: size, serial, alloc stack, seal, state, front
+    #: redzone, the last 16 bytes of the user region, the tail redzone (the fast free's reader)
     read: Callable[[Any, int], tuple[Any, ...]]
-    #: ``poison(view, state offset, state, free stack, front redzone, fill)``: frees a slot
+    #: ``poison(view, seal offset, seal, state, free stack, front redzone, fill)``: frees a slot
     poison: Callable[..., None]
 
 

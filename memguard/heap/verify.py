@@ -12,6 +12,7 @@ tables (never at an address it was merely given).
 
 from __future__ import annotations
 
+import dataclasses
 from types import FrameType
 from typing import Any
 
@@ -22,6 +23,7 @@ from memguard.heap.layout import (
     ARENA_SHIFT,
     FILL_FREED,
     FREED_FILLS,
+    HDR,
     HEADER_SIZE,
     LIVE,
     NEVER,
@@ -37,6 +39,7 @@ from memguard.heap.layout import (
     LargeBlock,
     cached_struct,
     freed_fill,
+    header_seal,
     poison_address,
     read_header,
     round16,
@@ -91,8 +94,8 @@ class BlockVerifier:
 
     def _seal_ok(self, p: int, hdr: tuple[int, ...], hoff: int) -> bool:
         """Whether a header is intact: the seal matches and the size fits the slot."""
-        seal, n, serial, _, state, _ = hdr
-        if seal != serial + n + hoff + self._seal_key or state not in STATE_NAMES:
+        n, serial, asid, seal, state, fsid = hdr
+        if seal != header_seal(self._seal_key, hoff, n, serial, asid, state, fsid) or state not in STATE_NAMES:
             return False
         large = self._large.get(p)
         if large is not None:
@@ -125,9 +128,39 @@ class BlockVerifier:
         """Front and rear redzones of a live block."""
         n = hdr.size
         front, rear = self._expected(p, n)
-        return self._diff("heap-buffer-underflow", view, hoff, p, hdr, -self.redzone, front, repair) + self._diff(
-            "heap-buffer-overflow", view, hoff, p, hdr, n, rear, repair
+        return self._diff("heap-buffer-underflow", view, hoff, p, hdr, -self.redzone, front, repair) + self._after_block(
+            view, hoff, p, hdr, repair
         )
+
+    def _after_block(self, view: memoryview, hoff: int, p: int, hdr: Header, repair: bool) -> list[Report]:
+        """The bytes after a block: its rear redzone (live) or its tail redzone (freed).
+
+        A run of bad bytes that reaches the end of the block's arena slot, when the next
+        slot's header is damaged too, is one write that went on into that header: it is
+        reported here, on this block, and the next header is retired (never reported
+        again, never trusted).
+        """
+        n = hdr.size
+        k = self._key16(p)
+        if hdr.state == LIVE:
+            reports = self._diff("heap-buffer-overflow", view, hoff, p, hdr, n, self._rear[k | (-n & MAX_PAD)], repair)
+        else:
+            span = round16(n)
+            reports = self._diff("heap-use-after-free", view, hoff, p, hdr, span, self._tails[k | (-n & MAX_PAD)], repair)
+        arena = self._arenas.get(p >> ARENA_SHIFT)
+        if not reports or arena is None:
+            return reports
+        report = reports[0]
+        stride = arena.stride
+        nhoff = hoff + stride
+        if report.offset + report.count != stride - self._uoff or nhoff + stride > self._carved(arena.base):
+            return reports
+        nhdr = read_header(view, nhoff)
+        if nhdr.state in (RETIRED, NEVER) or self._seal_ok(p + stride, nhdr, nhoff):
+            return reports
+        STATE.pack_into(view, nhoff + STATE_OFFSET, RETIRED)
+        message = f"{report.message}, and on into the header of the next block (0x{p + stride:x}), now unusable"
+        return [dataclasses.replace(report, message=message)]
 
     def _poison_intact(self, view: memoryview, u: int, p: int, span: int) -> bool:
         """Whether the ``span`` user bytes at ``p`` (view offset ``u``) are all 0xDD."""
@@ -155,7 +188,7 @@ class BlockVerifier:
                 for start in range(0, span, POISON_CHUNK):
                     size = min(POISON_CHUNK, span - start)
                     reports += self._diff(uaf, view, hoff, p, hdr, start, b"\xdd" * size, repair)
-        reports += self._diff(uaf, view, hoff, p, hdr, span, self._tails[kp], repair)
+        reports += self._after_block(view, hoff, p, hdr, repair)
         return reports
 
     # ------------------------------------------------------------------ whole-heap checks
@@ -175,13 +208,13 @@ class BlockVerifier:
         data = view[: self._carved(base)].tobytes()
         starts = data.startswith
         hoff = -stride
-        for seal, n, serial, _, state, _ in cached_struct(f"<QIQIII{stride - HEADER_SIZE}x").iter_unpack(data):
+        for n, serial, asid, seal, state, fsid in cached_struct(f"{HDR.format}{stride - HEADER_SIZE}x").iter_unpack(data):
             hoff += stride
             if state == NEVER:
                 continue
             k = hoff & 0xFF0
             u = hoff + uoff
-            if seal == serial + n + hoff + seal_key and n <= stride and starts(front_l[k], u - rz):
+            if seal == seal_key + hoff + n + serial + asid + state + fsid and n <= stride and starts(front_l[k], u - rz):
                 if state == LIVE:
                     if starts(rear_l[k | (-n & 15)], u + n):
                         continue
@@ -219,7 +252,7 @@ class BlockVerifier:
         self, kind: str, view: memoryview, hoff: int, p: int, hdr: Header,
         offset: int, count: int, expected: bytes, found: bytes,
     ) -> Report:
-        _, n, serial, asid, state, fsid = hdr
+        n, serial, asid, _, state, fsid = hdr
         memory, start = self._memory(view, hoff, p, n, p + offset)
         if state != LIVE and not 0 <= offset < n:
             what = f"{count} byte(s) written {'past the end' if offset >= n else 'before the start'} of a freed {n}-byte block"
@@ -239,11 +272,35 @@ class BlockVerifier:
         )
 
     def _header_report(self, view: memoryview, hoff: int, p: int, hdr: Header, when: str) -> Report:
+        """The finding of a damaged header (``hdr``, at ``hoff``); the header is retired.
+
+        When the block before it in its arena is intact but the bytes after it are bad up
+        to the end of its slot, one write ran from that block into this header: the
+        finding is that block's overflow (or use-after-free write).  Otherwise it is a
+        ``heap-header-corruption`` of this block, whose size and stacks are unknown.
+        """
         raw = bytes(view[hoff : hoff + HEADER_SIZE])
+        STATE.pack_into(view, hoff + STATE_OFFSET, RETIRED)
+        arena = self._arenas.get(p >> ARENA_SHIFT)
+        if arena is not None and hoff >= arena.stride:
+            phoff, prev = hoff - arena.stride, p - arena.stride
+            phdr = read_header(view, phoff)
+            tail = self._tails[self._key16(prev) | (-phdr.size & MAX_PAD)]
+            if (
+                phdr.state in (LIVE, QUARANTINED)
+                and self._seal_ok(prev, phdr, phoff)
+                and view[hoff - 1] != tail[-1]
+            ):
+                # (put back for a moment: _after_block sees the damaged header and retires it)
+                STATE.pack_into(view, hoff + STATE_OFFSET, hdr.state)
+                spilled = self._after_block(view, phoff, prev, phdr, repair=True)
+                STATE.pack_into(view, hoff + STATE_OFFSET, RETIRED)
+                if spilled:
+                    return spilled[0]
         return Report(
-            kind="heap-buffer-underflow", address=p, size=0, offset=-self._uoff, count=HEADER_SIZE,
+            kind="heap-header-corruption", address=p, size=0, offset=-self._uoff, count=HEADER_SIZE,
             stack=self._stacks.get(self._stacks.here()), thread=thread_label(), found=raw,
-            message=f"the block header was overwritten (detected at {when}); size and stacks are unknown",
+            message=f"the header of the block at 0x{p:x} was overwritten (detected at {when}); its size and stacks are unknown",
             memory=raw + bytes(view[hoff + HEADER_SIZE : hoff + self._uoff]), memory_start=p - self._uoff,
         )
 
@@ -267,7 +324,7 @@ class BlockVerifier:
             view, hoff, user = inside
             hdr = read_header(view, hoff)
             if hdr.state in (LIVE, QUARANTINED) and self._seal_ok(user, hdr, hoff):
-                _, n, serial, asid, state, fsid = hdr
+                n, serial, asid, _, state, fsid = hdr
                 off = p - user
                 where = f"{off} bytes inside of" if 0 <= off < n else (f"{-off} bytes to the left of" if off < 0 else f"{off - n} bytes to the right of")
                 return Report(

@@ -23,6 +23,7 @@ from memguard.heap.layout import (
     HeapSlot,
     SlotState,
     cached_struct,
+    header_seal,
 )
 
 __all__ = ["ArenaCopy", "LargeCopy", "WalkSnapshot", "copy_arena", "iter_regions"]
@@ -96,10 +97,10 @@ def iter_regions(snap: WalkSnapshot) -> Iterator[HeapRegion]:
             rows: list[tuple[int, int, SlotState, int]] = []
             add = rows.append
             hoff = -stride
-            for seal, n, serial, _, state, _ in HDR.iter_unpack(region.headers):
+            for n, serial, asid, seal, state, fsid in HDR.iter_unpack(region.headers):
                 hoff += stride
                 p = user0 + hoff
-                if seal == serial + n + hoff + seal_key and n <= capacity:
+                if seal == header_seal(seal_key, hoff, n, serial, asid, state, fsid) and n <= capacity:
                     if state == LIVE:
                         add((p, n, "live", serial))
                         continue
@@ -110,9 +111,9 @@ def iter_regions(snap: WalkSnapshot) -> Iterator[HeapRegion]:
             yield HeapRegion("arena", region.base, ARENA_SIZE, stride, tuple(map(make, rows)))
         else:
             assert isinstance(region, LargeCopy)
-            seal, n, serial, _, state, _ = region.header
+            n, serial, asid, seal, state, fsid = region.header
             p = region.user
-            if seal == serial + n + region.hoff + seal_key and n == region.size and state in (LIVE, QUARANTINED):
+            if seal == header_seal(seal_key, region.hoff, n, serial, asid, state, fsid) and n == region.size and state in (LIVE, QUARANTINED):
                 slot = HeapSlot(p, n, "live" if state == LIVE else "quarantined", serial)
             else:
                 slot = HeapSlot(p, 0, _CORRUPT, 0)
