@@ -52,6 +52,7 @@ def _interrupt_at(n: int, op: Callable[[], Any]) -> bool:
         frame.f_trace_lines = True
         return local(frame, event, arg)
 
+    previous = sys.gettrace()  # (coverage's, under coverage)
     sys.settrace(tracer)
     try:
         op()
@@ -59,7 +60,7 @@ def _interrupt_at(n: int, op: Callable[[], Any]) -> bool:
         if not fired:  # pragma: no cover - a real Ctrl-C
             raise
     finally:
-        sys.settrace(None)
+        sys.settrace(previous)
     return fired
 
 
@@ -223,3 +224,26 @@ def test_memguard_run_exits_130_on_sigint_with_no_finding(tmp_path: Any) -> None
             pytest.fail(f"run {i}: memguard run hung after SIGINT")
         assert proc.returncode == 130, err
         assert "ERROR: memguard" not in err and "found problems" not in err, err
+
+
+def test_a_ctrl_c_caught_by_a_buffer_finalizer_is_raised_again_by_the_heap() -> None:
+    """An exception cannot leave a finalizer: a KeyboardInterrupt that lands in the one that
+    releases a large block's memory would be printed and lost (the program would go on
+    after Ctrl-C).  The heap raises it again once the block is gone."""
+    from memguard import native
+
+    heap = memguard.GuardedHeap(quarantine_bytes=0, on_error="report")
+    p = heap.malloc(9000)
+    owner = heap._large[p].view.obj
+    release = owner.release
+
+    def interrupted(address: int) -> None:
+        release(address)
+        raise KeyboardInterrupt
+
+    owner.release = interrupted
+    del owner
+    with pytest.raises(KeyboardInterrupt):
+        heap.free(p)  # leaves the quarantine at once: the buffer is dropped
+    native.raise_caught_interrupt()  # raised once, not again
+    _after(heap)

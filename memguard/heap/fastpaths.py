@@ -19,6 +19,12 @@ lock, in ``evict``, which one thread at a time runs (it has a token of its own);
 quarantined bytes are ``qin - qout``, each counter with a single writer (``qin`` under
 the lock, ``qout`` under the evictor's token).
 
+An interrupt (Ctrl-C, any asynchronous exception) may land at any line: each path
+records what it holds and has done in locals set with no call in between (see
+:mod:`memguard.heap.mutex`), and its handler finishes or undoes the block it was writing
+and gives the token back.  A block is counted, written whole, then handed out; a freed
+block is poisoned, then queued, then counted.
+
 Hot-path values are plain tuples, unpacked: CPython unpacks and indexes an exact tuple
 faster than any subclass of it (a ``NamedTuple`` among them), so the fast free reads
 its own table of arenas rather than the heap's :class:`~memguard.heap.layout.Arena`
@@ -316,8 +322,7 @@ def build_paths(heap: GuardedHeap, inputs: PathInputs) -> Paths:
             del token[0]; held = 1  # noqa: E702
             # Still the block that was read (no allocation since, or the same seal: it
             # covers the serial number), and not freed by another thread meanwhile.
-            same = serial == seen or words[hoff >> 3] == seal
-            mine = same and view[hoff + STATE_OFFSET] == LIVE_LOW
+            mine = (serial == seen or words[hoff >> 3] == seal) and view[hoff + STATE_OFFSET] == LIVE_LOW
             if mine:
                 # Poison first (one write: state, free stack, fill), then queue, then count:
                 # the evictor takes only counted bytes, so it never meets an unqueued block.
@@ -334,10 +339,8 @@ def build_paths(heap: GuardedHeap, inputs: PathInputs) -> Paths:
             if held:
                 interrupted_free(p, n, view, hoff, mine and not freed)
             raise
-        if not freed:
-            if not same:  # freed by another thread and handed out again meanwhile
-                return stale_free(p, n, ser, f)
-            return free_slow(p, f)
+        if not freed:  # a double free, or the block was freed and handed out again meanwhile
+            return stale_free(p, n, ser, f)
         if on_free is not None:
             on_free(heap, p)
         if qin - qout > budget:

@@ -368,6 +368,9 @@ class GuardedHeap(BlockVerifier, Checker):
                         # The caller will not get the new block: give it back rather than leak it.
                         reports += self._free_found(nview, nhoff, new, sid)
                         new = 0
+                # (the block's views go now: a finalizer's Ctrl-C is raised below)
+                found = nfound = view = nview = None  # type: ignore[assignment]
+            self._raise_caught(reports)
             self.emit(reports)
             # The hooks run after the lock is released, as on every path.
             if new:
@@ -509,11 +512,12 @@ class GuardedHeap(BlockVerifier, Checker):
             self.emit(reports)
 
     def _stale_free(self, p: int, n: int, serial: int, frame: FrameType | None) -> None:
-        """A free of block ``serial`` at ``p`` that found another block there under the lock.
+        """A fast free of block ``serial`` at ``p`` that did not free it under the lock.
 
-        Another thread freed the block after this free read it, and the heap handed its
-        memory out again: this free is the double free (the new block is not touched).
-        When the block is still there after all, this is an ordinary free.
+        When the block is still there, the general free decides (a double free, mostly).
+        When another block is: another thread freed this one after the fast free read it,
+        and the heap handed its memory out again; this free is the double free, and the
+        new block is not touched.
         """
         __tracebackhide__ = True
         with self._lock:
@@ -554,11 +558,26 @@ class GuardedHeap(BlockVerifier, Checker):
             return
         with self._lock:
             reports, freed = self._free_other(p, self._stacks.capture(frame), frame)
+        self._raise_caught(reports)
         on_free = self.seams.on_free
         if freed and on_free is not None:
             on_free(self, p)
         __tracebackhide__ = True
         self.emit(reports)
+
+    def _raise_caught(self, reports: list[Report]) -> None:
+        """Raise the Ctrl-C a dropped buffer's finalizer caught (``reports`` kept for ``check()``).
+
+        An exception cannot leave a finalizer, so a ``KeyboardInterrupt`` that lands in
+        the one releasing a large block's memory is kept (see
+        :func:`memguard.native.raise_caught_interrupt`) and goes on from here.
+        """
+        try:
+            native.raise_caught_interrupt()
+        except KeyboardInterrupt:
+            with self.deferred_errors():
+                self.emit(reports)
+            raise
 
     def _free_other(self, p: int, sid: int, frame: FrameType | None) -> tuple[list[Report], bool]:
         """Free ``p`` under the lock: large blocks, findings, bad pointers.
@@ -631,6 +650,12 @@ class GuardedHeap(BlockVerifier, Checker):
         asks once more, and the block may be gone already (its size is then the one
         recorded when it went) or its address may be a new block's (left alone).
         """
+        found = self._release_large(p, again)
+        self._raise_caught(found[1])
+        return found
+
+    def _release_large(self, p: int, again: bool) -> tuple[int, list[Report]]:
+        """The work of :meth:`_evict_large`, under the lock."""
         with self._lock:
             large = self._large.get(p) if not self._closed else None
             if again and (large is None or read_header(large.view, large.hoff).state != QUARANTINED):
@@ -886,6 +911,7 @@ class GuardedHeap(BlockVerifier, Checker):
                 self._stacks.forget_frame()
             if self.has_plugins:
                 self.plugins.heap_closed()
+        self._raise_caught([])  # (the memory went: a finalizer's Ctrl-C goes on from here)
         if reports and self.on_error == "raise":
             raise error_for(reports[0])
         return reports
