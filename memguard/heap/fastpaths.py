@@ -241,7 +241,7 @@ def build_paths(heap: GuardedHeap, inputs: PathInputs) -> Paths:
                 if live > peak:
                     peak = live
             held = 0; give(True)  # noqa: E702
-            if p and on_alloc is not None:
+            if on_alloc is not None and p:
                 on_alloc(heap, p)
         except IndexError:
             if not (held or p):  # another thread holds the lock
