@@ -19,6 +19,12 @@ lock, in ``evict``, which one thread at a time runs (it has a token of its own);
 quarantined bytes are ``qin - qout``, each counter with a single writer (``qin`` under
 the lock, ``qout`` under the evictor's token).
 
+An interrupt (Ctrl-C, any asynchronous exception) may land at any line: each path
+records what it holds and has done in locals set with no call in between (see
+:mod:`memguard.heap.mutex`), and its handler finishes or undoes the block it was writing
+and gives the token back.  A block is counted, written whole, then handed out; a freed
+block is poisoned, then queued, then counted.
+
 Hot-path values are plain tuples, unpacked: CPython unpacks and indexes an exact tuple
 faster than any subclass of it (a ``NamedTuple`` among them), so the fast free reads
 its own table of arenas rather than the heap's :class:`~memguard.heap.layout.Arena`
@@ -91,6 +97,10 @@ class Paths(NamedTuple):
     release: Callable[[], None]
     #: set the hooks called after each allocation and each free (None: no call)
     set_hooks: Callable[[Hook | None, Hook | None], None]
+    #: finish a ``retire`` an interrupt cut short (lock held): ``settle(p, n, is_large, queued_before)``
+    settle: Callable[[int, int, bool, int], None]
+    #: bytes ever put in the quarantine (lock held; for ``settle``)
+    queued: Callable[[], int]
 
 
 class PathInputs(NamedTuple):
@@ -125,10 +135,16 @@ class PathInputs(NamedTuple):
     size_arg: Callable[[object, str], int]
     #: ``evict_small(p)``: the findings of a small block whose poison is damaged
     evict_small: Callable[[int], list[Report]]
-    #: ``evict_large(p)``: a large block leaves the quarantine; ``(its size, findings)``
-    evict_large: Callable[[int], tuple[int, list[Report]]]
+    #: ``evict_large(p, again=False)``: a large block leaves the quarantine; ``(its size, findings)``
+    evict_large: Callable[..., tuple[int, list[Report]]]
     #: whether the heap is closed
     is_closed: Callable[[], bool]
+    #: ``discard(p, sid)``: free a complete block its caller never got (an interrupt, a
+    #: hook that raised), without hooks; findings are deferred to the next ``check()``
+    discard: Callable[[int, int], None]
+    #: ``stale_free(p, n, serial, frame)``: a free whose block another thread freed (and
+    #: the heap handed out again) between reading it and taking the lock: the double free
+    stale_free: Callable[[int, int, int, Any], None]
 
 
 def build_paths(heap: GuardedHeap, inputs: PathInputs) -> Paths:
@@ -142,7 +158,7 @@ def build_paths(heap: GuardedHeap, inputs: PathInputs) -> Paths:
     free_slots = inputs.free_slots
     quarantine = inputs.quarantine
     q_append, q_popleft = quarantine.append, quarantine.popleft
-    ev_take, ev_give = inputs.evictor.take, inputs.evictor.give
+    ev_token, ev_give = inputs.evictor.token, inputs.evictor.give
     memory = native.address_space()
     budget = inputs.quarantine_bytes
     low = budget - (budget >> 4)  # eviction takes the quarantine down to 15/16 of its budget
@@ -153,13 +169,15 @@ def build_paths(heap: GuardedHeap, inputs: PathInputs) -> Paths:
     free_delta = FREE_DELTA
     front_l, tails_l, pads_l = inputs.front, inputs.tails, inputs.pads
     capture = inputs.capture
-    take, give = inputs.lock.take, inputs.lock.give
+    token, give = inputs.lock.token, inputs.lock.give
     general_alloc, free_slow, size_arg = inputs.alloc, inputs.free_slow, inputs.size_arg
     evict_small, evict_large, is_closed = inputs.evict_small, inputs.evict_large, inputs.is_closed
+    discard, stale_free = inputs.discard, inputs.stale_free
     # Bound here: CPython 3.11 calls a method of an imported name through a bound method.
     poison_intact = FILL_FREED.startswith
-    #: arena number -> ``(view, user address of slot 0, reader, freer)`` (see Arena)
-    arenas: dict[int, tuple[memoryview, int, Any, Any]] = {}
+    #: arena number -> ``(view, user address of slot 0, reader, freer, the view as 64-bit
+    #: words)`` (see Arena; a seal is the word at ``(header offset + SEAL_OFFSET) >> 3``)
+    arenas: dict[int, tuple[memoryview, int, Any, Any, memoryview]] = {}
     # Tables by user size, built on first use; the entries are per size class (few and
     # small, so they stay in cache) and shared by the sizes of the class:
     #: (pack_into writing a whole slot, the class's free list)
@@ -208,34 +226,67 @@ def build_paths(heap: GuardedHeap, inputs: PathInputs) -> Paths:
             if is_user_frame(f):
                 malloc_site = (f, f.f_lasti, sid)
         pack, slots = writers[size] or size_class(size)[0]
+        # ``held``: this call holds the lock; ``p``: the block it counted (see the handlers).
+        held = p = 0
         try:
-            take()
-        except IndexError:  # another thread holds the lock
-            return general_alloc(size, 16, FILL_NEW, f)
-        if not slots:  # (only this lock's holder pops) the general path carves a slot
-            give(True)
-            return general_alloc(size, 16, FILL_NEW, f)
+            # Take the lock and say so on one line with no call: an interrupt lands
+            # before both or after both (see memguard.heap.mutex).
+            del token[0]; held = 1  # noqa: E702
+            if slots:  # (only this lock's holder pops) else the general path carves a slot
+                # The slot and its counters in one statement: all or nothing.
+                p, serial, live = slots.pop(), serial + 1, live + size
+                hoff = (p & ARENA_MASK) - uoff  # arenas are aligned to their size
+                k = hoff & 0xFF0
+                pad = PAD_OF[size]
+                # A slot on a free list belongs to a live arena, so it is written by address.
+                pack(
+                    memory, p - uoff, size, serial, sid, serial + size + hoff + sid + live_key, LIVE, 0,
+                    front_l[k], FILL_NEW, tails_l[k + pad],
+                )
+                if pad:
+                    PADS[pad](memory, p + size, pads_l[k + pad])
+                if live > peak:
+                    peak = live
+            held = 0; give(True)  # noqa: E702
+            if on_alloc is not None and p:
+                on_alloc(heap, p)
+        except IndexError:
+            if not (held or p):  # another thread holds the lock
+                return general_alloc(size, 16, FILL_NEW, f)
+            abandon(p, size, sid, held)  # pragma: no cover - not raised there
+            raise  # pragma: no cover
+        except BaseException:
+            if held or p:
+                abandon(p, size, sid, held)
+            raise
+        return p or general_alloc(size, 16, FILL_NEW, f)
+
+    def abandon(p: int, size: int, sid: int, held: int) -> None:
+        """An allocation was interrupted (or its hook raised): leave the heap consistent.
+
+        With the lock still held, the counted block ``p`` is written whole (the same
+        bytes the fast path writes, so writing twice is harmless) before the lock is
+        given back; then the block, which its caller never got, is freed.
+        """
+        nonlocal peak
         try:
-            p = slots.pop()
-            hoff = (p & ARENA_MASK) - uoff  # arenas are aligned to their size
-            serial += 1
-            k = hoff & 0xFF0
-            pad = PAD_OF[size]
-            # A slot on a free list belongs to a live arena, so it is written by address.
-            pack(
-                memory, p - uoff, size, serial, sid, serial + size + hoff + sid + live_key, LIVE, 0,
-                front_l[k], FILL_NEW, tails_l[k + pad],
-            )
-            if pad:
-                PADS[pad](memory, p + size, pads_l[k + pad])
-            live += size
-            if live > peak:
-                peak = live
+            if held and p:
+                hoff = (p & ARENA_MASK) - uoff
+                k = hoff & 0xFF0
+                pad = PAD_OF[size]
+                writers[size][0](  # type: ignore[index]
+                    memory, p - uoff, size, serial, sid, serial + size + hoff + sid + live_key, LIVE, 0,
+                    front_l[k], FILL_NEW, tails_l[k + pad],
+                )
+                if pad:
+                    PADS[pad](memory, p + size, pads_l[k + pad])
+                if live > peak:
+                    peak = live
         finally:
-            give(True)
-        if on_alloc is not None:
-            on_alloc(heap, p)
-        return p
+            if held:
+                give(True)
+        if p:
+            discard(p, sid)
 
     def free(address: int) -> None:
         nonlocal live, qin, free_site
@@ -244,13 +295,16 @@ def build_paths(heap: GuardedHeap, inputs: PathInputs) -> Paths:
         if type(p) is not int:
             return free_slow(p, f)
         try:
-            view, ubase, read, poison = arenas[p >> ARENA_SHIFT]
+            view, ubase, read, poison, words = arenas[p >> ARENA_SHIFT]
         except KeyError:  # not in an arena (also 0 and negative addresses)
             return free_slow(p, f)
         hoff = p - ubase
         # Read and verify the block before taking the lock (this allocates).  An address
         # that is not the start of a slot reads bytes of the arena that fail the seal
-        # (it covers the block's offset), and the general path reports it.
+        # (it covers the block's offset), and the general path reports it.  ``seen``:
+        # the allocations made so far; while it is unchanged no block can have been
+        # handed out again, so what was read is still the block's.
+        seen = serial
         try:
             n, ser, asid, seal, state, front, last, tail = read(view, hoff)
         except struct.error:  # just after the arena's start: no slot begins there
@@ -268,24 +322,32 @@ def build_paths(heap: GuardedHeap, inputs: PathInputs) -> Paths:
             sid = capture(f)
             if is_user_frame(f):
                 free_site = (f, f.f_lasti, sid)
+        # ``held``: this call holds the lock; ``mine``: the block was live under it;
+        # ``freed``: it is poisoned, queued and counted (see the handler).
+        held = mine = freed = 0
         try:
-            take()
-        except IndexError:  # another thread holds the lock
-            return free_slow(p, f)
-        try:
-            # Not freed by another thread meanwhile.  (Were it freed, evicted and handed
-            # to a third thread in that time, the state reads live again: the race needs
-            # the whole quarantine to go by, and is not guarded against.)
-            freed = view[hoff + STATE_OFFSET] == LIVE_LOW
-            if freed:
+            del token[0]; held = 1  # noqa: E702
+            # Still the block that was read (no allocation since, or the same seal: it
+            # covers the serial number), and not freed by another thread meanwhile.
+            mine = (serial == seen or words[(hoff + SEAL_OFFSET) >> 3] == seal) and view[hoff + STATE_OFFSET] == LIVE_LOW
+            if mine:
+                # Poison first (one write: state, free stack, fill), then queue, then count:
+                # the evictor takes only counted bytes, so it never meets an unqueued block.
                 poison(view, hoff + SEAL_OFFSET, seal + sid + free_delta, QUARANTINED, sid, front, FILL_FREED)
-                live -= n
                 q_append(p << 13 | n)
-                qin += n
-        finally:
-            give(True)
-        if not freed:
-            return free_slow(p, f)
+                live, qin, freed = live - n, qin + n, 1
+            held = 0; give(True)  # noqa: E702
+        except IndexError:
+            if not held:  # another thread holds the lock
+                return free_slow(p, f)
+            interrupted_free(p, n, view, hoff, mine and not freed)  # pragma: no cover - not raised there
+            raise  # pragma: no cover
+        except BaseException:
+            if held:
+                interrupted_free(p, n, view, hoff, mine and not freed)
+            raise
+        if not freed:  # a double free, or the block was freed and handed out again meanwhile
+            return stale_free(p, n, ser, f)
         if on_free is not None:
             on_free(heap, p)
         if qin - qout > budget:
@@ -293,6 +355,23 @@ def build_paths(heap: GuardedHeap, inputs: PathInputs) -> Paths:
             if reports:
                 __tracebackhide__ = True
                 heap.emit(reports)
+
+    def interrupted_free(p: int, n: int, view: memoryview, hoff: int, pending: object) -> None:
+        """A fast free was interrupted with the lock held: finish it, then give the lock back.
+
+        ``pending``: the block was live under the lock and its free was not counted yet.
+        A block still live stays live (the free did not happen); a poisoned one is
+        queued (unless it already is) and counted.
+        """
+        nonlocal live, qin
+        try:
+            if pending and view[hoff + STATE_OFFSET] != LIVE_LOW:
+                e = p << 13 | n
+                if not (quarantine and quarantine[-1] == e):
+                    q_append(e)
+                live, qin = live - n, qin + n
+        finally:
+            give(True)
 
     def evict() -> list[Report] | None:
         """Take the oldest blocks out of the quarantine until it is under budget.
@@ -307,22 +386,23 @@ def build_paths(heap: GuardedHeap, inputs: PathInputs) -> Paths:
         nonlocal qout, evicted
         if qin - qout <= budget:
             return None
-        try:
-            ev_take()
-        except IndexError:
-            return None
         reports = None
-        out, goal, count = qout, qin - low, 0
+        # ``held``: this call holds the evictor's token; ``e``: the entry being moved
+        # (0 once it is counted).  No ``finally`` and no ``try`` inside this one: a
+        # tracer may raise on their lines, outside every handler.
+        held = count = e = 0
+        out = qout
         try:
+            del ev_token[0]; held = 1  # noqa: E702
+            out, goal = qout, qin - low
             # close() takes this token before it releases the arenas: while it is held,
             # the blocks of an open heap can be read by address.
             if is_closed():
+                held = 0; ev_give(True)  # noqa: E702
                 return None
-            while out < goal:
-                try:
-                    e = q_popleft()
-                except IndexError:  # pragma: no cover - only after a concurrent close()
-                    break
+            # (only this token's holder takes from the left; empty only after a close())
+            while out < goal and quarantine:
+                e = quarantine[0]
                 n = e & LARGE_MARK
                 p = e >> 13
                 if n != LARGE_MARK:
@@ -336,31 +416,87 @@ def build_paths(heap: GuardedHeap, inputs: PathInputs) -> Paths:
                         found = evict_small(p)
                         if found:
                             reports = (reports or []) + found
+                    # Out of the queue, counted, then onto the free list: an interrupt
+                    # never pushes a slot twice (see the handler).
+                    q_popleft()
+                    out, count, e = out + n, count + 1, 0
                     push(p)
                 else:
+                    q_popleft()
                     n, found = evict_large(p)
+                    out, count, e = out + n, count + 1, 0
                     if found:
                         reports = (reports or []) + found
-                out += n
-                count += 1
-        finally:
-            qout = out
-            evicted += count
-            ev_give(True)
+            qout, evicted, held = out, evicted + count, 0; ev_give(True)  # noqa: E702
+        except IndexError:
+            if not held:  # another thread is evicting (or this one, re-entered)
+                return None
+            release_evictor(out, count, 0)  # pragma: no cover - not raised there
+            raise  # pragma: no cover
+        except BaseException:
+            if held:
+                release_evictor(out, count, e)
+            raise
         return reports
 
+    def release_evictor(out: int, count: int, e: int) -> None:
+        """An eviction was interrupted: count what left the queue, give the token back.
+
+        A block taken out of the queue but not counted (``e``) is counted: a small one
+        goes to its free list (it was not pushed: pushing comes after counting), a
+        large one is released (unless it was already).
+        """
+        nonlocal qout, evicted
+        try:
+            if e and not (quarantine and quarantine[0] == e):
+                n = e & LARGE_MARK
+                if n != LARGE_MARK:
+                    out, count = out + n, count + 1
+                    slots_of(n).append(e >> 13)
+                else:
+                    n, found = evict_large(e >> 13, True)
+                    out, count = out + n, count + 1
+                    if found:
+                        with heap.deferred_errors():
+                            heap.emit(found)
+        finally:
+            qout, evicted = out, evicted + count
+            ev_give(True)
+
+    def slots_of(n: int) -> list[int]:
+        """The free list of the size class of an ``n``-byte block."""
+        return free_slots[CLASS_OF[n]]
+
     def retire(p: int, n: int, is_large: bool) -> None:
-        """Put a freed block in the quarantine (lock held); :func:`evict` follows."""
+        """Put a freed block in the quarantine (lock held); :func:`evict` follows.
+
+        Queued, then counted in one statement: :func:`settle` finishes an interrupted one.
+        """
         nonlocal live, qin
-        live -= n
         q_append(p << 13 | (LARGE_MARK if is_large else n))
-        qin += n
+        live, qin = live - n, qin + n
+
+    def settle(p: int, n: int, is_large: bool, counted: int) -> None:
+        """Finish a :func:`retire` an interrupt may have cut short (lock held).
+
+        ``counted``: the value of ``qin`` before it; unchanged means not counted yet.
+        """
+        nonlocal live, qin
+        if qin != counted:
+            return
+        e = p << 13 | (LARGE_MARK if is_large else n)
+        if not (quarantine and quarantine[-1] == e):
+            q_append(e)
+        live, qin = live - n, qin + n
+
+    def queued() -> int:
+        """Bytes ever put in the quarantine (for :func:`settle`; lock held)."""
+        return qin
 
     def count_alloc(size: int) -> int:
         """Count a new block (lock held); return its serial number."""
         nonlocal serial, live, peak
-        serial += 1
-        live += size
+        serial, live = serial + 1, live + size  # (one statement: all or nothing)
         if live > peak:
             peak = live
         return serial
@@ -371,7 +507,7 @@ def build_paths(heap: GuardedHeap, inputs: PathInputs) -> Paths:
 
     def add_arena(arena: Arena) -> None:
         """Let the fast free find the slots of a new arena (lock held)."""
-        arenas[arena.base >> ARENA_SHIFT] = (arena.view, arena.user0, arena.read, arena.poison)
+        arenas[arena.base >> ARENA_SHIFT] = (arena.view, arena.user0, arena.read, arena.poison, arena.view.cast("Q"))
 
     def release() -> None:
         """Forget the arenas, the quarantine (unverified) and the call sites (``close``; lock held).
@@ -390,4 +526,4 @@ def build_paths(heap: GuardedHeap, inputs: PathInputs) -> Paths:
         nonlocal on_alloc, on_free
         on_alloc, on_free = alloc_hook, free_hook
 
-    return Paths(malloc, free, evict, retire, count_alloc, counts, add_arena, release, set_hooks)
+    return Paths(malloc, free, evict, retire, count_alloc, counts, add_arena, release, set_hooks, settle, queued)

@@ -74,6 +74,7 @@ from memguard.heap.layout import (
     read_header,
     round16,
 )
+from memguard.findings import thread_label
 from memguard.kinds import error_for
 from memguard.seams import Seams
 from memguard.heap import fork
@@ -195,6 +196,8 @@ class GuardedHeap(BlockVerifier, Checker):
         #: Native allocations (arenas, large blocks) the heap may still read or hand out:
         #: their memory is never released behind its back (see _release_native).
         self._mapped: set[int] = set()
+        #: The last large block that left the quarantine: ``(address, size)``.
+        self._last_large: tuple[int, int] = (0, 0)
         #: Freed blocks, oldest first, as ``address << 13 | size`` (``LARGE_MARK`` for a large block).
         self._quarantine: deque[int] = deque()
         self._closed = False
@@ -207,6 +210,7 @@ class GuardedHeap(BlockVerifier, Checker):
             pads=self._canaries.pads, capture=self._stacks.capture, lock=self._lock, evictor=self._evictor,
             alloc=self._alloc, free_slow=self._free_slow, size_arg=self._size_arg,
             evict_small=self._evict_small_slow, evict_large=self._evict_large, is_closed=lambda: self._closed,
+            discard=self._discard, stale_free=self._stale_free,
         ))
         self._count_alloc = paths.count_alloc
         self._counts = paths.counts
@@ -215,6 +219,8 @@ class GuardedHeap(BlockVerifier, Checker):
         self._add_arena = paths.add_arena
         self._release = paths.release
         self._set_hooks = paths.set_hooks
+        self._settle = paths.settle
+        self._queued = paths.queued
         # The fast paths shadow the general methods, unless a subclass overrides them.
         if type(self).malloc is GuardedHeap.malloc:
             malloc = paths.malloc
@@ -269,9 +275,9 @@ class GuardedHeap(BlockVerifier, Checker):
         # as is), 0xDD fill.
         freer = cached_struct(f"<QII{rz}s{body}s")
         arena = Arena(view, address, stride, address + uoff, reader.unpack_from, freer.pack_into)
-        self._arenas[address >> ARENA_SHIFT] = arena
-        carving = self._carvings[address] = _Carving(arena)
-        self._arena_count += 1
+        carving = _Carving(arena)
+        # Registered in one line with no call: an interrupt finds both tables or neither.
+        self._carvings[address] = carving; self._arenas[address >> ARENA_SHIFT] = arena; self._arena_count += 1  # noqa: E702
         self._add_arena(arena)
         return carving
 
@@ -356,31 +362,45 @@ class GuardedHeap(BlockVerifier, Checker):
         frame = _getframe(1)
         if not address:
             return self._alloc(size, 16, FILL_NEW, frame)
-        with self._lock:
-            found = self._find(address)
-            hdr = read_header(*found) if found is not None else None
-            if found is None or hdr is None or hdr.state != LIVE or not self._seal_ok(address, hdr, found[1]):
-                reports = [self._bad_free_report(address, found, frame, "realloc")]
-                new = 0
-            else:
-                view, hoff = found
-                new = self._alloc(size, 16, FILL_NEW, frame)
-                nfound = self._find(new)
-                assert nfound is not None
-                nview, nhoff = nfound
-                keep = min(hdr.size, size)
-                u = hoff + self._uoff
-                nu = nhoff + self._uoff
-                nview[nu : nu + keep] = view[u : u + keep]
-                reports = self._free_found(view, hoff, address, self._stacks.capture(frame))
-                if reports and self.on_error != "report":
-                    # The caller will not get the new block: give it back rather than leak it.
-                    reports += self._free_found(nview, nhoff, new, self._stacks.capture(frame))
-                    new = 0
-        self.emit(reports)
-        on_free = self.seams.on_free
-        if new and on_free is not None:
-            on_free(self, address)
+        sid = self._stacks.capture(frame)
+        new = 0
+        try:
+            with self._lock:
+                found = self._find(address)
+                hdr = read_header(*found) if found is not None else None
+                if found is None or hdr is None or hdr.state != LIVE or not self._seal_ok(address, hdr, found[1]):
+                    reports = [self._bad_free_report(address, found, frame, "realloc")]
+                else:
+                    view, hoff = found
+                    new = self._place(size, 16, FILL_NEW, sid)
+                    nfound = self._find(new)
+                    assert nfound is not None
+                    nview, nhoff = nfound
+                    keep = min(hdr.size, size)
+                    u = hoff + self._uoff
+                    nu = nhoff + self._uoff
+                    nview[nu : nu + keep] = view[u : u + keep]
+                    reports = self._free_found(view, hoff, address, sid)
+                    if reports and self.on_error != "report":
+                        # The caller will not get the new block: give it back rather than leak it.
+                        reports += self._free_found(nview, nhoff, new, sid)
+                        new = 0
+                # (the block's views go now: a finalizer's Ctrl-C is raised below)
+                found = nfound = view = nview = None  # type: ignore[assignment]
+            self._raise_caught(reports)
+            self.emit(reports)
+            # The hooks run after the lock is released, as on every path.
+            if new:
+                on_alloc, on_free = self.seams.on_alloc, self.seams.on_free
+                if on_alloc is not None:
+                    on_alloc(self, new)
+                if on_free is not None:
+                    on_free(self, address)
+        except BaseException:
+            # Interrupted, or a hook raised: the caller will not get the new block.
+            if new:
+                self._discard(new, sid)
+            raise
         return new
 
     def _size_arg(self, value: object, what: str) -> int:
@@ -407,12 +427,38 @@ class GuardedHeap(BlockVerifier, Checker):
         return value
 
     def _alloc(self, size: int, alignment: int, fill: bytes | None, frame: FrameType | None) -> int:
-        """General allocation path: any size, any alignment, 0xCD or zero fill."""
+        """General allocation path: any size, any alignment, 0xCD or zero fill.
+
+        The ``memguard_alloc`` hook runs after the lock is released.  Interrupted (or
+        when the hook raises), the block the caller will not get is freed; see
+        :meth:`_place` for an interrupt inside the lock.
+        """
         sid = self._stacks.capture(frame)
+        p = 0
+        try:
+            with self._lock:
+                p = self._place(size, alignment, fill, sid)
+            on_alloc = self.seams.on_alloc
+            if on_alloc is not None:
+                on_alloc(self, p)
+        except BaseException:
+            if p:
+                self._discard(p, sid)
+            raise
+        return p
+
+    def _place(self, size: int, alignment: int, fill: bytes | None, sid: int) -> int:
+        """Make a live block (lock held); return its user address.
+
+        Interrupted after a slot or a native block was claimed, the block is written
+        whole (so nothing reads half a block) and freed at once, without hooks.
+        """
+        if self._closed:
+            raise HeapClosedError("the heap is closed")
         uoff = self._uoff
-        with self._lock:
-            if self._closed:
-                raise HeapClosedError("the heap is closed")
+        p = serial = 0
+        before: int | None = None
+        try:
             if size <= SMALL_MAX and alignment <= 16:
                 slots = self._free_slots[(size + 15) >> 4]
                 p = slots.pop() if slots else self._carve((size + 15) >> 4)
@@ -425,29 +471,93 @@ class GuardedHeap(BlockVerifier, Checker):
                 pre = -uoff % alignment
                 total = pre + uoff + round16(size) + self.redzone
                 try:
-                    address, view = native.owned_buffer(total, max(alignment, 16), self._release_native)
+                    address, native_view = native.owned_buffer(total, max(alignment, 16), self._release_native)
                 except MemoryError:
                     raise MemoryError(
                         f"cannot allocate {size} bytes (alignment {alignment}): the native allocator returned NULL"
                     ) from None
-                hoff = pre
-                p = address + pre + uoff
+                record = _new_tuple(LargeBlock, (native_view, pre, size))
                 self._mapped.add(address)
-                self._large[p] = _new_tuple(LargeBlock, (view, hoff, size))
+                # Registered and known here in one line with no call (see memguard.heap.mutex).
+                self._large[address + pre + uoff] = record; p = address + pre + uoff  # noqa: E702
+                view, hoff = native_view, pre
+            before = self._counts()[0]
             serial = self._count_alloc(size)
-            front, rear = self._expected(p, size)
-            _pack_header(view, hoff, size, serial, sid, header_seal(self._seal_key, hoff, size, serial, sid, LIVE, 0), LIVE, 0)
-            u = hoff + uoff
-            view[u - self.redzone : u] = front
-            if size <= SMALL_MAX:
-                view[u : u + size] = fill[:size] if fill is not None else bytes(size)
-            else:
-                native.memset(p, 0xCD if fill is not None else 0, size)
-            view[u + size : u + size + len(rear)] = rear
-        on_alloc = self.seams.on_alloc
-        if on_alloc is not None:
-            on_alloc(self, p)
+            self._write_block(view, hoff, p, size, serial, sid, fill)
+        except BaseException:
+            found = self._find(p) if p else None
+            if found is not None:
+                # Write it whole, then free it: the caller never gets it.
+                if not serial:  # counted (the call returned) or not
+                    now = self._counts()[0]
+                    serial = now if before is not None and now != before else self._count_alloc(size)
+                view, hoff = found
+                self._write_block(view, hoff, p, size, serial, sid, fill)
+                self._free_found(view, hoff, p, sid)
+            raise
         return p
+
+    def _write_block(
+        self, view: memoryview, hoff: int, p: int, size: int, serial: int, sid: int, fill: bytes | None,
+    ) -> None:
+        """Write a live block: redzones and fill first, the header last (lock held)."""
+        uoff = self._uoff
+        front, rear = self._expected(p, size)
+        u = hoff + uoff
+        view[u - self.redzone : u] = front
+        if size <= SMALL_MAX:
+            view[u : u + size] = fill[:size] if fill is not None else bytes(size)
+        else:
+            native.memset(p, 0xCD if fill is not None else 0, size)
+        view[u + size : u + size + len(rear)] = rear
+        _pack_header(view, hoff, size, serial, sid, header_seal(self._seal_key, hoff, size, serial, sid, LIVE, 0), LIVE, 0)
+
+    def _discard(self, p: int, sid: int) -> None:
+        """Free the live block ``p`` that its caller never got, without hooks.
+
+        For an allocation cut short (an interrupt, a hook that raised): the block is
+        poisoned and quarantined like any freed block; findings are deferred to the
+        next ``check()``.
+        """
+        with self._lock:
+            found = self._find(p) if not self._closed else None
+            if found is None:
+                return
+            view, hoff = found
+            if read_header(view, hoff).state != LIVE:
+                return
+            reports = self._free_found(view, hoff, p, sid)
+        with self.deferred_errors():
+            self.emit(reports)
+
+    def _stale_free(self, p: int, n: int, serial: int, frame: FrameType | None) -> None:
+        """A fast free of block ``serial`` at ``p`` that did not free it under the lock.
+
+        When the block is still there, the general free decides (a double free, mostly).
+        When another block is: another thread freed this one after the fast free read it,
+        and the heap handed its memory out again; this free is the double free, and the
+        new block is not touched.
+        """
+        __tracebackhide__ = True
+        with self._lock:
+            found = self._find(p)
+            hdr = read_header(*found) if found is not None else None
+            if hdr is not None and hdr.serial == serial:
+                still = True
+            else:
+                still = False
+                report = Report(
+                    kind="double-free", address=p, size=n, serial=serial,
+                    stack=self._stacks.get(self._stacks.capture(frame)), thread=thread_label(),
+                    message=(
+                        f"attempting free on 0x{p:x}, a {n}-byte block that was already freed "
+                        "(by another thread, meanwhile; its memory is in use again)"
+                    ),
+                )
+        if still:
+            self._free_slow(p, frame)
+            return
+        self.emit([report])
 
     # ------------------------------------------------------------------ free
     def free(self, address: int) -> None:
@@ -467,11 +577,26 @@ class GuardedHeap(BlockVerifier, Checker):
             return
         with self._lock:
             reports, freed = self._free_other(p, self._stacks.capture(frame), frame)
+        self._raise_caught(reports)
         on_free = self.seams.on_free
         if freed and on_free is not None:
             on_free(self, p)
         __tracebackhide__ = True
         self.emit(reports)
+
+    def _raise_caught(self, reports: list[Report]) -> None:
+        """Raise the Ctrl-C a dropped buffer's finalizer caught (``reports`` kept for ``check()``).
+
+        An exception cannot leave a finalizer, so a ``KeyboardInterrupt`` that lands in
+        the one releasing a large block's memory is kept (see
+        :func:`memguard.native.raise_caught_interrupt`) and goes on from here.
+        """
+        try:
+            native.raise_caught_interrupt()
+        except KeyboardInterrupt:
+            with self.deferred_errors():
+                self.emit(reports)
+            raise
 
     def _free_other(self, p: int, sid: int, frame: FrameType | None) -> tuple[list[Report], bool]:
         """Free ``p`` under the lock: large blocks, findings, bad pointers.
@@ -501,12 +626,28 @@ class GuardedHeap(BlockVerifier, Checker):
         reports.extend(self._verify_redzones(view, hoff, p, hdr, repair=True))
         u = hoff + self._uoff
         span = round16(n)
-        FREE_MARK.pack_into(view, hoff + SEAL_OFFSET, header_seal(self._seal_key, hoff, n, hdr.serial, hdr.alloc_stack, QUARANTINED, sid), QUARANTINED, sid)
+        is_large = p in self._large
+        # The user bytes are poisoned first (a live block's are not verified), then the
+        # state, the padding (a live block's rear redzone) and the quarantine: an
+        # interrupt anywhere leaves a block that verifies, live or freed, and a freed
+        # one always reaches the quarantine.
         if n <= SMALL_MAX:
-            view[u : u + span] = FILL_FREED[:span]
+            view[u : u + n] = FILL_FREED[:n]
         else:
-            native.memset(p, 0xDD, span)
-        self._retire(p, n, p in self._large)
+            native.memset(p, 0xDD, n)
+        queued = self._queued()
+        try:
+            FREE_MARK.pack_into(
+                view, hoff + SEAL_OFFSET,
+                header_seal(self._seal_key, hoff, n, hdr.serial, hdr.alloc_stack, QUARANTINED, sid), QUARANTINED, sid,
+            )
+            view[u + n : u + span] = FILL_FREED[: span - n]
+            self._retire(p, n, is_large)
+        except BaseException:
+            if read_header(view, hoff).state == QUARANTINED:
+                view[u + n : u + span] = FILL_FREED[: span - n]
+                self._settle(p, n, is_large, queued)
+            raise
         reports.extend(self._evict() or ())
         return reports
 
@@ -524,13 +665,24 @@ class GuardedHeap(BlockVerifier, Checker):
                 return [self._header_report(view, hoff, p, hdr, "quarantine eviction")]
             return self._verify_freed(view, hoff, p, hdr, repair=True)
 
-    def _evict_large(self, p: int) -> tuple[int, list[Report]]:
+    def _evict_large(self, p: int, again: bool = False) -> tuple[int, list[Report]]:
         """A large block left the quarantine: verify it and return its memory.
 
-        Returns the block's size and the findings.
+        Returns the block's size and the findings.  ``again``: an interrupted eviction
+        asks once more, and the block may be gone already (its size is then the one
+        recorded when it went) or its address may be a new block's (left alone).
         """
+        found = self._release_large(p, again)
+        self._raise_caught(found[1])
+        return found
+
+    def _release_large(self, p: int, again: bool) -> tuple[int, list[Report]]:
+        """The work of :meth:`_evict_large`, under the lock."""
         with self._lock:
             large = self._large.get(p) if not self._closed else None
+            if again and (large is None or read_header(large.view, large.hoff).state != QUARANTINED):
+                last = self._last_large
+                return (last[1] if last[0] == p else 0), []
             if large is None:  # pragma: no cover - the heap was closed meanwhile
                 return 0, []
             view, hoff, n = large
@@ -542,9 +694,9 @@ class GuardedHeap(BlockVerifier, Checker):
             else:
                 reports = self._verify_freed(view, hoff, p, hdr, repair=False)
             # Dropping the entry drops the view, and with it the native memory (unless a
-            # user's memoryview still holds it).
+            # user's memoryview still holds it).  Gone and recorded: one line, no call.
             self._mapped.discard(p - self._uoff - hoff)
-            del self._large[p]
+            del self._large[p]; self._last_large = (p, n)  # noqa: E702
             return n, reports
 
     # ------------------------------------------------------------------ inspection
@@ -590,7 +742,8 @@ class GuardedHeap(BlockVerifier, Checker):
             found = self._find(address)
             if found is None:
                 return 0
-            _, _, serial, _, state, _ = HDR.unpack_from(*found)
+            hdr = read_header(*found)
+            serial, state = hdr.serial, hdr.state
             return serial if state == LIVE else 0  # type: ignore[no-any-return]
 
     def walk(self) -> Iterator[HeapRegion]:
@@ -827,6 +980,7 @@ class GuardedHeap(BlockVerifier, Checker):
                 self._detach()
             if self.has_plugins:
                 self.plugins.heap_closed()
+        self._raise_caught([])  # (the memory went: a finalizer's Ctrl-C goes on from here)
         if reports and self.on_error == "raise":
             raise error_for(reports[0])
         return reports

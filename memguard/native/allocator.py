@@ -36,6 +36,7 @@ __all__ = [
     "memmove",
     "memcmp",
     "owned_buffer",
+    "raise_caught_interrupt",
     "address_space",
     "string_at",
     "raw_malloc",
@@ -200,6 +201,20 @@ string_at = ctypes.string_at
 memcmp = _memcmp
 
 _owned_types: dict[int, type] = {}
+#: KeyboardInterrupts a buffer's finalizer caught: an exception cannot leave a finalizer
+#: (Python prints it and goes on), so the caller raises it again (raise_caught_interrupt).
+_caught: list[BaseException] = []
+
+
+def raise_caught_interrupt() -> None:
+    """Raise the ``KeyboardInterrupt`` a buffer's finalizer caught since the last call, if any.
+
+    Called by code that drops buffers, once it is in a state an exception may leave.
+    """
+    if _caught:
+        exc = _caught.pop()
+        _caught.clear()
+        raise exc
 
 
 def _owned_type(size: int) -> type:
@@ -208,10 +223,13 @@ def _owned_type(size: int) -> type:
     if kind is None:
 
         def __del__(self: ctypes.Array[ctypes.c_ubyte]) -> None:
-            release = getattr(self, "release", None)
-            if release is not None:
-                self.release = None  # type: ignore[attr-defined]
-                release(ctypes.addressof(self))
+            try:
+                release = getattr(self, "release", None)
+                if release is not None:
+                    self.release = None  # type: ignore[attr-defined]
+                    release(ctypes.addressof(self))
+            except KeyboardInterrupt as exc:  # a Ctrl-C here would be lost: keep it
+                _caught.append(exc)
 
         kind = type(f"_Owned{size}", (ctypes.c_ubyte * size,), {"__del__": __del__})
         _owned_types[size] = kind
