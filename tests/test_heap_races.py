@@ -20,6 +20,11 @@ def _line_of(function: Any, text: str) -> int:
     return start + next(i for i, line in enumerate(lines) if text in line)
 
 
+@pytest.mark.skipif(
+    sys.version_info < (3, 11),
+    reason="Python 3.10 writes a traced frame's closure cells back from a stale snapshot after "
+    "each call of a Python trace function, undoing the interleaved allocation this test makes",
+)
 def test_a_double_free_racing_a_reuse_is_reported_and_the_new_block_is_untouched() -> None:
     """With a zero quarantine: while one free has read its block (before the lock), another
     thread frees it (it leaves the quarantine at once) and a third is handed the slot.
