@@ -19,19 +19,18 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import memguard
 from memguard.errors import OptionsError, SuppressionsError
 from memguard.options import OPTION_SPECS, Options, parse_options
 from memguard.reporting.exitreport import (
     ExitReport,
     ReportFileError,
-    build_report,
     load_report,
     parse_report_text,
     render_json,
     render_text,
 )
 from memguard.reporting.suppressions import Suppressions
+from sample_report import real_report
 
 FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -53,19 +52,7 @@ edge_values = st.sampled_from(
 deep_json = st.integers(min_value=0, max_value=5000).map(lambda n: "[" * n + "]" * n)
 
 
-def _real_report() -> dict[str, Any]:
-    heap = memguard.GuardedHeap(on_error="report")
-    try:
-        heap.malloc(24)
-        p = heap.malloc(8)
-        heap.free(p)
-        heap.free(p)
-        return json.loads(render_json(build_report(heap, memguard.Options())))
-    finally:
-        heap.close(check=False)
-
-
-REAL = _real_report()
+REAL = real_report()
 
 
 def _paths(value: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:

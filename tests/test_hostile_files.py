@@ -21,24 +21,12 @@ import memguard
 from memguard import cli
 from memguard.options import Options
 from memguard.reporting import exitreport
-from memguard.reporting.exitreport import ReportFileError, build_report, render_json
+from memguard.reporting.exitreport import ReportFileError, build_report
 from memguard.reporting.files import write_report_file
 from memguard.reporting.suppressions import Suppressions
+from sample_report import real_report
 
 pytest_plugins = ["pytester"]
-
-
-def _valid_doc() -> dict[str, Any]:
-    """A real exit report with a finding, a leak and a stack (as ``report_format=json`` writes it)."""
-    heap = memguard.GuardedHeap(on_error="report")
-    try:
-        heap.malloc(24)
-        p = heap.malloc(8)
-        heap.free(p)
-        heap.free(p)
-        return json.loads(render_json(build_report(heap, Options())))
-    finally:
-        heap.close(check=False)
 
 
 def _report(tmp_path: Path, text: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
@@ -56,7 +44,7 @@ def _assert_clean_error(status: int, err: str) -> None:
 
 def test_valid_document_still_renders(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "mg.json"
-    path.write_text(json.dumps(_valid_doc()))
+    path.write_text(json.dumps(real_report()))
     assert cli.main(["report", str(path)]) == 0
     out = capsys.readouterr().out
     assert "double-free" in out and "Direct leak of 24 byte(s) in 1 object(s)" in out
@@ -69,7 +57,7 @@ def test_deeply_nested_array_is_refused(tmp_path: Path, capsys: pytest.CaptureFi
 
 
 def test_brackets_inside_strings_do_not_count_as_nesting(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    doc = _valid_doc()
+    doc = real_report()
     doc["argv"] = ["[" * 1000, '"{\\' * 100]
     path = tmp_path / "mg.json"
     path.write_text(json.dumps(doc))
@@ -136,7 +124,7 @@ def _set(doc: dict[str, Any], path: str, value: Any) -> None:
 def test_every_field_is_type_checked(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], path: str, value: Any, fragment: str
 ) -> None:
-    doc = _valid_doc()
+    doc = real_report()
     _set(doc, path, value)
     status, err = _report(tmp_path, json.dumps(doc), capsys)
     _assert_clean_error(status, err)
@@ -162,14 +150,14 @@ def test_undecodable_and_truncated_files(tmp_path: Path, capsys: pytest.CaptureF
 def test_oversized_file_is_refused_without_reading_it_all(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(exitreport, "MAX_REPORT_BYTES", 1024)
     path = tmp_path / "mg.json"
-    path.write_text(json.dumps(_valid_doc()))
+    path.write_text(json.dumps(real_report()))
     with pytest.raises(ReportFileError, match="larger than"):
         exitreport.load_report(path)
 
 
 def test_byte_order_mark_in_a_report_is_accepted(tmp_path: Path) -> None:
     path = tmp_path / "mg.json"
-    path.write_text("\ufeff" + json.dumps(_valid_doc()), encoding="utf-8")
+    path.write_text("\ufeff" + json.dumps(real_report()), encoding="utf-8")
     assert exitreport.load_report(path).leaked_bytes == 24
 
 

@@ -43,7 +43,7 @@ import bisect
 import sys
 import threading
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 from memguard.checker import Checker
@@ -53,7 +53,7 @@ from memguard.heap.layout import BlockInfo
 from memguard.heap.guarded import GuardedHeap, InvalidAddressError
 from memguard.leaks import BlockRecord, LeakGroup, group_records
 from memguard.report import Report
-from memguard.stacks import Stack, StackTable
+from memguard.stacks import StackTable
 
 __all__ = ["MemPool", "Region", "MemPoolStats", "all_leaks", "pools_of", "NO_MANS_LAND", "FREED", "FRESH"]
 
@@ -110,23 +110,24 @@ class MemPoolStats:
     total_frees: int
 
 
+@dataclass(slots=True)
 class _R:
-    __slots__ = ("address", "size", "serial", "state", "asid", "fsid", "chunk")
+    """A region's record (:class:`Region` is the value handed to hooks)."""
 
-    def __init__(self, address: int, size: int, serial: int, asid: int, chunk: _Chunk) -> None:
-        self.address = address
-        self.size = size
-        self.serial = serial
-        self.state = _LIVE
-        self.asid = asid
-        self.fsid = 0
-        self.chunk = chunk
+    address: int
+    size: int
+    serial: int
+    asid: int
+    chunk: _Chunk
+    state: int = _LIVE
+    fsid: int = 0
 
     @property
     def end(self) -> int:
         return self.address + self.size
 
 
+@dataclass(slots=True)
 class _Chunk:
     """A chunk: bytes ``[start, end)`` of the heap block ``block`` (allocation ``serial``).
 
@@ -134,16 +135,13 @@ class _Chunk:
     on the chunk's memory is never read or written and nothing is handed out from it.
     """
 
-    __slots__ = ("start", "end", "block", "serial", "view", "starts", "alive")
-
-    def __init__(self, start: int, end: int, block: int, serial: int, view: memoryview) -> None:
-        self.start = start
-        self.end = end
-        self.block = block
-        self.serial = serial
-        self.view = view
-        self.starts: list[int] = []
-        self.alive = True
+    start: int
+    end: int
+    block: int
+    serial: int
+    view: memoryview
+    starts: list[int] = field(default_factory=list)
+    alive: bool = True
 
 
 def pools_of(heap: GuardedHeap) -> list[MemPool]:

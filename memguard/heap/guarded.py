@@ -403,28 +403,26 @@ class GuardedHeap(BlockVerifier, Checker):
             raise
         return new
 
-    def _size_arg(self, value: object, what: str) -> int:
+    @staticmethod
+    def _int_arg(value: object, what: str) -> int:
+        """An integer argument >= 0 (anything with ``__index__`` but a bool, a float, text)."""
         if type(value) is not int:
             # (a bool is an int to Python, never a size: malloc(True) is a mistake)
             if isinstance(value, (bool, float, complex, str, bytes)) or not hasattr(value, "__index__"):
                 raise TypeError(f"{what} must be an int, got {type(value).__name__}")
             value = operator.index(value)
-        if value < 0:
+        if value < 0:  # type: ignore[operator]
             raise ValueError(f"{what} must be >= 0, got {value}")
-        if value > SIZE_MAX:
-            raise MemoryError(f"cannot allocate {value} bytes: larger than SIZE_MAX")
-        return value
+        return value  # type: ignore[return-value]
+
+    def _size_arg(self, value: object, what: str) -> int:
+        size = self._int_arg(value, what)
+        if size > SIZE_MAX:
+            raise MemoryError(f"cannot allocate {size} bytes: larger than SIZE_MAX")
+        return size
 
     def _address_arg(self, value: object) -> int:
-        if type(value) is not int:
-            if value is None:
-                return 0
-            if isinstance(value, (bool, float, complex, str, bytes)) or not hasattr(value, "__index__"):
-                raise TypeError(f"address must be an int, got {type(value).__name__}")
-            value = operator.index(value)
-        if value < 0:
-            raise ValueError(f"address must be >= 0, got {value}")
-        return value
+        return 0 if value is None else self._int_arg(value, "address")
 
     def _alloc(self, size: int, alignment: int, fill: bytes | None, frame: FrameType | None) -> int:
         """General allocation path: any size, any alignment, 0xCD or zero fill.
