@@ -178,7 +178,6 @@ class BlockVerifier:
         n = hdr.size
         span = round16(n)
         k = self._key16(p)
-        kp = k | (-n & MAX_PAD)
         uaf = "heap-use-after-free"
         reports = self._diff(uaf, view, hoff, p, hdr, -self.redzone, self._front[k], repair)
         if not self._poison_intact(view, hoff + self._uoff, p, span):
