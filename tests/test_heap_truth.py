@@ -168,3 +168,9 @@ def test_after_close_only_the_final_counters_answer():
     for call in (heap.mark, heap.snapshot, heap.leaks, heap.check, heap.walk, lambda: heap.malloc(1), lambda: heap.block(p)):
         with pytest.raises(HeapClosedError):
             call()
+
+
+def test_leaks_inherited_must_be_a_bool(heap: memguard.GuardedHeap) -> None:
+    with pytest.raises(TypeError, match="inherited must be a bool"):
+        heap.leaks(inherited="yes")  # type: ignore[arg-type]
+    assert heap.leaks(inherited=True) == []

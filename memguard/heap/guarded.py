@@ -896,6 +896,8 @@ class GuardedHeap(BlockVerifier, Checker):
             mark = since
         else:
             raise TypeError(f"since must be a Snapshot, an int or None, got {type(since).__name__}")
+        if type(inherited) is not bool:
+            raise TypeError(f"inherited must be a bool, got {type(inherited).__name__}")
         if not inherited:
             mark = max(mark, self._inherited_serial)
         with self._lock:
