@@ -7,6 +7,7 @@ one process, so both sides see the same machine state.  Targets (the README's Be
 
 * malloc+free pair of 64 bytes, steady state with a full quarantine: guarded/raw <= 4.0
 * malloc, memset of the whole block, free over sizes 16..4096: guarded/raw <= 3.0
+* the pair made by helpers under a 45-frame stack (a test suite's), 8 frames recorded: <= 6.0
 * check() over a 256 MiB quarantine: >= 60% of libc memcmp's speed over the same bytes
 * 1,000,000 live 16-byte blocks: memguard's bookkeeping <= 64 bytes per block
   (measured in fresh processes: RSS growth beyond the same native bytes held raw)
@@ -94,6 +95,70 @@ def bench_helper_pair(n: int, repeat: int, quarantine: int) -> dict[str, float]:
     assert not heap.reports
     heap.close()
     return {"raw_ns": t["raw"] / n * 1e9, "guarded_ns": t["guarded"] / n * 1e9, "ratio": t["guarded"] / t["raw"]}
+
+
+def bench_deep_pair(n: int, repeat: int, quarantine: int, stack: int, depth: int) -> dict[str, float]:
+    """The pair made by helpers two levels deep under a ``stack``-frame Python stack (a test
+    suite's depth), recording ``depth`` frames per stack: every capture walks ``depth`` frames."""
+    heap = memguard.GuardedHeap(redzone=16, stack_depth=depth, quarantine_bytes=quarantine)
+    for p in [heap.malloc(64) for _ in range(quarantine // 64 + 16)]:
+        heap.free(p)
+    m, f = native.raw_malloc, native.raw_free
+    hm, hf = heap.malloc, heap.free
+
+    def alloc() -> int:
+        return hm(64)
+
+    def release(p: int) -> None:
+        hf(p)
+
+    def outer_alloc() -> int:
+        return alloc()
+
+    def outer_release(p: int) -> None:
+        release(p)
+
+    def raw_alloc() -> int:
+        return m(64)
+
+    def raw_release(p: int) -> None:
+        f(p)
+
+    def raw_outer_alloc() -> int:
+        return raw_alloc()
+
+    def raw_outer_release(p: int) -> None:
+        raw_release(p)
+
+    def nested(levels: int, fn: Callable[[], None]) -> None:
+        if levels:
+            nested(levels - 1, fn)
+        else:
+            fn()
+
+    def raw() -> None:
+        for _ in range(n):
+            raw_outer_release(raw_outer_alloc())
+
+    def guarded() -> None:
+        for _ in range(n):
+            outer_release(outer_alloc())
+
+    below = max(0, stack - len(_stack_of()) - 3)
+    t = interleaved({"raw": lambda: nested(below, raw), "guarded": lambda: nested(below, guarded)}, repeat)
+    assert not heap.reports
+    heap.close()
+    return {"raw_ns": t["raw"] / n * 1e9, "guarded_ns": t["guarded"] / n * 1e9, "ratio": t["guarded"] / t["raw"]}
+
+
+def _stack_of() -> list[object]:
+    """The caller's Python frames."""
+    frames = []
+    f = sys._getframe(1)
+    while f is not None:
+        frames.append(f)
+        f = f.f_back
+    return frames
 
 
 def bench_memset(n: int, repeat: int, quarantine: int) -> dict[str, float]:
@@ -217,6 +282,8 @@ def main(argv: list[str] | None = None) -> int:
         "pair_64": bench_pair(2000 if quick else 50000, 3 if quick else 9, q),
         "memset_16_4096": bench_memset(2000 if quick else 20000, 3 if quick else 9, q),
         "helper_pair_64": bench_helper_pair(2000 if quick else 20000, 3 if quick else 9, q),
+        "deep_pair_depth_8": bench_deep_pair(2000 if quick else 20000, 3 if quick else 7, q, 45, 8),
+        "deep_pair_depth_32": bench_deep_pair(2000 if quick else 20000, 3 if quick else 7, q, 45, 32),
         "check_quarantine": bench_check(8 if quick else 256, 1024, 3 if quick else 5),
         "rss_1m_blocks": bench_rss(20000 if quick else 1_000_000),
     }
@@ -231,6 +298,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"malloc+memset+free   raw {ms['raw_ns']:7.0f} ns  guarded {ms['guarded_ns']:7.0f} ns  ratio {ms['ratio']:.2f}  (target <= 3.0)")
         hp = results["helper_pair_64"]
         print(f"pair via helpers     raw {hp['raw_ns']:7.0f} ns  guarded {hp['guarded_ns']:7.0f} ns  ratio {hp['ratio']:.2f}  (a new frame per call; no target)")
+        for key, goal in (("deep_pair_depth_8", "goal <= 6"), ("deep_pair_depth_32", "no goal")):
+            d = results[key]
+            print(f"pair, helpers under a 45-frame stack, stack_depth={key.rsplit('_', 1)[1]:<2}  raw {d['raw_ns']:5.0f} ns  "
+                  f"guarded {d['guarded_ns']:6.0f} ns  ratio {d['ratio']:.2f}  ({goal})")
         for key in ("check_quarantine", "check_quarantine_64k_blocks"):
             if key in results:
                 c = results[key]

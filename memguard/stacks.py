@@ -8,12 +8,11 @@ a stack is rendered.  No ``traceback`` or ``inspect`` is used.
 
 from __future__ import annotations
 
-import inspect
 import sys
 import threading
 from dataclasses import dataclass
 from types import CodeType, FrameType
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from memguard._location import PACKAGE_DIR
 
@@ -63,11 +62,6 @@ def _lineno(code: CodeType, lasti: int) -> int:
     return line
 
 
-#: Code flags of frames that can be suspended and resumed under another caller.
-_RESUMABLE = inspect.CO_GENERATOR | inspect.CO_COROUTINE | inspect.CO_ASYNC_GENERATOR | inspect.CO_ITERABLE_COROUTINE
-
-
-
 def is_user_frame(frame: FrameType) -> bool:
     """Whether ``frame`` is outside the memguard package (a frame a stack starts at)."""
     return not frame.f_code.co_filename.startswith(PACKAGE_DIR)
@@ -94,104 +88,97 @@ def current_stack(depth: int = 16, skip: int = 1) -> Stack:
     return _resolve(raw)
 
 
+def _capturer(
+    depth: int, known: Callable[[tuple[int, ...]], int | None], users: set[int], intern: Callable[[FrameType], int]
+) -> Callable[[FrameType | None], int]:
+    """The capture function of a table: look a user frame's stack up, ``intern`` it on a miss.
+
+    It reads ``(id(code), f_lasti)`` of up to ``depth`` frames and keeps none of them: a
+    cache that held a frame would keep its locals alive after the function returned, and
+    one keyed by a frame's address would be fooled by a new frame at a dead one's address.
+    Generated unrolled for the depth (a loop costs a third more per frame).  A top frame
+    whose code is not in ``users`` (memguard's own, or not seen yet) goes to ``intern``.
+    """
+    lines = [
+        "def capture(f, id=id, known=known, intern=intern, users=users):",
+        "    if f is None: return 0",
+        "    top = f",
+        "    c0 = id(f.f_code)",
+        "    if c0 not in users: return intern(f)",
+    ]
+    names: list[str] = []
+    for i in range(depth):
+        code = "c0" if i == 0 else "id(f.f_code)"
+        lines.append(f"    c{i} = {code}; l{i} = f.f_lasti; f = f.f_back")
+        names += (f"c{i}", f"l{i}")
+        if i < depth - 1:
+            lines.append(f"    if f is None: return known(({', '.join(names)},)) or intern(top)")
+    lines.append(f"    return known(({', '.join(names)},)) or intern(top)" if depth else "    return 0")
+    namespace: dict[str, Any] = {"known": known, "intern": intern, "users": users}
+    exec("\n".join(lines), namespace)  # noqa: S102 - generated from integers only
+    capture: Callable[[FrameType | None], int] = namespace["capture"]
+    return capture
+
+
 class StackTable:
     """Interns captured stacks; id 0 is the empty stack.
 
-    Capturing is cheap when called repeatedly from the same frame at the same
-    instruction (a loop), and when a function is called repeatedly from the same call
-    site (a helper called in a loop: a new frame each time, under the same parent frame):
-    the previous id is reused without walking the stack.  Frames inside the memguard
-    package are skipped, so stacks start at the user's code.
+    A capture walks up to ``depth`` frames and reads each one's code and instruction
+    offset; the flat tuple of those is looked up without a lock, and only a stack never
+    seen before is interned under it.  No frame is kept: a stack table never keeps a
+    caller's locals alive.  Frames inside the memguard package are skipped, so stacks
+    start at the user's code.
     """
 
-    __slots__ = ("depth", "_ids", "_raw", "_resolved", "_lock", "_cache", "_parent_cache")
+    __slots__ = ("depth", "_ids", "_raw", "_resolved", "_lock", "_users", "_user_codes", "capture")
 
     def __init__(self, depth: int) -> None:
         self.depth = depth
-        self._ids: dict[tuple[Any, ...], int] = {(): 0}
+        self._ids: dict[tuple[int, ...], int] = {(): 0}
         self._raw: list[tuple[Any, ...]] = [()]
         self._resolved: dict[int, Stack] = {0: ()}
         # Re-entrant: the collector may run a finalizer that allocates while it is held.
         self._lock = threading.RLock()
-        #: ``(frame, {lasti: id})``: the last frame captured from and the ids of its call
-        #: sites.  Read without a lock (one attribute load); replaced, never mutated in place
-        #: by another frame.
-        self._cache: tuple[FrameType | None, dict[int, int]] = (None, {})
-        #: ``(parent frame, {(its f_lasti, id(code), lasti): id})``: the ids of stacks whose
-        #: second frame is that parent.  While a frame runs, the frames below it cannot
-        #: change, so its instruction and the top frame's code and instruction name the
-        #: whole stack.  Generator and coroutine parents are never cached (they can be
-        #: resumed under another caller).
-        self._parent_cache: tuple[FrameType | None, dict[tuple[int, int, int], int]] = (None, {})
+        #: ids of the code objects outside memguard that a capture started at (the codes
+        #: are kept in ``_user_codes``, so no id in the set can be reused)
+        self._users: set[int] = set()
+        self._user_codes: list[CodeType] = []
+        #: ``capture(frame) -> id``: intern the stack that starts at ``frame`` (memguard's
+        #: own frames at the top skipped, so a call through a wrapper or a C callback is
+        #: attributed to the user's frame).  A stack is keyed by the flat tuple
+        #: ``(id(code), f_lasti, ...)`` of its frames (hashing code objects themselves
+        #: costs microseconds); the interned stacks keep their code objects alive, so an
+        #: id in a key cannot be reused.  Looking an existing stack up takes no lock.
+        self.capture = _capturer(depth, self._ids.get, self._users, self._intern)
 
     @property
     def lock(self) -> threading.RLock:
         """The lock that guards interning (held across ``fork()`` by the heap's at-fork handlers)."""
         return self._lock
 
-    def capture(self, frame: FrameType | None) -> int:
-        """Intern the stack that starts at ``frame``; return its id.
-
-        memguard's own frames at the top are skipped first, so a call through a wrapper
-        or a C callback is attributed (and cached) by the user's frame.  A stack is keyed
-        by the flat tuple ``(id(code), f_lasti, ...)`` of its frames (hashing code objects
-        themselves costs microseconds); the interned stacks keep their code objects alive,
-        so an id in a key cannot be reused.  Looking an existing stack up takes no lock.
-        """
-        f = frame
+    def _intern(self, frame: FrameType) -> int:
+        """The id of the stack from ``frame`` (memguard's frames skipped), interned if new."""
+        f: FrameType | None = frame
         while f is not None and f.f_code.co_filename.startswith(PACKAGE_DIR):
             f = f.f_back
-        top = f
-        cache = self._cache
-        if top is None:
-            return 0
-        if top is cache[0]:
-            sid = cache[1].get(top.f_lasti)
-            if sid is not None:
-                return sid
-        parent = top.f_back
-        if parent is not None and not parent.f_code.co_flags & _RESUMABLE:
-            pcache = self._parent_cache
-            site = (parent.f_lasti, id(top.f_code), top.f_lasti)
-            if pcache[0] is parent:
-                sid = pcache[1].get(site)
-                if sid is not None:
-                    return sid
-        else:
-            site = None
-        raw: list[int] = []
-        append = raw.append
-        left = self.depth
-        while f is not None and left:
-            append(id(f.f_code))
-            append(f.f_lasti)
+        if f is not None and f is frame and id(f.f_code) not in self._users:
+            with self._lock:
+                if id(f.f_code) not in self._users:
+                    self._user_codes.append(f.f_code)
+                    self._users.add(id(f.f_code))
+        frames: list[Any] = []
+        while f is not None and len(frames) < 2 * self.depth:
+            frames += (f.f_code, f.f_lasti)
             f = f.f_back
-            left -= 1
-        key = tuple(raw)
+        key = tuple(id(x) if i % 2 == 0 else x for i, x in enumerate(frames))
         sid = self._ids.get(key)
         if sid is None:
             with self._lock:
                 sid = self._ids.get(key)
                 if sid is None:
-                    frames: list[Any] = []
-                    f = top
-                    while f is not None and len(frames) < len(raw):
-                        frames += (f.f_code, f.f_lasti)
-                        f = f.f_back
                     sid = len(self._raw)
                     self._raw.append(tuple(frames))
                     self._ids[key] = sid
-        cache = self._cache
-        if cache[0] is top and len(cache[1]) < 64:
-            cache[1][top.f_lasti] = sid
-        else:
-            self._cache = (top, {top.f_lasti: sid})
-        if site is not None:
-            pcache = self._parent_cache
-            if pcache[0] is parent and len(pcache[1]) < 64:
-                pcache[1][site] = sid
-            else:
-                self._parent_cache = (parent, {site: sid})
         return sid
 
     def here(self, skip: int = 1) -> int:
@@ -210,11 +197,6 @@ class StackTable:
             stack = _resolve(raw)
             self._resolved[sid] = stack
         return stack
-
-    def forget_frame(self) -> None:
-        """Drop the cached frame references (so their locals can be collected)."""
-        self._cache = (None, {})
-        self._parent_cache = (None, {})
 
     def __len__(self) -> int:
         return len(self._raw)

@@ -33,7 +33,7 @@ def test_a_double_free_racing_a_reuse_is_reported_and_the_new_block_is_untouched
     p = heap.malloc(60)
     fast_free = heap.free
     # the fast free has read and verified the block, and not yet taken the lock
-    line = _line_of(fast_free, "site = free_site")
+    line = _line_of(fast_free, "sid = capture(f)")
     got: list[int] = []
 
     def local(frame: FrameType, event: str, arg: object) -> Any:

@@ -63,7 +63,6 @@ from memguard.heap.layout import (
     cached_struct,
 )
 from memguard.report import Report
-from memguard.stacks import is_user_frame
 
 if TYPE_CHECKING:
     from memguard.heap.guarded import GuardedHeap
@@ -93,7 +92,7 @@ class Paths(NamedTuple):
     counts: Callable[[], tuple[int, int, int, int, int]]
     #: make a new arena's slots freeable by the fast free (lock held)
     add_arena: Callable[[Arena], None]
-    #: forget the arenas, the quarantine (unverified) and the call sites (close; lock held)
+    #: forget the arenas and the quarantine, unverified (close; lock held)
     release: Callable[[], None]
     #: set the hooks called after each allocation and each free (None: no call)
     set_hooks: Callable[[Hook | None, Hook | None], None]
@@ -186,12 +185,6 @@ def build_paths(heap: GuardedHeap, inputs: PathInputs) -> Paths:
     #: or None and the poisoned span; push onto the class's free list)
     checkers: list[tuple[Any, ...] | None] = [None] * (SMALL_MAX + 1)
     serial = live = peak = qin = qout = evicted = 0
-    # The last call site of each fast path, ``(frame, f_lasti, stack id)``: a loop that
-    # allocates or frees at one line costs one comparison instead of a stack walk.
-    # Only user frames are kept (a wrapper inside memguard is one frame for many
-    # callers); the tuple is replaced whole, so threads never see half of one.
-    malloc_site: tuple[FrameType | None, int, int] = (None, -1, 0)
-    free_site: tuple[FrameType | None, int, int] = (None, -1, 0)
     on_alloc: Hook | None = None
     on_free: Hook | None = None
 
@@ -214,17 +207,11 @@ def build_paths(heap: GuardedHeap, inputs: PathInputs) -> Paths:
         return writer, checker
 
     def malloc(size: int) -> int:
-        nonlocal serial, live, peak, malloc_site
+        nonlocal serial, live, peak
         if type(size) is not int or not 0 <= size <= SMALL_MAX:
             return general_alloc(size_arg(size, "size"), 16, FILL_NEW, _getframe(1))
         f = _getframe(1)
-        site = malloc_site
-        if site[0] is f and site[1] == f.f_lasti:
-            sid = site[2]
-        else:
-            sid = capture(f)
-            if is_user_frame(f):
-                malloc_site = (f, f.f_lasti, sid)
+        sid = capture(f)
         pack, slots = writers[size] or size_class(size)[0]
         # ``held``: this call holds the lock; ``p``: the block it counted (see the handlers).
         held = p = 0
@@ -289,7 +276,7 @@ def build_paths(heap: GuardedHeap, inputs: PathInputs) -> Paths:
             discard(p, sid)
 
     def free(address: int) -> None:
-        nonlocal live, qin, free_site
+        nonlocal live, qin
         p = address
         f = _getframe(1)
         if type(p) is not int:
@@ -315,13 +302,7 @@ def build_paths(heap: GuardedHeap, inputs: PathInputs) -> Paths:
         kp = k + PAD_OF[n]
         if not (front == front_l[k] and tail == tails_l[kp] and (kp == k or last.endswith(pads_l[kp]))):
             return free_slow(p, f)
-        site = free_site
-        if site[0] is f and site[1] == f.f_lasti:
-            sid = site[2]
-        else:
-            sid = capture(f)
-            if is_user_frame(f):
-                free_site = (f, f.f_lasti, sid)
+        sid = capture(f)
         # ``held``: this call holds the lock; ``mine``: the block was live under it;
         # ``freed``: it is poisoned, queued and counted (see the handler).
         held = mine = freed = 0
@@ -510,13 +491,12 @@ def build_paths(heap: GuardedHeap, inputs: PathInputs) -> Paths:
         arenas[arena.base >> ARENA_SHIFT] = (arena.view, arena.user0, arena.read, arena.poison, arena.view.cast("Q"))
 
     def release() -> None:
-        """Forget the arenas, the quarantine (unverified) and the call sites (``close``; lock held).
+        """Forget the arenas and the quarantine, unverified (``close``; lock held).
 
         Every later call of a fast path falls back to the general methods.
         """
-        nonlocal qin, evicted, malloc_site, free_site
+        nonlocal qin, evicted
         arenas.clear()
-        malloc_site = free_site = (None, -1, 0)
         evicted += len(quarantine)
         quarantine.clear()
         qin = qout

@@ -1007,7 +1007,6 @@ class GuardedHeap(BlockVerifier, Checker):
         self._bump = [None] * len(self._bump)
         self._carvings = {}
         self._release()
-        self._stacks.forget_frame()
 
     def _occupied(self) -> set[int]:
         """The native allocations (arenas, large blocks) holding a block that was never
