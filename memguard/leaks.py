@@ -167,11 +167,14 @@ class Snapshot:
         return diffs
 
 
-def format_leaks(groups: Sequence[LeakGroup], tool: str = "memguard") -> str:
-    """LeakSanitizer-style text for ``groups``; empty string when there is nothing to say."""
+def format_leaks(groups: Sequence[LeakGroup], tool: str = "memguard", pid: int | None = None) -> str:
+    """LeakSanitizer-style text for ``groups``; empty string when there is nothing to say.
+
+    ``pid`` is the process the leaks were found in (default: this one).
+    """
     if not groups:
         return ""
-    lines = ["=" * 65, f"=={os.getpid()}==ERROR: {tool}: detected memory leaks", ""]
+    lines = ["=" * 65, f"=={os.getpid() if pid is None else pid}==ERROR: {tool}: detected memory leaks", ""]
     for g in groups:
         lines.append(f"Direct leak of {g.size} byte(s) in {g.count} object(s) allocated from:")
         lines.append(format_stack(g.stack))

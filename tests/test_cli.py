@@ -219,6 +219,8 @@ def test_json_log_file_and_report_command_round_trip(tmp_path: Path) -> None:
     text = subprocess.run([sys.executable, "-m", "memguard", "report", str(path)], capture_output=True, text=True, env=env(), timeout=60)
     assert text.returncode == 0 and LEAK_HEADER in text.stdout and "(exit status 2)" in text.stdout
     assert "prog.py:3 in leak" in text.stdout
+    # the leak header names the program's process, not the renderer's
+    assert f"=={doc['pid']}==ERROR: memguard: detected memory leaks" in text.stdout
     again = subprocess.run(
         [sys.executable, "-m", "memguard", "report", "--format", "json", str(path)], capture_output=True, text=True, env=env(), timeout=60
     )

@@ -533,7 +533,7 @@ def render_text(result: ExitReport, verbose: bool | None = None) -> str:
         verbose = result.options.verbose
     parts = [str(r) for r in result.reports]
     if result.leaks:
-        parts.append(format_leaks(result.leaks))
+        parts.append(format_leaks(result.leaks, pid=result.pid or None))
     if result.suppressed and (result.options.print_suppressions or verbose):
         parts.append(_suppression_table(result))
     oos = len(result.out_of_scope_reports) + len(result.out_of_scope_leaks)
