@@ -216,6 +216,10 @@ def _execute(spec: RunSpec) -> int:
         return 130
     except BaseException as exc:  # noqa: BLE001 - the program's uncaught exception
         tb = _strip_tb(exc.__traceback__)
+        if tb is None and spec.module and isinstance(exc, ImportError):
+            # runpy could not find the module or its __main__: one line, as `python -m` says it
+            sys.stderr.write(f"{_PROG} run: {exc}\n")
+            return 1
         sys.excepthook(type(exc), exc.with_traceback(tb), tb)
         return 1
     return 0

@@ -281,3 +281,23 @@ def test_parse_run_args() -> None:
     with pytest.raises(cli.UsageError, match="key=value") as exc:
         parse_run_args(["-o", "novalue", "s.py"])
     assert isinstance(exc.value, memguard.MemguardError) and exc.value.exit_code == cli.USAGE_ERROR
+
+
+def test_run_m_of_a_missing_module_or_a_package_without_main_says_so_in_one_line(tmp_path: Path) -> None:
+    (tmp_path / "nomain").mkdir()
+    (tmp_path / "nomain" / "__init__.py").write_text("")
+    for target, words in (("pkg_missing_here.sub", "No module named 'pkg_missing_here'"),
+                          ("nomain", "'nomain' is a package and cannot be directly executed")):
+        r = subprocess.run([sys.executable, "-m", "memguard", "run", "-m", target], capture_output=True, text=True,
+                           env=env(), cwd=tmp_path, timeout=60)
+        assert r.returncode == 1, r.stderr
+        assert r.stderr.startswith("memguard run: ") and words in r.stderr and "Traceback" not in r.stderr, r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_run_m_keeps_the_traceback_of_an_import_error_inside_the_program(tmp_path: Path) -> None:
+    (tmp_path / "broken.py").write_text("import module_that_is_not_there\n")
+    r = subprocess.run([sys.executable, "-m", "memguard", "run", "-m", "broken"], capture_output=True, text=True,
+                       env=env(), cwd=tmp_path, timeout=60)
+    assert r.returncode == 1
+    assert "Traceback" in r.stderr and "broken.py" in r.stderr and "runpy" not in r.stderr, r.stderr
