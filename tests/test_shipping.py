@@ -25,7 +25,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 #: What the build needs from the checkout (what an sdist holds).
-SOURCES = ("pyproject.toml", "README.md", "memguard", "plugins")
+SOURCES = ("pyproject.toml", "README.md", "LICENSE", "memguard", "plugins")
 #: The first-party plugins the distribution declares: entry-point name -> module.
 DECLARED = {"pool_invariants": "memguard_plugins.pool_invariants"}
 
@@ -234,3 +234,13 @@ def test_installed_pytest_plugin_loads_first_party_plugins_unless_disabled(
     disabled = _run(python, *common, "--memguard-disable-plugin", "pool_invariants", cwd=tmp_path)
     assert disabled.returncode == 0, disabled.stdout + disabled.stderr
     assert "PLUGINS: []" in disabled.stdout
+
+
+def test_wheel_carries_the_mit_license_its_metadata_names(wheel: Path) -> None:
+    archive = zipfile.ZipFile(wheel)
+    licenses = [n for n in archive.namelist() if ".dist-info/" in n and n.rsplit("/", 1)[-1].startswith("LICENSE")]
+    assert licenses, "no LICENSE file in the wheel"
+    text = archive.read(licenses[0]).decode()
+    assert text.startswith("MIT License") and text == (ROOT / "LICENSE").read_text()
+    metadata = archive.read(next(n for n in archive.namelist() if n.endswith(".dist-info/METADATA"))).decode()
+    assert "MIT" in metadata
