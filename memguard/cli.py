@@ -17,11 +17,12 @@ import threading
 import traceback
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Sequence
+from typing import NoReturn, Sequence
 
 from memguard.reporting import exitreport
 from memguard import process
 from memguard._location import is_own_file
+from memguard._version import __version__
 from memguard.errors import MemguardError
 from memguard.options import OPTION_SPECS, ENV_VAR, Options
 
@@ -32,18 +33,14 @@ USAGE_ERROR = 2
 
 _PROG = "memguard"
 
-_MAIN_HELP = f"""\
-usage: {_PROG} <command> [arguments]
+_MAIN_DESCRIPTION = "Find memory bugs in native memory driven from Python through ctypes."
 
-Find memory bugs in native memory driven from Python through ctypes.
-
+_MAIN_EPILOG = f"""\
 commands:
   run      run a Python program on the guarded heap and report leaks and corruption at exit
   report   render a report saved with report_format=json
 
-options:
-  -h, --help     show this help (and `{_PROG} <command> --help` for each command)
-  --version      show memguard's version
+`{_PROG} <command> --help` shows each command's options.
 
 examples:
   {_PROG} run examples/leaky.py
@@ -66,10 +63,7 @@ def _options_table() -> str:
     return "\n".join(lines)
 
 
-_RUN_HELP = f"""\
-usage: {_PROG} run [--option key=value ...] script.py [args...]
-       {_PROG} run [--option key=value ...] -m module [args...]
-
+_RUN_DESCRIPTION = """\
 Run a Python program on memguard's process-wide heap (memguard.malloc/free and
 everything that uses them), as `python script.py` or `python -m module` would:
 sys.argv, __main__ and the exit status are the program's.  When it ends (normally,
@@ -78,12 +72,13 @@ memguard checks the heap and prints what was corrupted and what leaked.
 
 The exit status is the program's own, unless memguard found leaks or corruption
 (not suppressed): then it is `exitcode` (default 23, as LeakSanitizer).
+memguard's options come before the script (or -m module); everything after it is
+the program's.
+"""
 
-options:
-  -o, --option key=value   set an option (repeatable; wins over ${ENV_VAR})
-  -m module                run a library module as a script
-  -h, --help               show this help
 
+def _run_epilog() -> str:
+    return f"""\
 options (key [default; allowed values]), also read from
 {ENV_VAR}="key=value:key=value":
 {_options_table()}
@@ -94,6 +89,7 @@ examples:
   {_PROG} run -o only='myapp*' -o exitcode=1 -m myapp.cli --serve
   {_PROG} run -o log_path=/tmp/mg -o report_format=json app.py   # writes /tmp/mg.<pid>
 """
+
 
 _REPORT_EPILOG = f"""\
 examples:
@@ -125,49 +121,87 @@ class UsageError(MemguardError):
     exit_code = USAGE_ERROR
 
 
+class _Printed(Exception):
+    """argparse printed ``--help`` or ``--version``: the command ends with ``status``."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(status)
+        self.status = status
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises instead of exiting: :class:`UsageError` for a mistake."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message)
+
+    def exit(self, status: int = 0, message: str | None = None) -> NoReturn:
+        if message:
+            sys.stderr.write(message)
+        raise _Printed(status)
+
+
+def _parsers() -> tuple[_Parser, _Parser, _Parser]:
+    """The ``memguard`` parser and its ``run`` and ``report`` sub-parsers."""
+    raw = argparse.RawDescriptionHelpFormatter
+    main = _Parser(prog=_PROG, description=_MAIN_DESCRIPTION, epilog=_MAIN_EPILOG, formatter_class=raw)
+    main.add_argument("--version", action="version", version=f"{_PROG} {__version__}")
+    commands = main.add_subparsers(dest="command", metavar="<command>", parser_class=_Parser)
+    run = commands.add_parser(
+        "run", help="run a Python program on the guarded heap", description=_RUN_DESCRIPTION,
+        epilog=_run_epilog(), formatter_class=raw, add_help=False, usage=(
+            f"{_PROG} run [-o KEY=VALUE ...] script.py [args ...]\n"
+            f"       {_PROG} run [-o KEY=VALUE ...] -m module [args ...]"
+        ),
+    )
+    run.add_argument("-h", "--help", action="store_true", help="show this help")
+    run.add_argument("-o", "--option", action="append", default=[], metavar="KEY=VALUE",
+                     help=f"set an option (repeatable; wins over ${ENV_VAR})")
+    run.add_argument("-m", dest="module", action="store_true", help="run a library module as a script")
+    run.add_argument("target", nargs="?", metavar="script.py | module", help="the program")
+    run.add_argument("args", nargs=argparse.REMAINDER, help="the program's arguments")
+    report = commands.add_parser(
+        "report", help="render a report saved with report_format=json",
+        description="Render a memguard exit report saved with report_format=json.",
+        epilog=_REPORT_EPILOG, formatter_class=raw,
+    )
+    report.add_argument("file", help="the JSON report (log_path=PREFIX writes PREFIX.<pid>)")
+    report.add_argument(
+        "--format", choices=("text", "json"), default="text",
+        help="text: LeakSanitizer-style report for a person (default); json: the normalized document",
+    )
+    return main, run, report
+
+
 def parse_run_args(argv: Sequence[str]) -> RunSpec | None:
     """Parse the arguments of ``memguard run``; ``None`` means ``--help`` was asked for.
 
     memguard's own options come before the script (or ``-m module``); everything after
-    it belongs to the program.
+    it belongs to the program.  Raises :class:`UsageError` for a command line that
+    cannot be run.
     """
-    options: dict[str, str] = {}
     items = list(argv)
-    i = 0
-    while i < len(items):
-        arg = items[i]
-        if arg in ("-h", "--help"):
-            return None
-        if arg in ("-o", "--option"):
-            if i + 1 >= len(items):
-                raise UsageError(f"{arg} needs a key=value argument")
-            value = items[i + 1]
-            i += 2
-        elif arg.startswith("--option="):
-            value = arg[len("--option=") :]
-            i += 1
-        elif arg.startswith("-o") and len(arg) > 2:
-            value = arg[2:]
-            i += 1
-        elif arg == "-m":
-            if i + 1 >= len(items):
-                raise UsageError("-m needs a module name")
-            return RunSpec(items[i + 1], True, tuple(items[i + 2 :]), options)
-        elif arg.startswith("-m") and len(arg) > 2:
-            return RunSpec(arg[2:], True, tuple(items[i + 1 :]), options)
-        elif arg == "--":
-            if i + 1 >= len(items):
-                raise UsageError("no script given after --")
-            return RunSpec(items[i + 1], False, tuple(items[i + 2 :]), options)
-        elif arg.startswith("-") and arg != "-":
-            raise UsageError(f"unknown option {arg!r} (memguard's options come before the script)")
-        else:
-            return RunSpec(arg, False, tuple(items[i + 1 :]), options)
+    # ``-mpkg`` (as python accepts it) is ``-m pkg``
+    for i, arg in enumerate(items):
+        if arg == "--" or not arg.startswith("-"):
+            break
+        if arg.startswith("-m") and len(arg) > 2:
+            items[i : i + 1] = ["-m", arg[2:]]
+            break
+    args = _parsers()[1].parse_args(items)
+    if args.help:
+        return None
+    if args.target is None:
+        raise UsageError("no script or -m module given")
+    if not args.module and args.target.startswith("-") and "--" not in items:
+        raise UsageError(f"unknown option {args.target!r} (memguard's options come before the script)")
+    options: dict[str, str] = {}
+    for value in args.option:
         key, sep, val = value.partition("=")
         if not sep or not key.strip():
             raise UsageError(f"--option expects key=value, got {value!r}")
         options[key.strip()] = val
-    raise UsageError("no script or -m module given")
+    return RunSpec(args.target, args.module, tuple(args.args), options)
 
 
 def _strip_tb(tb: TracebackType | None) -> TracebackType | None:
@@ -243,7 +277,7 @@ def _cmd_run(argv: Sequence[str]) -> int:
         sys.stderr.write(f"{_PROG} run: {exc}\nTry '{_PROG} run --help'.\n")
         return exc.exit_code
     if spec is None:
-        sys.stdout.write(_RUN_HELP)
+        _parsers()[1].print_help()
         return 0
     if not spec.module and not os.path.exists(spec.target):
         sys.stderr.write(f"{_PROG} run: can't open file {spec.target!r}: no such file\n")
@@ -270,18 +304,13 @@ def _cmd_run(argv: Sequence[str]) -> int:
 
 
 def _cmd_report(argv: Sequence[str]) -> int:
-    parser = argparse.ArgumentParser(
-        prog=f"{_PROG} report",
-        description="Render a memguard exit report saved with report_format=json.",
-        epilog=_REPORT_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("file", help="the JSON report (log_path=PREFIX writes PREFIX.<pid>)")
-    parser.add_argument(
-        "--format", choices=("text", "json"), default="text",
-        help="text: LeakSanitizer-style report for a person (default); json: the normalized document",
-    )
-    args = parser.parse_args(list(argv))
+    try:
+        args = _parsers()[2].parse_args(list(argv))
+    except _Printed as done:
+        return done.status
+    except UsageError as exc:
+        sys.stderr.write(f"{_PROG} report: {exc}\nTry '{_PROG} report --help'.\n")
+        return exc.exit_code
     try:
         result = exitreport.load_report(args.file)
     except MemguardError as exc:
@@ -304,18 +333,20 @@ def _cmd_report(argv: Sequence[str]) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``memguard`` command; returns the exit status."""
     args = list(sys.argv[1:] if argv is None else argv)
-    if not args or args[0] in ("-h", "--help"):
-        (sys.stdout if args else sys.stderr).write(_MAIN_HELP)
-        return 0 if args else USAGE_ERROR
-    if args[0] == "--version":
-        from memguard import __version__
-
-        sys.stdout.write(f"memguard {__version__}\n")
-        return 0
+    parser = _parsers()[0]
+    if not args:
+        parser.print_help(sys.stderr)
+        return USAGE_ERROR
     command, rest = args[0], args[1:]
     if command == "run":
         return _cmd_run(rest)
     if command == "report":
         return _cmd_report(rest)
+    try:
+        parser.parse_args(args)
+    except _Printed as done:  # --help, --version
+        return done.status
+    except UsageError:
+        pass
     sys.stderr.write(f"{_PROG}: unknown command {command!r} (commands: run, report)\nTry '{_PROG} --help'.\n")
     return USAGE_ERROR
