@@ -59,6 +59,9 @@ class Kind:
     :ivar rules: the names a suppressions file may use for it besides ``name``
         (``("overflow",)``), the first being the preferred one.
     :ivar description: one line for documentation and ``memguard --help``.
+    :ivar labels: how a report of this kind introduces the stack that acquired the thing
+        and the stack that released it (``("allocated here:", "freed here:")``); an empty
+        label puts the stack right under the report's message, which introduces it.
     """
 
     name: str
@@ -66,6 +69,7 @@ class Kind:
     leak: bool = False
     rules: tuple[str, ...] = ()
     description: str = ""
+    labels: tuple[str, str] = ("allocated here:", "freed here:")
 
     @property
     def rule(self) -> str:
@@ -86,6 +90,7 @@ def register_kind(
     leak: bool = False,
     rule: str | tuple[str, ...] | None = None,
     description: str = "",
+    labels: tuple[str, str] = ("allocated here:", "freed here:"),
 ) -> Kind:
     """Declare a kind of finding; return its :class:`Kind`.
 
@@ -94,6 +99,7 @@ def register_kind(
     :param leak: whether it is a leak (governed by the leak mode).
     :param rule: short suppression-rule name(s) for it (the full name always works).
     :param description: one line saying what it means.
+    :param labels: the words before the acquiring and the releasing stack in its reports.
 
     Registering the same declaration again is a no-op (a module may be imported twice);
     a different declaration under a taken name, or a rule name another kind uses,
@@ -107,7 +113,9 @@ def register_kind(
     for r in rules:
         if not isinstance(r, str) or not _NAME.match(r):
             raise KindError(f"a rule name is lowercase words joined by '-', got {r!r}", str(r))
-    kind = Kind(name, error, bool(leak), rules, description)
+    if not (isinstance(labels, tuple) and len(labels) == 2 and all(isinstance(x, str) for x in labels)):
+        raise TypeError(f"labels must be two strings, got {labels!r}")
+    kind = Kind(name, error, bool(leak), rules, description, labels)
     with _lock:
         old = _kinds.get(name)
         if old is not None:
@@ -160,10 +168,15 @@ def rule_names() -> list[str]:
 
 
 # ----------------------------------------------------------------------------- memguard's own kinds
-def _declare(error: type[MemguardError], *kinds: tuple[str, str | tuple[str, ...], str], leak: bool = False) -> None:
+def _declare(
+    error: type[MemguardError],
+    *kinds: tuple[str, str | tuple[str, ...], str],
+    leak: bool = False,
+    labels: tuple[str, str] = ("allocated here:", "freed here:"),
+) -> None:
     """Register memguard's own kinds of one family: ``(name, short rule names, description)``."""
     for name, rules, description in kinds:
-        register_kind(name, error, leak=leak, rule=rules, description=description)
+        register_kind(name, error, leak=leak, rule=rules, description=description, labels=labels)
 
 
 _declare(
@@ -190,7 +203,9 @@ _declare(
     ("refcount-underflow", (), "a reference count was decremented at zero"),
     ("refcount-use-after-release", (), "a reference was taken after the count reached zero"),
     ("refcount-saturated", (), "a reference count reached its maximum"),
+    labels=("tracked here:", "released here:"),
 )
-_declare(RefcountError, ("refcount-leak", (), "references were still held at the end"), leak=True)
+_declare(RefcountError, ("refcount-leak", (), "references were still held at the end"), leak=True,
+         labels=("", "released here:"))
 _declare(PluginError, ("plugin-error", (), "a plugin raised inside a hook"))
 _declare(CallbackError, ("callback-error", (), "an allocator callback called from C failed"))

@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from memguard.kinds import get_kind
 from memguard.stacks import Frame, Stack, format_stack
 
 __all__ = ["Report", "hexdump"]
@@ -93,7 +94,10 @@ class Report:
         return str(stack[0]) if stack else "<unknown>"
 
     def __str__(self) -> str:
-        lines = [_RULE, f"=={self.pid}==ERROR: memguard: {self.kind} on address 0x{self.bad_address:x}"]
+        kind = get_kind(self.kind)
+        acquired, released = kind.labels if kind is not None else ("allocated here:", "freed here:")
+        where = f" on address 0x{self.bad_address:x}" if self.bad_address or self.size or self.serial else ""
+        lines = [_RULE, f"=={self.pid}==ERROR: memguard: {self.kind}{where}"]
         if self.message:
             lines.append(self.message)
         if self.stack:
@@ -103,10 +107,13 @@ class Report:
             end = self.address + self.size
             lines.append(f"0x{self.bad_address:x} is {self._where()} {self.size}-byte region [0x{self.address:x},0x{end:x})")
         if self.alloc_stack or self.serial:
-            lines.append(f"allocated (allocation #{self.serial}) here:" if self.serial else "allocated here:")
+            if self.serial:
+                lines.append(f"allocated (allocation #{self.serial}) here:")
+            elif acquired:
+                lines.append(acquired)
             lines.append(format_stack(self.alloc_stack))
         if self.free_stack:
-            lines.append("previously freed here:" if self.kind == "double-free" else "freed here:")
+            lines.append("previously freed here:" if self.kind == "double-free" else released)
             lines.append(format_stack(self.free_stack))
         if self.expected or self.found:
             lines.append(f"expected: {self.expected[:32].hex(' ')}{' …' if len(self.expected) > 32 else ''}")
