@@ -75,6 +75,15 @@ _EXPORTS: dict[str, str] = {
     "all_leaks": "memguard.allocators.mempool",
     "ObjectPool": "memguard.allocators.objpool",
     "PoolStats": "memguard.allocators.objpool",
+    "BuddyAllocator": "memguard.allocators.buddy",
+    "BuddyRegion": "memguard.allocators.buddy",
+    "BuddyError": "memguard.allocators.buddy",
+    "NotEnoughSpaceError": "memguard.allocators.buddy",
+    "NotAllocatedError": "memguard.allocators.buddy",
+    "InvalidMemoryClassError": "memguard.allocators.buddy",
+    "EmptyPoolError": "memguard.allocators.buddy",
+    "memory_class": "memguard.allocators.buddy",
+    "class_size": "memguard.allocators.buddy",
     "RefAudit": "memguard.refaudit",
     "Ref": "memguard.refaudit",
     # C libraries on the guarded heap (memguard.clibs holds the adapters)
@@ -90,6 +99,17 @@ __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
 
 if TYPE_CHECKING:
     from memguard.allocators.mempool import MemPool, MemPoolStats, Region, all_leaks
+    from memguard.allocators.buddy import (
+        BuddyAllocator,
+        BuddyError,
+        BuddyRegion,
+        EmptyPoolError,
+        InvalidMemoryClassError,
+        NotAllocatedError,
+        NotEnoughSpaceError,
+        class_size,
+        memory_class,
+    )
     from memguard.allocators.objpool import ObjectPool, PoolStats
     from memguard.checker import Checker
     from memguard.clibs.common import CLibraryError
