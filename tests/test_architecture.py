@@ -22,7 +22,8 @@ PLUGINS = ROOT / "plugins"
 #: Layers, lowest first: ``(name, module patterns)``; a pattern ending in ``.*`` covers a
 #: sub-package and its modules.  Keep in step with docs/architecture.md.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("foundation", ("memguard._location", "memguard._version", "memguard._lazy", "memguard.errors", "memguard.kinds")),
+    ("foundation", ("memguard._location", "memguard._version", "memguard._lazy", "memguard.errors", "memguard.kinds",
+                    "memguard.arguments")),
     ("native", ("memguard.native", "memguard.native.*")),
     ("records", ("memguard.stacks", "memguard.report", "memguard.leaks", "memguard.findings",
                  "memguard.heap.layout")),

@@ -27,6 +27,7 @@ import threading
 from dataclasses import dataclass, field
 
 from memguard.allocators.mempool import MemPool
+from memguard.arguments import int_arg
 from memguard.checker import Checker
 from memguard.errors import HeapClosedError, MemguardError
 from memguard.heap.guarded import GuardedHeap
@@ -51,7 +52,6 @@ MiB = 1 << 20
 GiB = 1 << 30
 #: Largest offset space a backed allocator takes from its heap.
 MAX_BACKED_BYTES = 1 << 30
-_int_arg = GuardedHeap._int_arg
 _owners = itertools.count(1)
 
 
@@ -93,7 +93,7 @@ def memory_class(size: int, min_size: int = MiB, factor: int = 4) -> int:
     ``memory_class(4 * GiB + 1)`` is 7 with the defaults, a class no default allocator has.
     A size of 0 holds no class: :class:`InvalidMemoryClassError`.
     """
-    size = _int_arg(size, "size")
+    size = int_arg(size, "size")
     if size == 0:
         raise InvalidMemoryClassError("invalid memory class", size=0)
     quotient = (size - 1) // min_size
@@ -106,7 +106,7 @@ def memory_class(size: int, min_size: int = MiB, factor: int = 4) -> int:
 
 def class_size(size_class: int, min_size: int = MiB, factor: int = 4, classes: int = 7) -> int:
     """The bytes of class ``size_class`` (``GetMemoryClassSize``): ``min_size * factor**size_class``."""
-    size_class = _int_arg(size_class, "size_class")
+    size_class = int_arg(size_class, "size_class")
     if size_class >= classes:
         raise InvalidMemoryClassError("invalid memory class", size_class=size_class)
     return min_size * factor**size_class
@@ -145,9 +145,9 @@ class BuddyAllocator(Checker):
 
     def __init__(self, min_size: int = MiB, classes: int = 7, factor: int = 4,
                  backing: GuardedHeap | None = None, name: str = "buddy") -> None:
-        min_size = _int_arg(min_size, "min_size")
-        classes = _int_arg(classes, "classes")
-        factor = _int_arg(factor, "factor")
+        min_size = int_arg(min_size, "min_size")
+        classes = int_arg(classes, "classes")
+        factor = int_arg(factor, "factor")
         if min_size < 1:
             raise ValueError("min_size must be >= 1")
         if not 1 <= classes <= 64:
@@ -213,7 +213,7 @@ class BuddyAllocator(Checker):
         :raises InvalidMemoryClassError: ``size`` is 0 or larger than the largest class.
         :raises NotEnoughSpaceError: no region of that class or a larger one is free.
         """
-        size = _int_arg(size, "size")
+        size = int_arg(size, "size")
         if size == 0 or size > self.total:
             raise InvalidMemoryClassError("invalid memory class", size=size)
         c = self.memory_class(size)
@@ -320,7 +320,7 @@ class BuddyAllocator(Checker):
             return sorted((r for busy in self._busy for r in busy.values()), key=lambda r: r.offset)
 
     def _class_arg(self, size_class: int) -> int:
-        c = _int_arg(size_class, "size_class")
+        c = int_arg(size_class, "size_class")
         if c >= self.classes:
             raise InvalidMemoryClassError("invalid memory class", size_class=c)
         return c

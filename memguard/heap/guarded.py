@@ -33,7 +33,6 @@ without reading it.
 
 from __future__ import annotations
 
-import operator
 import os
 import sys
 from collections import deque
@@ -41,6 +40,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Literal
 
 from memguard import native
+from memguard.arguments import int_arg
 from memguard.checker import ON_ERROR, Checker
 from memguard.errors import HeapClosedError, MemguardError
 from memguard.heap.canary import Canaries
@@ -403,17 +403,7 @@ class GuardedHeap(BlockVerifier, Checker):
             raise
         return new
 
-    @staticmethod
-    def _int_arg(value: object, what: str) -> int:
-        """An integer argument >= 0 (anything with ``__index__`` but a bool, a float, text)."""
-        if type(value) is not int:
-            # (a bool is an int to Python, never a size: malloc(True) is a mistake)
-            if isinstance(value, (bool, float, complex, str, bytes)) or not hasattr(value, "__index__"):
-                raise TypeError(f"{what} must be an int, got {type(value).__name__}")
-            value = operator.index(value)
-        if value < 0:  # type: ignore[operator]
-            raise ValueError(f"{what} must be >= 0, got {value}")
-        return value  # type: ignore[return-value]
+    _int_arg = staticmethod(int_arg)
 
     def _size_arg(self, value: object, what: str) -> int:
         size = self._int_arg(value, what)
