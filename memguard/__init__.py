@@ -77,11 +77,11 @@ _EXPORTS: dict[str, str] = {
     "PoolStats": "memguard.allocators.objpool",
     "BuddyAllocator": "memguard.allocators.buddy",
     "BuddyRegion": "memguard.allocators.buddy",
-    "BuddyError": "memguard.allocators.buddy",
-    "NotEnoughSpaceError": "memguard.allocators.buddy",
-    "NotAllocatedError": "memguard.allocators.buddy",
-    "InvalidMemoryClassError": "memguard.allocators.buddy",
-    "EmptyPoolError": "memguard.allocators.buddy",
+    "BuddyError": "memguard.errors",
+    "NotEnoughSpaceError": "memguard.errors",
+    "NotAllocatedError": "memguard.errors",
+    "InvalidMemoryClassError": "memguard.errors",
+    "EmptyPoolError": "memguard.errors",
     "memory_class": "memguard.allocators.buddy",
     "class_size": "memguard.allocators.buddy",
     "RefAudit": "memguard.refaudit",
@@ -99,31 +99,26 @@ __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
 
 if TYPE_CHECKING:
     from memguard.allocators.mempool import MemPool, MemPoolStats, Region, all_leaks
-    from memguard.allocators.buddy import (
-        BuddyAllocator,
-        BuddyError,
-        BuddyRegion,
-        EmptyPoolError,
-        InvalidMemoryClassError,
-        NotAllocatedError,
-        NotEnoughSpaceError,
-        class_size,
-        memory_class,
-    )
+    from memguard.allocators.buddy import BuddyAllocator, BuddyRegion, class_size, memory_class
     from memguard.allocators.objpool import ObjectPool, PoolStats
     from memguard.checker import Checker
     from memguard.clibs.common import CLibraryError
     from memguard.heap.c_allocator import CAllocator
     from memguard.errors import (
+        BuddyError,
         CallbackError,
         DoubleFreeError,
+        EmptyPoolError,
         HeapClosedError,
         HeapCorruptionError,
         InvalidFreeError,
+        InvalidMemoryClassError,
         KindError,
         LeakError,
         LibraryNotFoundError,
         MemguardError,
+        NotAllocatedError,
+        NotEnoughSpaceError,
         OptionsError,
         PluginError,
         PoolError,

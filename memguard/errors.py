@@ -28,6 +28,11 @@ __all__ = [
     "OptionsError",
     "SuppressionsError",
     "KindError",
+    "BuddyError",
+    "NotEnoughSpaceError",
+    "NotAllocatedError",
+    "InvalidMemoryClassError",
+    "EmptyPoolError",
 ]
 
 
@@ -133,3 +138,35 @@ class KindError(MemguardError, ValueError):
     def __init__(self, message: str, name: str = "") -> None:
         super().__init__(message)
         self.name = name
+
+
+class BuddyError(MemguardError):
+    """A refused buddy-allocator operation.
+
+    :ivar size: the requested size (``None`` for a release).
+    :ivar size_class: the memory class involved (``None`` when there is none).
+    :ivar offset: the offset involved (``None`` for an allocation).
+    """
+
+    def __init__(self, message: str, size: int | None = None, size_class: int | None = None,
+                 offset: int | None = None) -> None:
+        super().__init__(message)
+        self.size = size
+        self.size_class = size_class
+        self.offset = offset
+
+
+class NotEnoughSpaceError(BuddyError):
+    """"not enough space": no free region of the class or of a larger one."""
+
+
+class NotAllocatedError(BuddyError):
+    """"no memory allocated at the given offset": the region is not one handed out and still held."""
+
+
+class InvalidMemoryClassError(BuddyError):
+    """"invalid memory class": a size of 0 or larger than the largest class, or a class out of range."""
+
+
+class EmptyPoolError(BuddyError):
+    """"operation on empty pool": a release into a class that no split ever created."""

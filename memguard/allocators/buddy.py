@@ -29,7 +29,14 @@ from dataclasses import dataclass, field
 from memguard.allocators.mempool import MemPool
 from memguard.arguments import int_arg
 from memguard.checker import Checker
-from memguard.errors import HeapClosedError, MemguardError
+from memguard.errors import (
+    EmptyPoolError,
+    HeapClosedError,
+    MemguardError,
+    InvalidMemoryClassError,
+    NotAllocatedError,
+    NotEnoughSpaceError,
+)
 from memguard.heap.guarded import GuardedHeap
 from memguard.kinds import error_for
 from memguard.report import Report
@@ -37,11 +44,6 @@ from memguard.report import Report
 __all__ = [
     "BuddyAllocator",
     "BuddyRegion",
-    "BuddyError",
-    "NotEnoughSpaceError",
-    "NotAllocatedError",
-    "InvalidMemoryClassError",
-    "EmptyPoolError",
     "memory_class",
     "class_size",
     "MiB",
@@ -53,38 +55,6 @@ GiB = 1 << 30
 #: Largest offset space a backed allocator takes from its heap.
 MAX_BACKED_BYTES = 1 << 30
 _owners = itertools.count(1)
-
-
-class BuddyError(MemguardError):
-    """A refused buddy-allocator operation.
-
-    :ivar size: the requested size (``None`` for a release).
-    :ivar size_class: the memory class involved (``None`` when there is none).
-    :ivar offset: the offset involved (``None`` for an allocation).
-    """
-
-    def __init__(self, message: str, size: int | None = None, size_class: int | None = None,
-                 offset: int | None = None) -> None:
-        super().__init__(message)
-        self.size = size
-        self.size_class = size_class
-        self.offset = offset
-
-
-class NotEnoughSpaceError(BuddyError):
-    """"not enough space": no free region of the class or of a larger one."""
-
-
-class NotAllocatedError(BuddyError):
-    """"no memory allocated at the given offset": the region is not one handed out and still held."""
-
-
-class InvalidMemoryClassError(BuddyError):
-    """"invalid memory class": a size of 0 or larger than the largest class, or a class out of range."""
-
-
-class EmptyPoolError(BuddyError):
-    """"operation on empty pool": a release into a class that no split ever created."""
 
 
 def memory_class(size: int, min_size: int = MiB, factor: int = 4) -> int:
