@@ -46,6 +46,8 @@ _EXPORTS: dict[str, str] = {
     "RefcountError": "memguard.errors",
     "PluginError": "memguard.errors",
     "HeapClosedError": "memguard.errors",
+    "BufPoolClosedError": "memguard.errors",
+    "BufPoolTimeoutError": "memguard.errors",
     "OptionsError": "memguard.errors",
     "SuppressionsError": "memguard.errors",
     "PoolError": "memguard.errors",
@@ -75,6 +77,10 @@ _EXPORTS: dict[str, str] = {
     "all_leaks": "memguard.allocators.mempool",
     "ObjectPool": "memguard.allocators.objpool",
     "PoolStats": "memguard.allocators.objpool",
+    "BufPool": "memguard.allocators.bufpool",
+    "BufPoolStats": "memguard.allocators.bufpool",
+    "BufAllocation": "memguard.allocators.bufpool",
+    "BufAllocationInfo": "memguard.allocators.bufpool",
     "RefAudit": "memguard.refaudit",
     "Ref": "memguard.refaudit",
     # C libraries on the guarded heap (memguard.clibs holds the adapters)
@@ -89,12 +95,15 @@ __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
 
 
 if TYPE_CHECKING:
+    from memguard.allocators.bufpool import BufAllocation, BufAllocationInfo, BufPool, BufPoolStats
     from memguard.allocators.mempool import MemPool, MemPoolStats, Region, all_leaks
     from memguard.allocators.objpool import ObjectPool, PoolStats
     from memguard.checker import Checker
     from memguard.clibs.common import CLibraryError
     from memguard.heap.c_allocator import CAllocator
     from memguard.errors import (
+        BufPoolClosedError,
+        BufPoolTimeoutError,
         CallbackError,
         DoubleFreeError,
         HeapClosedError,
