@@ -358,12 +358,13 @@ class BufPool(Checker):
             finally:
                 self._leave()
             raise
-        self._enter()
-        try:
-            snapshot = self._snapshot() if self.observes("memguard_bufpool_event") else None
-        finally:
-            self._leave()
-        self._announce("allocate", rec, snapshot)
+        if self.observes("memguard_bufpool_event"):
+            self._enter()
+            try:
+                snapshot = self._snapshot()
+            finally:
+                self._leave()
+            self._announce("allocate", rec, snapshot)
         return allocation
 
     def _closed_error(self, n: int) -> BufPoolClosedError:
