@@ -46,6 +46,8 @@ _EXPORTS: dict[str, str] = {
     "RefcountError": "memguard.errors",
     "PluginError": "memguard.errors",
     "HeapClosedError": "memguard.errors",
+    "BufPoolClosedError": "memguard.errors",
+    "BufPoolTimeoutError": "memguard.errors",
     "OptionsError": "memguard.errors",
     "SuppressionsError": "memguard.errors",
     "PoolError": "memguard.errors",
@@ -84,6 +86,10 @@ _EXPORTS: dict[str, str] = {
     "EmptyPoolError": "memguard.errors",
     "memory_class": "memguard.allocators.buddy",
     "class_size": "memguard.allocators.buddy",
+    "BufPool": "memguard.allocators.bufpool",
+    "BufPoolStats": "memguard.allocators.bufpool",
+    "BufAllocation": "memguard.allocators.bufpool",
+    "BufAllocationInfo": "memguard.allocators.bufpool",
     "RefAudit": "memguard.refaudit",
     "Ref": "memguard.refaudit",
     # C libraries on the guarded heap (memguard.clibs holds the adapters)
@@ -98,6 +104,7 @@ __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
 
 
 if TYPE_CHECKING:
+    from memguard.allocators.bufpool import BufAllocation, BufAllocationInfo, BufPool, BufPoolStats
     from memguard.allocators.mempool import MemPool, MemPoolStats, Region, all_leaks
     from memguard.allocators.buddy import BuddyAllocator, BuddyRegion, class_size, memory_class
     from memguard.allocators.objpool import ObjectPool, PoolStats
@@ -106,6 +113,8 @@ if TYPE_CHECKING:
     from memguard.heap.c_allocator import CAllocator
     from memguard.errors import (
         BuddyError,
+        BufPoolClosedError,
+        BufPoolTimeoutError,
         CallbackError,
         DoubleFreeError,
         EmptyPoolError,

@@ -8,7 +8,7 @@ in :mod:`memguard.kinds`.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from memguard.report import Report
@@ -24,6 +24,8 @@ __all__ = [
     "PluginError",
     "CallbackError",
     "HeapClosedError",
+    "BufPoolClosedError",
+    "BufPoolTimeoutError",
     "LibraryNotFoundError",
     "OptionsError",
     "SuppressionsError",
@@ -97,6 +99,35 @@ class CallbackError(MemguardError):
 # ----------------------------------------------------------------------------- misuse
 class HeapClosedError(MemguardError):
     """A checker (heap, audit, pool) was used after ``close()``."""
+
+
+class BufPoolClosedError(HeapClosedError):
+    """:meth:`memguard.BufPool.allocate` after ``close()`` began (a waiting caller gets it too).
+
+    :ivar pool: the pool's name.
+    :ivar requested: the buffers the caller asked for.
+    """
+
+    def __init__(self, message: str, pool: str = "", requested: int = 0) -> None:
+        super().__init__(message)
+        self.pool = pool
+        self.requested = requested
+
+
+class BufPoolTimeoutError(MemguardError, TimeoutError):
+    """A :class:`memguard.BufPool` wait ran out of time (``allocate`` or ``close``).
+
+    :ivar pool: the pool's name.
+    :ivar timeout: the seconds waited.
+    :ivar live: for ``close``, the allocations still live (``BufAllocationInfo`` values,
+        each with its ``alloc_stack``); empty for ``allocate``.
+    """
+
+    def __init__(self, message: str, pool: str = "", timeout: float = 0.0, live: tuple[Any, ...] = ()) -> None:
+        super().__init__(message)
+        self.pool = pool
+        self.timeout = timeout
+        self.live = live
 
 
 class LibraryNotFoundError(MemguardError, OSError):

@@ -31,6 +31,7 @@ from pluggy import HookimplMarker, HookspecMarker
 if TYPE_CHECKING:
     from memguard.heap.guarded import BlockInfo, GuardedHeap
     from memguard.leaks import LeakGroup
+    from memguard.allocators.bufpool import BufAllocationInfo, BufPool, BufPoolStats
     from memguard.allocators.mempool import MemPool, Region
     from memguard.refaudit import Ref, RefAudit
     from memguard.report import Report
@@ -193,6 +194,29 @@ def memguard_refcount(audit: RefAudit, ref: Ref, op: str) -> None:
     :param audit: the :class:`~memguard.RefAudit`.
     :param ref: the reference (``ref.count`` is the new count).
     :param op: what happened.
+    """
+
+
+@hookspec
+def memguard_bufpool_event(
+    pool: BufPool,
+    event: str,
+    allocation: BufAllocationInfo | None,
+    stats: BufPoolStats,
+    live: Sequence[BufAllocationInfo],
+) -> None:
+    """A :class:`~memguard.BufPool` handed out, took back or closed: its budget after the event.
+
+    ``stats`` and ``live`` are one consistent snapshot, taken under the pool's lock right
+    after the event (events of different threads may reach the plugin in another order).
+    Called outside the lock: the implementation may call ``pool.stats()``.
+
+    :param pool: the pool (``pool.name``, ``pool.heap``, ``pool.buffer_size``, ``pool.max_memory``).
+    :param event: ``"allocate"``, ``"release"`` or ``"close"``.
+    :param allocation: the allocation allocated or released (``None`` for ``"close"``).
+    :param stats: the pool's :class:`~memguard.BufPoolStats` after the event.
+    :param live: every allocation holding budget after the event (a :class:`~memguard.BufAllocationInfo`
+        each; one whose heap block is still being made has ``address == 0``).
     """
 
 

@@ -197,6 +197,7 @@ _declare(
     ("pool-double-free", (), "a pool region was returned twice"),
     ("pool-bad-free", (), "a return of an address the pool never handed out"),
     ("pool-overlap", (), "a pool handed out memory that is already live"),
+    ("bufpool-double-release", (), "a buffer-pool allocation was released twice"),
 )
 _declare(
     RefcountError,

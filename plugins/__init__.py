@@ -13,4 +13,4 @@ from __future__ import annotations
 __all__ = ["FIRST_PARTY"]
 
 #: Importable names of every first-party plugin module.
-FIRST_PARTY: tuple[str, ...] = ("memguard_plugins.pool_invariants",)
+FIRST_PARTY: tuple[str, ...] = ("memguard_plugins.pool_invariants", "memguard_plugins.bufpool_budget")

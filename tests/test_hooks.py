@@ -503,6 +503,27 @@ def test_registration_validates_hook_names_and_arguments() -> None:
     heap.close()
 
 
+def test_memguard_bufpool_event_sees_each_event_with_a_consistent_snapshot() -> None:
+    seen: list[tuple[str, int | None, int, int]] = []
+
+    class BudgetWatcher:
+        @hookimpl
+        def memguard_bufpool_event(self, pool, event, allocation, stats, live):
+            seen.append((event, allocation.length if allocation else None, stats.used_bytes,
+                         sum(a.nbytes for a in live)))
+
+    heap = GuardedHeap(plugins=[BudgetWatcher()])
+    pool = memguard.BufPool(buffer_size=64, max_memory=1024, heap=heap)
+    a = pool.allocate(3)
+    b = pool.allocate(1)
+    a.release()
+    b.release()
+    pool.close()
+    assert seen == [("allocate", 3, 192, 192), ("allocate", 1, 256, 256), ("release", 3, 64, 64),
+                    ("release", 1, 0, 0), ("close", None, 0, 0)]
+    heap.close()
+
+
 @pytest.mark.parametrize("module_name", __import__("memguard_plugins").FIRST_PARTY)
 def test_first_party_plugins_register_cleanly(module_name: str) -> None:
     module = importlib.import_module(module_name)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-DOCS = ("plugins.md", "refaudit.md", "pools.md")
+DOCS = ("plugins.md", "refaudit.md", "pools.md", "bufpool.md")
 
 
 def _blocks(doc: str) -> list[str]:

@@ -36,3 +36,16 @@ def test_heap_benchmark_quick_run_reports_every_figure() -> None:
     assert data["helper_pair_64"]["ratio"] > 1.0
     assert data["check_quarantine"]["check_speed_vs_memcmp"] > 0
     assert data["rss_1m_blocks"]["slot_bytes"] == 80
+
+
+def test_bufpool_benchmark_quick_run_reports_every_figure() -> None:
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "bench_bufpool.py"), "--quick", "--json"],
+        capture_output=True, text=True, timeout=300, check=True,
+    )
+    data = json.loads(out.stdout)
+    assert set(data["pairs"]) == {"heap pair", "bufpool pair", "bufpool pair, budget plugin"}
+    assert data["pairs"]["heap pair"]["ratio"] == 1.0 and data["pairs"]["bufpool pair"]["us"] > 0
+    c = data["contended"]
+    assert c["threads"] == 8 and c["allocations"] > 0 and c["findings"] == 0
+    assert c["peak_bytes"] <= c["max_memory"] and c["longest_wait_ms"] >= 0
