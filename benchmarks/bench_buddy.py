@@ -15,13 +15,14 @@ Run: ``python benchmarks/bench_buddy.py`` (``--quick`` for a smoke run).
 
 from __future__ import annotations
 
-import argparse
+import json
 import statistics
 import sys
 import time
 from typing import Callable
 
 import memguard
+from pairs import arguments, interleaved_medians, print_table
 
 MiB = 1 << 20
 
@@ -70,32 +71,20 @@ def fill_and_drain() -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="few, short repetitions (a smoke test)")
-    parser.add_argument("--pairs", type=int, default=None, help="pairs per repetition")
-    parser.add_argument("--reps", type=int, default=None, help="interleaved repetitions")
-    args = parser.parse_args(argv)
-    pairs = args.pairs or (200 if args.quick else 5000)
-    reps = args.reps or (3 if args.quick else 15)
+    args, pairs, reps = arguments(__doc__.splitlines()[0], 5000, argv)
     cases = {
         "heap pair": heap_case(),
         "buddy pair, offsets": buddy_case(backed=False),
         "buddy pair, backed": buddy_case(backed=True),
     }
-    times: dict[str, list[float]] = {name: [] for name in cases}
-    for run in cases.values():
-        run(max(pairs // 10, 10))  # warm up
-    fills: list[float] = []
-    for _ in range(reps):
-        for name, run in cases.items():
-            times[name].append(run(pairs))
-        fills.append(fill_and_drain())
-    base = statistics.median(times["heap pair"])
-    print(f"memguard buddy benchmark: {reps} interleaved repetitions of {pairs} pairs (median per pair)")
-    for name, values in times.items():
-        med = statistics.median(values)
-        print(f"  {name:<24} {med * 1e6:8.2f} us   x{med / base:5.2f} of heap pair")
-    print(f"  fill+drain 4096 x 1 MiB  {statistics.median(fills) * 1e3:8.2f} ms")
+    medians, fills = interleaved_medians(cases, pairs, reps, also=fill_and_drain)
+    fill = statistics.median(fills)
+    if args.json:
+        print(json.dumps({"pairs": {name: {"us": med * 1e6, "ratio": med / medians["heap pair"]}
+                                    for name, med in medians.items()}, "fill_and_drain_ms": fill * 1e3}))
+        return 0
+    print_table(f"memguard buddy benchmark: {reps} interleaved repetitions of {pairs} pairs (median per pair)", medians)
+    print(f"  fill+drain 4096 x 1 MiB  {fill * 1e3:8.2f} ms")
     return 0
 
 

@@ -18,16 +18,15 @@ for machine-readable figures).
 
 from __future__ import annotations
 
-import argparse
 import json
 import random
-import statistics
 import sys
 import threading
 import time
 from typing import Callable
 
 import memguard
+from pairs import arguments, interleaved_medians, print_table
 from memguard_plugins import bufpool_budget
 
 BUFFER = 4096
@@ -105,27 +104,14 @@ def contended(threads: int, seconds: float) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="few, short repetitions (a smoke test)")
-    parser.add_argument("--json", action="store_true", help="print the figures as JSON")
-    parser.add_argument("--pairs", type=int, default=None, help="pairs per repetition")
-    parser.add_argument("--reps", type=int, default=None, help="interleaved repetitions")
-    args = parser.parse_args(argv)
-    pairs = args.pairs or (200 if args.quick else 3000)
-    reps = args.reps or (3 if args.quick else 15)
+    args, pairs, reps = arguments(__doc__.splitlines()[0], 3000, argv)
     cases = {
         "heap pair": heap_case(),
         "bufpool pair": pool_case([]),
         "bufpool pair, budget plugin": pool_case([bufpool_budget]),
     }
-    times: dict[str, list[float]] = {name: [] for name in cases}
-    for run in cases.values():
-        run(max(pairs // 10, 10))  # warm up
-    for _ in range(reps):
-        for name, run in cases.items():
-            times[name].append(run(pairs))
-    base = statistics.median(times["heap pair"])
-    medians = {name: statistics.median(values) for name, values in times.items()}
+    medians, _ = interleaved_medians(cases, pairs, reps)
+    base = medians["heap pair"]
     contention = contended(8, 0.3 if args.quick else 2.0)
     if args.json:
         print(json.dumps({
@@ -133,9 +119,7 @@ def main(argv: list[str] | None = None) -> int:
             "contended": contention,
         }))
         return 0
-    print(f"memguard bufpool benchmark: {reps} interleaved repetitions of {pairs} pairs (median per pair)")
-    for name, med in medians.items():
-        print(f"  {name:<30} {med * 1e6:8.2f} us   x{med / base:5.2f} of heap pair")
+    print_table(f"memguard bufpool benchmark: {reps} interleaved repetitions of {pairs} pairs (median per pair)", medians)
     c = contention
     print(
         f"  {c['threads']} threads, budget of 4 allocations: {c['per_second']:,.0f} allocations/s, "

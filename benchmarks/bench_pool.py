@@ -15,13 +15,12 @@ Run: ``python benchmarks/bench_pool.py`` (``--quick`` for a smoke run).
 
 from __future__ import annotations
 
-import argparse
-import statistics
 import sys
 import time
 from typing import Callable
 
 import memguard
+from pairs import arguments, interleaved_medians, print_table
 from memguard_plugins import pool_invariants as invariants
 
 
@@ -76,13 +75,7 @@ def pool_case(plugins: list[object]) -> Callable[[int], float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="few, short repetitions (a smoke test)")
-    parser.add_argument("--pairs", type=int, default=None, help="pairs per repetition")
-    parser.add_argument("--reps", type=int, default=None, help="interleaved repetitions")
-    args = parser.parse_args(argv)
-    pairs = args.pairs or (200 if args.quick else 5000)
-    reps = args.reps or (3 if args.quick else 15)
+    _, pairs, reps = arguments(__doc__.splitlines()[0], 5000, argv)
     cases = {
         "heap pair": heap_case([]),
         "heap pair, idle plugins": heap_case([IdlePlugin()]),
@@ -90,19 +83,9 @@ def main(argv: list[str] | None = None) -> int:
         "pool pair": pool_case([]),
         "pool pair, invariants plugin": pool_case([invariants]),
     }
-    times: dict[str, list[float]] = {name: [] for name in cases}
-    for run in cases.values():
-        run(max(pairs // 10, 10))  # warm up
-    for _ in range(reps):
-        for name, run in cases.items():
-            times[name].append(run(pairs))
-    base = statistics.median(times["heap pair"])
-    print(f"memguard pool benchmark: {reps} interleaved repetitions of {pairs} pairs (median per pair)")
-    for name, values in times.items():
-        med = statistics.median(values)
-        print(f"  {name:<32} {med * 1e6:8.2f} us   x{med / base:5.2f} of heap pair")
-    pool = statistics.median(times["pool pair"])
-    print(f"  invariants plugin overhead on the pool pair: x{statistics.median(times['pool pair, invariants plugin']) / pool:.2f}")
+    medians, _ = interleaved_medians(cases, pairs, reps)
+    print_table(f"memguard pool benchmark: {reps} interleaved repetitions of {pairs} pairs (median per pair)", medians)
+    print(f"  invariants plugin overhead on the pool pair: x{medians['pool pair, invariants plugin'] / medians['pool pair']:.2f}")
     return 0
 
 
