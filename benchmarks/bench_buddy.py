@@ -22,22 +22,9 @@ import time
 from typing import Callable
 
 import memguard
-from pairs import arguments, interleaved_medians, print_table
+from pairs import arguments, heap_case, interleaved_medians, pair_case, print_table
 
 MiB = 1 << 20
-
-
-def heap_case() -> Callable[[int], float]:
-    heap = memguard.GuardedHeap(quarantine_bytes=1 << 16)
-
-    def run(n: int) -> float:
-        malloc, free = heap.malloc, heap.free
-        t = time.perf_counter()
-        for _ in range(n):
-            free(malloc(64))
-        return (time.perf_counter() - t) / n
-
-    return run
 
 
 def buddy_case(backed: bool) -> Callable[[int], float]:
@@ -48,14 +35,7 @@ def buddy_case(backed: bool) -> Callable[[int], float]:
         buddy = memguard.BuddyAllocator()
         size = MiB
 
-    def run(n: int) -> float:
-        allocate, release = buddy.allocate, buddy.release
-        t = time.perf_counter()
-        for _ in range(n):
-            release(allocate(size))
-        return (time.perf_counter() - t) / n
-
-    return run
+    return pair_case(buddy.allocate, buddy.release, size)
 
 
 def fill_and_drain() -> float:
@@ -73,7 +53,7 @@ def fill_and_drain() -> float:
 def main(argv: list[str] | None = None) -> int:
     args, pairs, reps = arguments(__doc__.splitlines()[0], 5000, argv)
     cases = {
-        "heap pair": heap_case(),
+        "heap pair": heap_case(64),
         "buddy pair, offsets": buddy_case(backed=False),
         "buddy pair, backed": buddy_case(backed=True),
     }

@@ -26,23 +26,10 @@ import time
 from typing import Callable
 
 import memguard
-from pairs import arguments, interleaved_medians, print_table
+from pairs import arguments, heap_case, interleaved_medians, print_table
 from memguard_plugins import bufpool_budget
 
 BUFFER = 4096
-
-
-def heap_case() -> Callable[[int], float]:
-    heap = memguard.GuardedHeap(quarantine_bytes=1 << 16)
-
-    def run(n: int) -> float:
-        malloc, free = heap.malloc, heap.free
-        t = time.perf_counter()
-        for _ in range(n):
-            free(malloc(BUFFER))
-        return (time.perf_counter() - t) / n
-
-    return run
 
 
 def pool_case(plugins: list[object]) -> Callable[[int], float]:
@@ -106,7 +93,7 @@ def contended(threads: int, seconds: float) -> dict[str, float]:
 def main(argv: list[str] | None = None) -> int:
     args, pairs, reps = arguments(__doc__.splitlines()[0], 3000, argv)
     cases = {
-        "heap pair": heap_case(),
+        "heap pair": heap_case(BUFFER),
         "bufpool pair": pool_case([]),
         "bufpool pair, budget plugin": pool_case([bufpool_budget]),
     }

@@ -16,11 +16,10 @@ Run: ``python benchmarks/bench_pool.py`` (``--quick`` for a smoke run).
 from __future__ import annotations
 
 import sys
-import time
 from typing import Callable
 
 import memguard
-from pairs import arguments, interleaved_medians, print_table
+from pairs import arguments, heap_case, interleaved_medians, pair_case, print_table
 from memguard_plugins import pool_invariants as invariants
 
 
@@ -47,39 +46,19 @@ class CountingPlugin:
         self.n -= 1
 
 
-def heap_case(plugins: list[object]) -> Callable[[int], float]:
-    heap = memguard.GuardedHeap(quarantine_bytes=1 << 16, plugins=plugins)
-
-    def run(n: int) -> float:
-        malloc, free = heap.malloc, heap.free
-        t = time.perf_counter()
-        for _ in range(n):
-            free(malloc(40))
-        return (time.perf_counter() - t) / n
-
-    return run
-
-
 def pool_case(plugins: list[object]) -> Callable[[int], float]:
     heap = memguard.GuardedHeap(plugins=plugins)
     pool = memguard.ObjectPool(40, heap=heap)
 
-    def run(n: int) -> float:
-        get, put = pool.get, pool.put
-        t = time.perf_counter()
-        for _ in range(n):
-            put(get())
-        return (time.perf_counter() - t) / n
-
-    return run
+    return pair_case(lambda _: pool.get(), pool.put, None)
 
 
 def main(argv: list[str] | None = None) -> int:
     _, pairs, reps = arguments(__doc__.splitlines()[0], 5000, argv)
     cases = {
-        "heap pair": heap_case([]),
-        "heap pair, idle plugins": heap_case([IdlePlugin()]),
-        "heap pair, alloc+free plugin": heap_case([CountingPlugin()]),
+        "heap pair": heap_case(40),
+        "heap pair, idle plugins": heap_case(40, [IdlePlugin()]),
+        "heap pair, alloc+free plugin": heap_case(40, [CountingPlugin()]),
         "pool pair": pool_case([]),
         "pool pair, invariants plugin": pool_case([invariants]),
     }

@@ -9,9 +9,30 @@ from __future__ import annotations
 
 import argparse
 import statistics
-from typing import Callable
+import time
+from typing import Any, Callable
+
+import memguard
 
 Case = Callable[[int], float]
+
+
+def pair_case(take: Callable[[Any], Any], give: Callable[[Any], object], arg: Any) -> Case:
+    """The case that runs ``give(take(arg))`` (a heap's ``free(malloc(64))``, a pool's …)."""
+
+    def run(n: int) -> float:
+        t = time.perf_counter()
+        for _ in range(n):
+            give(take(arg))
+        return (time.perf_counter() - t) / n
+
+    return run
+
+
+def heap_case(size: int, plugins: list[object] | None = None) -> Case:
+    """The guarded heap's ``malloc(size)`` + ``free`` pair (the baseline of the pool benchmarks)."""
+    heap = memguard.GuardedHeap(quarantine_bytes=1 << 16, plugins=plugins or [])
+    return pair_case(heap.malloc, heap.free, size)
 
 
 def arguments(description: str, pairs: int, argv: list[str] | None) -> tuple[argparse.Namespace, int, int]:
