@@ -161,11 +161,16 @@ class StackTable:
         f: FrameType | None = frame
         while f is not None and f.f_code.co_filename.startswith(PACKAGE_DIR):
             f = f.f_back
-        if f is not None and f is frame and id(f.f_code) not in self._users:
+        if f is None:
+            return 0
+        code = f.f_code
+        if id(code) not in self._users:
             with self._lock:
-                if id(f.f_code) not in self._users:
-                    self._user_codes.append(f.f_code)
-                    self._users.add(id(f.f_code))
+                if id(code) not in self._users:
+                    self._user_codes.append(code)
+                    self._users.add(id(code))
+        elif f is not frame:  # called through memguard (a wrapper, a C callback): the fast lookup
+            return self.capture(f)
         frames: list[Any] = []
         while f is not None and len(frames) < 2 * self.depth:
             frames += (f.f_code, f.f_lasti)
