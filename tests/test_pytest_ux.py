@@ -273,7 +273,7 @@ def test_top_lists_the_most_allocating_tests(pytester: pytest.Pytester) -> None:
     result.stdout.fnmatch_lines([
         "top 2 allocating tests (bytes allocated, allocations, peak):",
         "     19.5KiB        4 allocations, peak 4.9KiB: test_x.py::test_large",
-        "      2.9KiB        1 allocations, peak 2.9KiB: test_x.py::test_medium",
+        "      2.9KiB        1 allocation, peak 2.9KiB: test_x.py::test_medium",
     ])
     assert "test_x.py::test_small" not in result.stdout.str().split("top 2 allocating tests")[1]
 
@@ -321,3 +321,29 @@ def test_a_missing_ini_path_names_the_ini_key(pytester: pytest.Pytester, monkeyp
     result = pytester.runpytest("--memguard")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines([f"ERROR: memguard_suppressions (ini): cannot load '{pytester.path / 'missing.txt'}'*"])
+
+
+def test_the_documented_json_example_follows_the_schema() -> None:
+    import re
+    from pathlib import Path
+
+    from report_schema import validate
+
+    text = (Path(__file__).resolve().parent.parent / "docs" / "pytest.md").read_text()
+    section = text.split("## JSON report", 1)[1]
+    example = re.search(r"```json\n(.*?)```", section, re.S)
+    assert example is not None
+    validate(json.loads(example.group(1)))
+
+
+def test_the_documented_limits_example_passes(pytester: pytest.Pytester) -> None:
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parent.parent / "docs" / "pytest.md").read_text()
+    snippet = re.search(r"```python\n(.*?)```", text.split("## Limits", 1)[1], re.S)
+    assert snippet is not None
+    pytester.makepyfile(test_doc=snippet.group(1))
+    result = pytester.runpytest("--memguard", "--memguard-top=1")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["*4.0KiB*1 allocation, peak 4.0KiB: test_doc.py::test_parse_small_file"])

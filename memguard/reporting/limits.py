@@ -132,8 +132,9 @@ def top_tests(records: Iterable[Mapping[str, Any]], n: int) -> list[str]:
     )[:n]
     lines = [f"top {n} allocating tests (bytes allocated, allocations, peak):"]
     for r in ranked:
+        count = int(r.get("allocations", 0))
         lines.append(
-            f"  {format_size(int(r['allocated_bytes'])):>10} {int(r.get('allocations', 0)):>8} allocations, "
+            f"  {format_size(int(r['allocated_bytes'])):>10} {count:>8} {'allocation' if count == 1 else 'allocations'}, "
             f"peak {format_size(int(r.get('peak_bytes', 0)))}: {r.get('nodeid', '')}"
         )
     if not ranked:
