@@ -32,6 +32,7 @@ __all__ = [
     "process_heap",
     "process_options",
     "report_at_exit",
+    "skip_exit_report",
     "malloc",
     "calloc",
     "realloc",
@@ -44,6 +45,8 @@ _heap: GuardedHeap | None = None
 _options: Options | None = None
 _suppressions: Suppressions | None = None
 _atexit_registered = False
+#: The heap whose exit report was given another way (see :func:`skip_exit_report`).
+_reported_elsewhere: GuardedHeap | None = None
 
 
 def install(**options: Any) -> GuardedHeap:
@@ -121,10 +124,11 @@ def uninstall() -> None:
     The heap is closed without a final check: pointers it handed out must not be used
     afterwards.  A no-op when nothing is installed.
     """
-    global _heap, _options, _suppressions
+    global _heap, _options, _suppressions, _reported_elsewhere
     with _lock:
         heap = _heap
         _heap = None
+        _reported_elsewhere = None
         _options = None
         _suppressions = None
         exitreport.restore_sigterm_handler()
@@ -142,11 +146,23 @@ def process_options() -> Options | None:
     return _options
 
 
+def skip_exit_report() -> None:
+    """Print no exit report for the heap installed now: its findings were told another way.
+
+    The pytest plugin calls it when a run that did not ask for memguard used the process
+    heap: the run ends with one line about it instead of the full report.  A heap
+    installed later gets its exit report as usual.
+    """
+    global _reported_elsewhere
+    with _lock:
+        _reported_elsewhere = _heap
+
+
 def report_at_exit() -> None:
     """The ``atexit`` handler: the exit report of the process heap (when one is installed)."""
     with _lock:
         heap, options, suppressions = _heap, _options, _suppressions
-    if heap is None or options is None:
+    if heap is None or options is None or heap is _reported_elsewhere:
         return
     exitreport.dump(heap, options, suppressions)
 

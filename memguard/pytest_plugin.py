@@ -44,9 +44,12 @@ ENV_VAR = "MEMGUARD_OPTIONS"
 #: The ``dest`` of every command-line option, and every ini key, of the memguard group.
 _OPTION_DESTS = (
     "memguard", "memguard_leaks", "memguard_options", "memguard_suppressions", "memguard_report",
-    "memguard_disable_plugin",
+    "memguard_disable_plugin", "memguard_full_stacks", "memguard_top", "memguard_fail_on_increase",
 )
-_INI_KEYS = ("memguard", "memguard_leaks", "memguard_options", "memguard_suppressions", "memguard_report")
+_INI_KEYS = (
+    "memguard", "memguard_leaks", "memguard_options", "memguard_suppressions", "memguard_report",
+    "memguard_max_peak", "memguard_max_allocations",
+)
 
 
 class MemguardLeakWarning(pytest.PytestWarning):
@@ -73,6 +76,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     metavar="NAME",
                     help="do not load the memguard entry-point plugin NAME onto the process-wide heap "
                          "(repeatable; like disable_plugins=NAME in the options)")
+    group.addoption("--memguard-full-stacks", action="store_true", default=None, dest="memguard_full_stacks",
+                    help="show pytest, pluggy, runpy and importlib frames in stacks (hidden by default)")
+    group.addoption("--memguard-top", default=None, dest="memguard_top", metavar="N",
+                    help="list the N tests that allocated the most through memguard in the terminal summary")
+    group.addoption("--memguard-fail-on-increase", default=None, dest="memguard_fail_on_increase",
+                    metavar="PREVIOUS.json",
+                    help="fail tests whose peak or leaked bytes grew since a saved --memguard-report")
     parser.addini("memguard", "check every test (like --memguard)", type="string", default=None)
     parser.addini("memguard_leaks", "fail, warn or ignore (like --memguard-leaks)", type="string", default=None)
     parser.addini("memguard_options", "heap options KEY=VALUE:... (like --memguard-options)", type="string",
@@ -80,6 +90,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini("memguard_suppressions", "suppressions file (like --memguard-suppressions)", type="string",
                   default=None)
     parser.addini("memguard_report", "JSON report path (like --memguard-report)", type="string", default=None)
+    parser.addini("memguard_max_peak", "peak live bytes each checked test may reach, e.g. 24 MiB "
+                  "(the memguard marker's max_peak overrides it)", type="string", default=None)
+    parser.addini("memguard_max_allocations", "allocations each checked test may make "
+                  "(the memguard marker's max_allocations overrides it)", type="string", default=None)
 
 
 def ini_value(config: pytest.Config, name: str) -> str | None:
@@ -122,8 +136,14 @@ class Settings:
     :ivar enabled: ``--memguard``: every test is checked.
     :ivar leaks: the default leak mode.
     :ivar options: the heap option values that were set explicitly (merged).
-    :ivar suppressions: path of the suppressions file, or ``None``.
-    :ivar report: path of the JSON report, or ``None``.
+    :ivar suppressions: absolute path of the suppressions file, or ``None``.
+    :ivar report: absolute path of the JSON report, or ``None``.
+    :ivar suppressions_source: the option or ini key that named the suppressions file.
+    :ivar full_stacks: show the frameworks' frames in stacks.
+    :ivar max_peak: the default peak limit of a checked test, in bytes.
+    :ivar max_allocations: the default allocation limit of a checked test.
+    :ivar top: ``--memguard-top``: how many of the most allocating tests to list.
+    :ivar fail_on_increase: absolute path of the saved report to compare with, or ``None``.
     """
 
     enabled: bool
@@ -131,6 +151,12 @@ class Settings:
     options: Mapping[str, Any]
     suppressions: str | None
     report: str | None
+    suppressions_source: str = "--memguard-suppressions"
+    full_stacks: bool = False
+    max_peak: int | None = None
+    max_allocations: int | None = None
+    top: int = 0
+    fail_on_increase: str | None = None
 
     def describe(self) -> str:
         """The one-line configuration for the report header."""
@@ -144,6 +170,10 @@ class Settings:
             parts.append(f"suppressions={self.suppressions}")
         if self.report:
             parts.append(f"report={self.report}")
+        if self.max_peak is not None:
+            parts.append(f"max_peak={self.max_peak}")
+        if self.max_allocations is not None:
+            parts.append(f"max_allocations={self.max_allocations}")
         return "memguard: " + ", ".join(parts)
 
 
@@ -177,7 +207,8 @@ def pytest_configure(config: pytest.Config) -> None:
     """Register the markers; start the run when memguard is configured."""
     config.addinivalue_line(
         "markers",
-        "memguard(leaks='fail'|'warn'|'ignore', **heap_options): check this test with memguard "
+        "memguard(leaks='fail'|'warn'|'ignore', max_peak=None, max_allocations=None, **heap_options): check this "
+        "test with memguard; limit its peak live bytes (e.g. '24 MiB') and its allocations "
         "(heap options: redzone, quarantine_mb, stack_depth, on_error, canary)",
     )
     config.addinivalue_line(
@@ -266,14 +297,29 @@ def pytest_runtest_setup(item: pytest.Item) -> Generator[None, None, None]:
             tracker.setup_serial = tracker.heap.stats().total_allocs
 
 
-def pytest_fixture_setup(fixturedef: pytest.FixtureDef[Any], request: pytest.FixtureRequest) -> None:
-    """Note when a fixture wider than the test is set up during an opted-in test's setup."""
-    if fixturedef.scope == "function":
-        return
-    run = _run(request.config)
+@pytest.hookimpl(wrapper=True)
+def pytest_fixture_setup(fixturedef: pytest.FixtureDef[Any], request: pytest.FixtureRequest) -> Generator[None, Any, Any]:
+    """Note the allocations of a fixture wider than the test set up during an opted-in test."""
+    run = _run(request.config) if fixturedef.scope != "function" else None
     tracker = run.active if run is not None else None
-    if tracker is not None:
-        tracker.wide_fixture = True
+    if tracker is None:
+        return (yield)
+    tracker.wide_fixture = True
+    assert run is not None
+    run.fixtures.enter(fixturedef, tracker.heap)
+    try:
+        return (yield)
+    finally:
+        run.fixtures.leave(fixturedef, tracker.heap)
+
+
+def pytest_fixture_post_finalizer(fixturedef: pytest.FixtureDef[Any], request: pytest.FixtureRequest) -> None:
+    """A wide fixture was torn down: what it allocated and left live is charged to this teardown."""
+    run = _run(request.config)
+    if run is not None and run.fixtures.watching(fixturedef):
+        from memguard import pytest_session
+
+        pytest_session.fixture_torn_down(run, fixturedef)
 
 
 @pytest.hookimpl(wrapper=True)
@@ -335,10 +381,26 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     """Check the process heap outside any test, hand results to xdist, write the JSON report."""
     run = _run(session.config)
     if run is None:
+        _note_unasked_heap(session.config)
         return
     from memguard import pytest_session
 
     pytest_session.session_finish(session, run)
+
+
+#: The one line said about a process heap that a run did not ask memguard to check.
+HINT_KEY = pytest.StashKey[str]()
+
+
+def _note_unasked_heap(config: pytest.Config) -> None:
+    """memguard was not asked for, yet the tests used the process heap: one line, no exit report."""
+    process = sys.modules.get("memguard.process")
+    heap = process.process_heap() if process is not None else None
+    if heap is None or heap.closed:
+        return
+    from memguard import pytest_report
+
+    config.stash[HINT_KEY] = pytest_report.unasked_heap_hint(process)
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -360,7 +422,10 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     """The ``memguard`` section: tests checked, findings by kind, the top leaking sites."""
     run = _run(config)
     if run is None:
+        hint = config.stash.get(HINT_KEY, None)
+        if hint:
+            terminalreporter.write_line(hint, yellow=True)
         return
-    from memguard import pytest_session
+    from memguard import pytest_report
 
-    pytest_session.terminal_summary(terminalreporter, config, run)
+    pytest_report.terminal_summary(terminalreporter, config, run)

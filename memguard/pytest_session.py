@@ -9,8 +9,10 @@ xdist worker reports back:
   ``--memguard``, installs the process-wide heap;
 * :func:`runtest_protocol` runs an opted-in test with its reports held back, gathers the
   findings attributable to it and applies the verdict of :mod:`memguard.reporting.verdicts`;
-* the fixtures' bodies, the ``memguard_growth`` measurement, the session check, the
-  xdist aggregation, the JSON report and the terminal summary.
+* the fixtures' bodies, the ``memguard_growth`` measurement, the session check and the
+  xdist aggregation; the limits are read and measured by :mod:`memguard.pytest_limits`,
+  the wide fixtures' leaks found by :mod:`memguard.pytest_fixtures`, and the JSON report
+  and the terminal summary made by :mod:`memguard.pytest_report`.
 
 pytest has no public API for a few things this needs; each such use is isolated in one
 small function that says why (:func:`_run_protocol`, :func:`_crash_location`,
@@ -22,9 +24,7 @@ from __future__ import annotations
 import gc
 import json
 import os
-import platform
 import sys
-import time
 import warnings
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
@@ -32,7 +32,10 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
 import pytest
 
 from memguard._location import is_own_file
+from memguard.pytest_fixtures import FixtureLeak, FixtureWatch
+from memguard.pytest_limits import LIMIT_KEYS, Meter, allocation_sites, load_baseline, parse_limits
 from memguard.pytest_plugin import ENV_VAR, RUN_KEY, SESSION_KEY, TRACKER_KEY, MemguardLeakWarning, Settings, ini_value
+from memguard.reporting import limits as _limits
 from memguard.reporting import verdicts as _v
 
 if TYPE_CHECKING:
@@ -66,8 +69,35 @@ def _disabled_plugins(merged: Mapping[str, Any], names: list[str]) -> tuple[str,
     return tuple(dict.fromkeys([*merged.get("disable_plugins", ()), *given]))
 
 
+def _ini_dir(config: pytest.Config) -> str:
+    """The directory of the ini file (the invocation directory when there is none)."""
+    inipath = getattr(config, "inipath", None)
+    return str(inipath.parent) if inipath is not None else str(config.invocation_params.dir)
+
+
+def _path(value: str, base: str) -> str:
+    """``value`` made absolute against ``base`` (``~`` expanded)."""
+    return os.path.normpath(os.path.join(base, os.path.expanduser(value)))
+
+
+def _choose_path(config: pytest.Config, cli_dest: str, ini_key: str, cli_name: str) -> tuple[str | None, str]:
+    """An absolute path from the command line (relative to the invocation directory) or the
+    ini file (relative to the ini file's directory), and the option or ini key it came from."""
+    cli = config.getoption(cli_dest)
+    if cli:
+        return _path(cli, str(config.invocation_params.dir)), cli_name
+    ini = ini_value(config, ini_key)
+    if ini:
+        return _path(ini, _ini_dir(config)), f"{ini_key} (ini)"
+    return None, cli_name
+
+
 def resolve_settings(config: pytest.Config, environ: Mapping[str, str] = os.environ) -> Settings:
-    """Resolve the run's settings; :class:`pytest.UsageError` naming the option on a bad value."""
+    """Resolve the run's settings; :class:`pytest.UsageError` naming the option on a bad value.
+
+    Relative paths given on the command line or in ``$MEMGUARD_OPTIONS`` are relative to
+    the invocation directory; those given in the ini file, to the ini file's directory.
+    """
     try:
         cli_on = config.getoption("memguard")
         ini_on = ini_value(config, "memguard")
@@ -78,25 +108,59 @@ def resolve_settings(config: pytest.Config, environ: Mapping[str, str] = os.envi
         else:
             ini_leaks = ini_value(config, "memguard_leaks")
             leaks = _v.check_leak_mode(ini_leaks, "memguard_leaks (ini)") if ini_leaks is not None else "fail"
+        top_text = config.getoption("memguard_top")
+        top = _parse_top(top_text) if top_text is not None else 0
     except ValueError as exc:
         raise pytest.UsageError(str(exc)) from None
+    here = str(config.invocation_params.dir)
     merged: dict[str, Any] = {}
     env_text = environ.get(ENV_VAR)
     if env_text:
         merged.update(_parse_options_text(env_text, ENV_VAR))
+        if merged.get("suppressions"):
+            merged["suppressions"] = _path(merged["suppressions"], here)
     ini_text = ini_value(config, "memguard_options")
     if ini_text:
-        merged.update(_parse_options_text(ini_text, "memguard_options (ini)"))
+        ini_opts = _parse_options_text(ini_text, "memguard_options (ini)")
+        if ini_opts.get("suppressions"):
+            ini_opts["suppressions"] = _path(ini_opts["suppressions"], _ini_dir(config))
+        merged.update(ini_opts)
     cli_text = config.getoption("memguard_options")
     if cli_text:
-        merged.update(_parse_options_text(cli_text, "--memguard-options"))
+        cli_opts = _parse_options_text(cli_text, "--memguard-options")
+        if cli_opts.get("suppressions"):
+            cli_opts["suppressions"] = _path(cli_opts["suppressions"], here)
+        merged.update(cli_opts)
     cli_disabled = config.getoption("memguard_disable_plugin")
     if cli_disabled:
         merged["disable_plugins"] = _disabled_plugins(merged, cli_disabled)
-    suppressions = _v.first_set(config.getoption("memguard_suppressions"), ini_value(config, "memguard_suppressions"),
-                                merged.get("suppressions"))
-    report = _v.first_set(config.getoption("memguard_report"), ini_value(config, "memguard_report"))
-    return Settings(enabled, leaks, merged, suppressions, report)
+    suppressions, suppressions_source = _choose_path(
+        config, "memguard_suppressions", "memguard_suppressions", "--memguard-suppressions"
+    )
+    if suppressions is None and merged.get("suppressions"):
+        suppressions, suppressions_source = merged["suppressions"], "suppressions= (memguard options)"
+    report, _ = _choose_path(config, "memguard_report", "memguard_report", "--memguard-report")
+    increase = config.getoption("memguard_fail_on_increase")
+    limits = parse_limits(
+        {key: ini_value(config, f"memguard_{key}") for key in LIMIT_KEYS},
+        {key: f"memguard_{key} (ini)" for key in LIMIT_KEYS},
+    )
+    return Settings(
+        enabled, leaks, merged, suppressions, report,
+        suppressions_source=suppressions_source,
+        full_stacks=bool(config.getoption("memguard_full_stacks")),
+        max_peak=limits.max_peak,
+        max_allocations=limits.max_allocations,
+        top=top,
+        fail_on_increase=_path(increase, here) if increase else None,
+    )
+
+
+def _parse_top(text: str) -> int:
+    """``--memguard-top``'s value: an int >= 1."""
+    if text.strip().isdigit() and int(text) >= 1:
+        return int(text)
+    raise ValueError(f"--memguard-top: expected a number of tests (an int >= 1), got {text!r}")
 
 
 def _heap_kwargs(options: Mapping[str, Any]) -> dict[str, Any]:
@@ -118,21 +182,28 @@ class TestPolicy:
     :ivar leaks: the leak mode for this test.
     :ivar options: heap options for this test's ``guarded_heap`` (run options + marker).
     :ivar marked: the ``memguard`` marker is on the test.
+    :ivar limits: the test's peak and allocation limits (the marker's over the ini file's).
     """
 
     leaks: str
     options: Mapping[str, Any]
     marked: bool
+    limits: _limits.Limits = _limits.Limits()
 
 
 def _marker_policy(item: pytest.Item, settings: Settings) -> TestPolicy:
+    default = _limits.Limits(settings.max_peak, settings.max_allocations)
     marker = item.get_closest_marker("memguard")
     if marker is None:
-        return TestPolicy(settings.leaks, settings.options, False)
+        return TestPolicy(settings.leaks, settings.options, False, default)
     where = f"@pytest.mark.memguard on {item.nodeid}"
     if marker.args:
         raise pytest.UsageError(f"{where}: takes keyword arguments only (leaks=..., redzone=...), got {marker.args!r}")
     kwargs = dict(marker.kwargs)
+    limits = parse_limits(
+        {key: kwargs.pop(key) for key in LIMIT_KEYS if key in kwargs}, {key: f"{where}: {key}" for key in LIMIT_KEYS},
+        default,
+    )
     leaks = settings.leaks
     try:
         if "leaks" in kwargs:
@@ -146,7 +217,8 @@ def _marker_policy(item: pytest.Item, settings: Settings) -> TestPolicy:
         for key, value in kwargs.items():
             if key not in _v.HEAP_OPTION_KEYS:
                 raise pytest.UsageError(
-                    f"{where}: unknown argument {key!r}; allowed: leaks, {', '.join(_v.HEAP_OPTION_KEYS)}"
+                    f"{where}: unknown argument {key!r}; allowed: leaks, {', '.join(LIMIT_KEYS)}, "
+                    f"{', '.join(_v.HEAP_OPTION_KEYS)}"
                 )
             try:
                 options[key] = OPTION_SPECS[key].convert(value)
@@ -154,7 +226,7 @@ def _marker_policy(item: pytest.Item, settings: Settings) -> TestPolicy:
                 raise pytest.UsageError(
                     f"{where}: bad value {value!r} for {key!r}: expected {OPTION_SPECS[key].allowed}"
                 ) from None
-    return TestPolicy(leaks, options, True)
+    return TestPolicy(leaks, options, True, limits)
 
 
 @dataclass(frozen=True)
@@ -229,6 +301,8 @@ class Tracker:
     own: list[Any] = field(default_factory=list)  # guarded_heap / ref_audit objects
     raised: list[Report] = field(default_factory=list)  # MemguardErrors that failed the test
     growth: _v.GrowthVerdict | None = None
+    meter: Meter = field(default_factory=Meter)
+    fixture_leaks: list[FixtureLeak] = field(default_factory=list)  # wide fixtures torn down in its teardown
 
 
 class Run:
@@ -249,17 +323,30 @@ class Run:
         self.workers = 0
         self.active: Tracker | None = None  # the tracker of the opted-in test being run
         self.worker = hasattr(config, "workerinput")
+        self.fixtures = FixtureWatch()
+        #: rule as written -> [rule file, rule line, objects, bytes] of the suppressions used
+        self.suppressed: dict[str, list[Any]] = {}
+        self.baseline: dict[str, Mapping[str, Any]] | None = None
+        if settings.fail_on_increase and not self.controller:
+            self.baseline = load_baseline(settings.fail_on_increase)
         if settings.suppressions:
             from memguard.reporting.suppressions import Suppressions
 
             try:
                 self.suppressions = Suppressions.load(settings.suppressions)
             except (OSError, ValueError) as exc:
-                raise pytest.UsageError(f"--memguard-suppressions: cannot load {settings.suppressions!r}: {exc}") from None
+                raise pytest.UsageError(
+                    f"{settings.suppressions_source}: cannot load {settings.suppressions!r}: {exc}"
+                ) from None
         if settings.options.get("only"):
             from memguard.reporting.suppressions import Only
 
             self.only = Only(tuple(settings.options["only"]))
+
+    @property
+    def internal_dirs(self) -> tuple[str, ...]:
+        """The directories whose frames end a stack (none with ``--memguard-full-stacks``)."""
+        return () if self.settings.full_stacks else _INTERNAL_DIRS
 
     @property
     def controller(self) -> bool:
@@ -319,9 +406,24 @@ class Run:
             kept, aside = self.only.apply(kept)
             dropped += len(aside)
         if self.suppressions is not None and kept:
+            from memguard.reporting.suppressions import summarize
+
             kept, suppressed = self.suppressions.apply(kept)
             dropped += len(suppressed)
+            for rule, count, size in summarize(suppressed):
+                self.count_suppressed(rule.text, rule.filename, rule.lineno, count, size)
         return list(kept), dropped
+
+    def count_suppressed(self, text: str, filename: str, lineno: int, count: int, size: int) -> None:
+        """Add ``count`` objects of ``size`` bytes to the rule ``text``'s row of the table."""
+        row = self.suppressed.setdefault(text, [filename, lineno, 0, 0])
+        row[2] += count
+        row[3] += size
+
+    def suppression_rows(self) -> list[dict[str, Any]]:
+        """The suppressions used, in the order of the rules (JSON-ready)."""
+        rows = sorted(self.suppressed.items(), key=lambda kv: (kv[1][0], kv[1][1]))
+        return [{"rule": t, "rule_file": f, "rule_line": n, "count": c, "bytes": b} for t, (f, n, c, b) in rows]
 
 
 def start(config: pytest.Config) -> Run:
@@ -364,14 +466,18 @@ def runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None, run: Run) 
     item.stash[TRACKER_KEY] = tracker
     run.active = tracker
     item.ihook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
+    tracker.meter.start(tracker.heap)
     try:
         reports = _run_protocol(item, nextitem)
     finally:
         run.active = None
         if uses_process_heap and "on_error" in policy.options and policy.marked:
             heap.on_error = saved_on_error
+    usage = tracker.meter.stop(tracker.heap, tracker.own)
+    over = _limits.judge_limits(policy.limits, usage)
+    sites = _limit_sites(tracker) if over else []
     verdict = _judge(item, run, tracker)
-    _apply(item, run, tracker, verdict, reports)
+    _apply(item, run, tracker, verdict, reports, usage, over, sites)
     for rep in reports:
         item.ihook.pytest_runtest_logreport(report=rep)
     item.ihook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
@@ -396,7 +502,8 @@ def add_error_section(item: pytest.Item, err: BaseException, rep: pytest.TestRep
     report = getattr(err, "report", None)
     if report is None or not rep.failed:
         return
-    report = _v.trim_report(report, _INTERNAL_DIRS)
+    run = item.config.stash.get(RUN_KEY, None)
+    report = _v.trim_report(report, run.internal_dirs if run is not None else _INTERNAL_DIRS)
     rep.sections.append(("memguard", str(report)))
     tracker = item.stash.get(TRACKER_KEY, None)
     if tracker is not None:
@@ -466,11 +573,11 @@ def _judge(item: pytest.Item, run: Run, tracker: Tracker) -> _v.Verdict:
     groups += own_groups
     if not reports and not groups:
         return _v.Verdict()
-    reports, dropped_r = run.filter(reports)
-    groups, dropped_g = run.filter(groups)
     for g in groups:
         run.reported_addresses.update(g.addresses)
-    return _v.judge(reports, groups, tracker.policy.leaks, _INTERNAL_DIRS, dropped_r + dropped_g)
+    reports, dropped_r = run.filter(reports)
+    groups, dropped_g = run.filter(groups)
+    return _v.judge(reports, groups, tracker.policy.leaks, run.internal_dirs, dropped_r + dropped_g)
 
 
 def _crash_location(path: str, lineno: int, message: str) -> Any:
@@ -500,32 +607,84 @@ def _failure_longrepr(item: pytest.Item, reason: str) -> Any:
     return longrepr
 
 
-def _apply(item: pytest.Item, run: Run, tracker: Tracker, verdict: _v.Verdict, reports: list[pytest.TestReport]) -> None:
-    """Turn the verdict into report changes, a warning and a run record."""
+def _fail(item: pytest.Item, reports: list[pytest.TestReport], when: str, reason: str, section: str) -> None:
+    """Fail the ``when`` report (else the last one) with ``reason``; add ``section`` to it.
+
+    A failed teardown report is what pytest counts as an error (``1 error``).
+    """
+    target = next((r for r in reports if r.when == when), None) or reports[-1]
+    if target.passed:
+        target.outcome = "failed"
+        target.longrepr = _failure_longrepr(item, reason)
+    target.sections.append(("memguard", section))
+
+
+def _warn(item: pytest.Item, reason: str, section: str) -> None:
+    warnings.warn_explicit(
+        MemguardLeakWarning(f"{item.nodeid}: {reason}\n{section}"),
+        category=MemguardLeakWarning, filename=str(item.path), lineno=(item.location[1] or 0) + 1,
+    )
+
+
+def _fixture_leak(item: pytest.Item, run: Run, tracker: Tracker, leak: FixtureLeak,
+                  reports: list[pytest.TestReport]) -> dict[str, Any]:
+    """A wide fixture torn down in this test's teardown left blocks live: an error of the teardown."""
+    for g in leak.groups:
+        run.reported_addresses.update(g.addresses)
+    groups, dropped = run.filter(list(leak.groups))
+    verdict = _v.judge([], groups, tracker.policy.leaks, run.internal_dirs, dropped)
+    reason = f"fixture {leak.name!r} ({leak.scope} scope) {verdict.reason}" if verdict.reason else ""
     if verdict.failed:
-        call = next((r for r in reports if r.when == "call"), None)
-        target = call if call is not None else reports[-1]
-        if target.passed:
-            target.outcome = "failed"
-            target.longrepr = _failure_longrepr(item, verdict.reason)
-        target.sections.append(("memguard", verdict.section))
+        _fail(item, reports, "teardown", reason, verdict.section)
     elif verdict.warned:
-        warnings.warn_explicit(
-            MemguardLeakWarning(f"{item.nodeid}: {verdict.reason}\n{verdict.section}"),
-            category=MemguardLeakWarning, filename=str(item.path), lineno=(item.location[1] or 0) + 1,
-        )
-    if verdict.clean and not tracker.raised and tracker.growth is None:
-        run.records.append({"nodeid": item.nodeid, "failed": False, "warned": False, "findings": [], "leaks": []})
-        return
-    record = {"nodeid": item.nodeid, **verdict.to_dict()}
+        _warn(item, reason, verdict.section)
+    return {"fixture": leak.name, "scope": leak.scope, **verdict.to_dict(), "reason": reason}
+
+
+def _limit_sites(tracker: Tracker) -> list[LeakGroup]:
+    """Where the test allocated (process heap and its own heaps), largest first."""
+    groups = allocation_sites(tracker.heap, tracker.allocs0)
+    for obj in tracker.own:
+        if hasattr(obj, "walk") and not obj.closed:
+            groups += allocation_sites(obj, 0)
+    groups.sort(key=lambda g: (-g.size, -g.count))
+    return groups
+
+
+def _apply(item: pytest.Item, run: Run, tracker: Tracker, verdict: _v.Verdict, reports: list[pytest.TestReport],
+           usage: _limits.Usage, over: list[str], sites: list[LeakGroup]) -> None:
+    """Turn the verdict, the fixture leaks and the limits into report changes and a run record."""
+    if verdict.failed:
+        _fail(item, reports, "call", verdict.reason, verdict.section)
+    elif verdict.warned:
+        _warn(item, verdict.reason, verdict.section)
+    fixtures = [_fixture_leak(item, run, tracker, leak, reports) for leak in tracker.fixture_leaks]
+    increase: list[str] = []
+    if run.baseline is not None:
+        source = os.path.basename(run.settings.fail_on_increase or "")
+        leaked = sum(g.size for g in verdict.leaks)
+        increase = _limits.judge_increase(run.baseline.get(item.nodeid), usage, leaked, source)
+    if over:
+        trimmed = [_v.trim_group(g, run.internal_dirs) for g in sites]
+        _fail(item, reports, "call", over[0], "\n".join(over) + "\n\n" + _limits.format_sites(trimmed))
+    if increase:
+        _fail(item, reports, "call", increase[0], "\n".join(increase))
+    record: dict[str, Any] = {"nodeid": item.nodeid, **verdict.to_dict()}
+    record["limit_failures"] = over + increase
+    record["fixture_leaks"] = fixtures
+    record["growth"] = tracker.growth.to_dict() if tracker.growth is not None else None
+    record.update(usage.to_dict())
     if tracker.raised:
         record["findings"] = [r.to_dict() for r in tracker.raised] + record["findings"]
         record["failed"] = True
         if not record["reason"]:
             record["reason"] = _v.describe_report(tracker.raised[0])
-    if tracker.growth is not None:
-        record["growth"] = tracker.growth.to_dict()
-        record["failed"] = record["failed"] or tracker.growth.failed
+    failures = [f["reason"] for f in fixtures if f["failed"]] + over + increase
+    if tracker.growth is not None and tracker.growth.failed:
+        failures.append(tracker.growth.reason)
+    if failures:
+        record["failed"] = True
+        record["reason"] = record["reason"] or failures[0]
     run.records.append(record)
 
 
@@ -561,6 +720,20 @@ def ref_audit(request: pytest.FixtureRequest) -> Iterator[Any]:
         return
     yield audit
     _check_unmanaged(audit)
+
+
+def fixture_torn_down(run: Run, fixturedef: Any) -> None:
+    """A watched wide fixture was torn down: charge what it left live to the test being torn down.
+
+    Torn down outside a checked test, its blocks are left for the end-of-session check.
+    """
+    tracker = run.active
+    if tracker is None:
+        run.fixtures.finish(fixturedef, None)
+        return
+    leak = run.fixtures.finish(fixturedef, tracker.heap)
+    if leak is not None:
+        tracker.fixture_leaks.append(leak)
 
 
 def _check_unmanaged(obj: Any) -> None:
@@ -655,7 +828,7 @@ def _session_check(run: Run) -> None:
     groups, _ = run.filter(groups)
     if run.settings.leaks == "ignore":
         groups = []
-    verdict = _v.judge(reports, groups, run.settings.leaks, _INTERNAL_DIRS)
+    verdict = _v.judge(reports, groups, run.settings.leaks, run.internal_dirs)
     run.session = {
         "findings": [r.to_dict() for r in verdict.reports],
         "leaks": [g.to_dict() for g in verdict.leaks],
@@ -677,11 +850,13 @@ def session_finish(session: pytest.Session, run: Run) -> None:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
     if run.worker:
         session.config.workeroutput["memguard"] = json.dumps(  # type: ignore[attr-defined]
-            {"records": run.records, "session": run.session}
+            {"records": run.records, "session": run.session, "suppressions": run.suppression_rows()}
         )
         return
     if run.settings.report:
-        _write_report(run)
+        from memguard.pytest_report import write_report
+
+        write_report(run)
 
 
 def collect_worker(run: Run, data: str) -> None:
@@ -689,6 +864,8 @@ def collect_worker(run: Run, data: str) -> None:
     payload = json.loads(data)
     run.workers += 1
     run.records.extend(payload.get("records", ()))
+    for row in payload.get("suppressions", ()):
+        run.count_suppressed(row["rule"], row["rule_file"], row["rule_line"], row["count"], row["bytes"])
     s = payload.get("session") or {}
     run.session["findings"].extend(s.get("findings", ()))
     run.session["leaks"].extend(s.get("leaks", ()))
@@ -699,65 +876,3 @@ def collect_worker(run: Run, data: str) -> None:
         session = run.session_obj
         if session is not None:
             session.testsfailed += 1
-
-
-def _versions() -> dict[str, str]:
-    import memguard
-
-    return {
-        "memguard": getattr(memguard, "__version__", "?"),
-        "pytest": pytest.__version__,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-    }
-
-
-def _write_report(run: Run) -> None:
-    doc = {
-        "schema": "memguard.pytest-report",
-        "schema_version": 1,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "versions": _versions(),
-        "settings": {
-            "enabled": run.settings.enabled,
-            "leaks": run.settings.leaks,
-            "options": {k: list(v) if isinstance(v, tuple) else v for k, v in run.settings.options.items()},
-            "suppressions": run.settings.suppressions,
-        },
-        "workers": run.workers,
-        "tests": run.records,
-        "session": {k: v for k, v in run.session.items() if k not in ("section", "sections")},
-        "totals": _v.summarize(run.records, run.session),
-    }
-    from memguard.reporting.files import write_report_file
-
-    path = os.path.abspath(run.settings.report or "")
-    directory = os.path.dirname(path)
-    try:
-        os.makedirs(directory, exist_ok=True)
-        write_report_file(path, json.dumps(doc, indent=1) + "\n")
-    except OSError as exc:
-        sys.stderr.write(f"memguard: --memguard-report: cannot write {path!r}: {exc}\n")
-
-
-def terminal_summary(terminalreporter: Any, config: pytest.Config, run: Run) -> None:
-    """The ``memguard`` section: tests checked, findings by kind, the top leaking sites."""
-    if not (run.records or run.settings.enabled):
-        return
-    tr = terminalreporter
-    tr.write_sep("=", "memguard")
-    totals = _v.summarize(run.records, run.session)
-    for line in _v.format_summary(totals, relto=lambda s: _relsite(config, s)):
-        tr.write_line(line)
-    if run.session.get("failed"):
-        tr.write_line(f"FAILED (outside any test): {run.session.get('reason', '')}", red=True, bold=True)
-        for text in [run.session.get("section", "")] + list(run.session.get("sections", ())):
-            if text:
-                tr.write_line(text)
-    if run.settings.report:
-        tr.write_line(f"JSON report: {run.settings.report}")
-
-
-def _relsite(config: pytest.Config, site: str) -> str:
-    root = str(config.rootpath) + os.sep
-    return site[len(root):] if site.startswith(root) else site

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from types import CodeType, FrameType
 from typing import Any, Callable, Sequence
 
-from memguard._location import PACKAGE_DIR
+from memguard._location import PACKAGE_DIR, framework_dirs, is_framework_file
 
-__all__ = ["Frame", "Stack", "StackTable", "format_stack", "current_stack", "is_user_frame"]
+__all__ = ["Frame", "Stack", "StackTable", "format_stack", "current_stack", "hide_framework_frames", "is_user_frame"]
 
 _getframe = sys._getframe
 
@@ -212,3 +212,14 @@ def format_stack(stack: Sequence[Frame], indent: str = "    ") -> str:
     if not stack:
         return f"{indent}<no Python frames>"
     return "\n".join(f"{indent}#{i} {frame}" for i, frame in enumerate(stack))
+
+
+def hide_framework_frames(stack: Stack) -> Stack:
+    """``stack`` without the frames of pytest, pluggy, ``runpy`` and ``importlib``.
+
+    Applied when a report is made, never to the captured stacks.  A stack made of
+    framework frames only is kept whole (an allocation by the framework itself).
+    """
+    dirs = framework_dirs()
+    kept = tuple(f for f in stack if not is_framework_file(f.filename, dirs))
+    return kept if kept else stack

@@ -224,14 +224,18 @@ def test_exit_status_rules() -> None:
     assert exit_status(0, suppressed_only) == 0
 
 
-def test_trim_stack_drops_launcher_frames_at_the_bottom() -> None:
+def test_trim_stack_drops_launcher_and_framework_frames() -> None:
     from memguard.stacks import Frame
 
     user = Frame("/app/x.py", 1, "f")
     runpy = Frame("<frozen runpy>", 88, "_run_code")
+    importer = Frame("<frozen importlib._bootstrap>", 241, "_call_with_frames_removed")
+    runner = Frame(os.path.join(os.path.dirname(pytest.__file__), "__init__.py"), 5, "main")
     mine = Frame(os.path.join(os.path.dirname(memguard.__file__), "cli.py"), 9, "main")
     assert exitreport.drop_launcher_frames((user, runpy, mine)) == (user,)
-    assert exitreport.drop_launcher_frames((runpy, user)) == (runpy, user)
+    assert exitreport.drop_launcher_frames((runpy, user)) == (user,)
+    assert exitreport.drop_launcher_frames((user, importer, user, runner)) == (user, user)
+    assert exitreport.drop_launcher_frames((importer,)) == (importer,)  # nothing else: kept whole
     assert exitreport.drop_launcher_frames((mine,)) == (mine,)
 
 

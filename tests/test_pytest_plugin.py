@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 import memguard
+from report_schema import read_report
 
 pytest_plugins = ["pytester"]
 
@@ -383,7 +384,7 @@ def test_json_report(pytester: pytest.Pytester) -> None:
     out = pytester.path / "out" / "mg.json"
     result = pytester.runpytest("--memguard", f"--memguard-report={out}")
     result.assert_outcomes(passed=1, failed=2)
-    doc = json.loads(out.read_text())
+    doc = read_report(out)
     assert doc["schema"] == "memguard.pytest-report"
     assert doc["versions"]["memguard"] == memguard.__version__
     tests = {t["nodeid"]: t for t in doc["tests"]}
@@ -392,8 +393,13 @@ def test_json_report(pytester: pytest.Pytester) -> None:
     assert (leak["failed"], leak["leaked_bytes"], leak["leaked_blocks"]) == (True, 72, 3)
     assert leak["leaks"][0]["stack"][0]["name"] == "helper"
     assert tests["test_x.py::test_overflow"]["findings"][0]["kind"] == "heap-buffer-overflow"
-    assert tests["test_x.py::test_clean"] == {"nodeid": "test_x.py::test_clean", "failed": False,
-                                              "warned": False, "findings": [], "leaks": []}
+    clean = tests["test_x.py::test_clean"]
+    assert set(clean) == set(leak) == set(tests["test_x.py::test_overflow"])
+    assert (clean["failed"], clean["findings"], clean["leaks"], clean["leaked_bytes"]) == (False, [], [], 0)
+    assert (clean["allocations"], clean["allocated_bytes"], clean["peak_bytes"]) == (1, 16, 16)
+    assert (leak["allocations"], leak["allocated_bytes"], leak["peak_bytes"]) == (3, 72, 72)
+    assert clean["duration"] > 0
+    assert doc["created"].endswith("Z")
     totals = doc["totals"]
     assert totals["tests_checked"] == 3 and totals["tests_failed"] == 2
     assert totals["findings_by_kind"] == {"heap-buffer-overflow": 1, "memory-leak": 1}
@@ -413,7 +419,7 @@ def test_xdist_two_workers_aggregate(pytester: pytest.Pytester) -> None:
         "tests checked: 8; failed by memguard: 4",
         "  80 bytes in 4 blocks (4 tests) at test_x.py:4 in helper",
     ])
-    doc = json.loads(out.read_text())
+    doc = read_report(out)
     assert doc["workers"] == 2
     assert len(doc["tests"]) == 8
     assert doc["totals"]["leaked_bytes"] == 80

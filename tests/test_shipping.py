@@ -146,6 +146,7 @@ def test_wheel_holds_every_module_and_the_first_party_plugins(wheel: Path) -> No
     names = set(zipfile.ZipFile(wheel).namelist())
     expected = {p.relative_to(ROOT).as_posix() for p in (ROOT / "memguard").rglob("*.py")}
     expected.add("memguard/py.typed")
+    expected |= {p.relative_to(ROOT).as_posix() for p in (ROOT / "memguard" / "schemas").glob("*.json")}
     expected |= {"memguard_plugins/" + p.relative_to(ROOT / "plugins").as_posix()
                  for p in (ROOT / "plugins").rglob("*.py")}
     assert not expected - names, f"missing from the wheel: {sorted(expected - names)}"

@@ -100,6 +100,8 @@ class Paths(NamedTuple):
     settle: Callable[[int, int, bool, int], None]
     #: bytes ever put in the quarantine (lock held; for ``settle``)
     queued: Callable[[], int]
+    #: start a new peak window at the live bytes now; the peak of the window it ends (lock held)
+    reset_peak: Callable[[], int]
 
 
 class PathInputs(NamedTuple):
@@ -185,6 +187,8 @@ def build_paths(heap: GuardedHeap, inputs: PathInputs) -> Paths:
     #: or None and the poisoned span; push onto the class's free list)
     checkers: list[tuple[Any, ...] | None] = [None] * (SMALL_MAX + 1)
     serial = live = peak = qin = qout = evicted = 0
+    #: the highest peak of the windows :func:`reset_peak` ended (``peak`` is the current window's)
+    peak_before = 0
     on_alloc: Hook | None = None
     on_free: Hook | None = None
 
@@ -484,7 +488,19 @@ def build_paths(heap: GuardedHeap, inputs: PathInputs) -> Paths:
 
     def counts() -> tuple[int, int, int, int, int]:
         """``(serial, live bytes, peak bytes, quarantined bytes, evicted blocks)``."""
-        return serial, live, peak, qin - qout, evicted
+        return serial, live, max(peak, peak_before), qin - qout, evicted
+
+    def reset_peak() -> int:
+        """Start a new peak window at the live bytes now; return the peak of the one it ends (lock held).
+
+        The allocation paths compare ``live`` with the window's ``peak`` only, so a window
+        costs them nothing; :func:`counts` still gives the heap's all-time peak.
+        """
+        nonlocal peak, peak_before
+        ended = peak
+        peak_before = max(peak_before, peak)
+        peak = live
+        return ended
 
     def add_arena(arena: Arena) -> None:
         """Let the fast free find the slots of a new arena (lock held)."""
@@ -506,4 +522,6 @@ def build_paths(heap: GuardedHeap, inputs: PathInputs) -> Paths:
         nonlocal on_alloc, on_free
         on_alloc, on_free = alloc_hook, free_hook
 
-    return Paths(malloc, free, evict, retire, count_alloc, counts, add_arena, release, set_hooks, settle, queued)
+    return Paths(
+        malloc, free, evict, retire, count_alloc, counts, add_arena, release, set_hooks, settle, queued, reset_peak
+    )

@@ -221,6 +221,7 @@ class GuardedHeap(BlockVerifier, Checker):
         self._set_hooks = paths.set_hooks
         self._settle = paths.settle
         self._queued = paths.queued
+        self._reset_peak = paths.reset_peak
         # The fast paths shadow the general methods, unless a subclass overrides them.
         if type(self).malloc is GuardedHeap.malloc:
             malloc = paths.malloc
@@ -917,6 +918,24 @@ class GuardedHeap(BlockVerifier, Checker):
                 arena_bytes=self._arena_count * ARENA_SIZE if not self._closed else 0,
                 large_blocks=len(self._large) if not self._closed else 0,
             )
+
+    def reset_peak(self) -> int:
+        """Start a new peak window at the live bytes now; return the peak live bytes of the
+        window it ends (the first window starts when the heap is made).
+
+        ``stats().peak_bytes`` stays the heap's all-time peak.  The pytest plugin starts a
+        window per test, so a test's peak is its own.
+        """
+        with self._lock:
+            return self._reset_peak()
+
+    @property
+    def allocated_bytes(self) -> int:
+        """User bytes allocated so far, freed or not (0 after :meth:`close`)."""
+        with self._lock:
+            if self._closed:
+                return 0
+            return self._counts()[1] + self._queued()
 
     # ------------------------------------------------------------------ fork
     @property

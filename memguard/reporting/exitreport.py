@@ -40,9 +40,9 @@ from memguard.leaks import LeakGroup, format_leaks, leaks_to_dict
 from memguard.options import Options
 from memguard.report import Report
 from memguard._location import PACKAGE_DIR
-from memguard.stacks import Frame, Stack
+from memguard.stacks import Frame, Stack, hide_framework_frames
 from memguard.reporting.files import write_report_file
-from memguard.reporting.suppressions import Only, Rule, Suppressed, Suppressions, summarize
+from memguard.reporting.suppressions import Only, Rule, Suppressed, Suppressions, format_suppression_table, summarize
 
 __all__ = [
     "ExitReport",
@@ -73,7 +73,6 @@ SCHEMA = "memguard.exit-report"
 #: The ``schema_version`` this memguard writes (and the newest it reads).
 SCHEMA_VERSION = 1
 
-_RULE = "-" * 53
 
 
 class ReportFileError(MemguardError, ValueError):
@@ -106,11 +105,12 @@ def _is_launcher(frame: Frame) -> bool:
 
 
 def drop_launcher_frames(stack: Stack) -> Stack:
-    """``stack`` without the launcher's frames at its bottom (kept whole if nothing else is left)."""
+    """``stack`` without the launcher's frames at its bottom and without the frames of
+    pytest, pluggy, ``runpy`` and ``importlib`` (kept whole if nothing else is left)."""
     end = len(stack)
     while end and _is_launcher(stack[end - 1]):
         end -= 1
-    return stack[:end] if end else stack
+    return hide_framework_frames(stack[:end]) if end else stack
 
 
 def _trim_report(r: Report) -> Report:
@@ -516,11 +516,7 @@ def build_report(
 
 # ---------------------------------------------------------------------------- rendering
 def _suppression_table(result: ExitReport) -> str:
-    lines = [_RULE, "Suppressions used:", "  count      bytes template"]
-    for rule, count, size in summarize(result.suppressed):
-        lines.append(f"{count:7d} {size:10d} {rule.text}")
-    lines.append(_RULE)
-    return "\n".join(lines)
+    return format_suppression_table((rule.text, count, size) for rule, count, size in summarize(result.suppressed))
 
 
 def render_text(result: ExitReport, verbose: bool | None = None) -> str:

@@ -43,6 +43,7 @@ __all__ = [
     "Only",
     "SuppressionsError",
     "frame_candidates",
+    "format_suppression_table",
     "module_of",
     "summarize",
 ]
@@ -294,3 +295,13 @@ def summarize(suppressed: Sequence[Suppressed]) -> list[tuple[Rule, int, int]]:
             t[1] += s.item.size
     order = sorted(totals, key=lambda r: (r.filename, r.lineno))
     return [(r, totals[r][0], totals[r][1]) for r in order]
+
+
+def format_suppression_table(rows: Iterable[tuple[str, int, int]]) -> str:
+    """The "Suppressions used:" table: one ``(rule as written, objects, bytes)`` row per rule."""
+    rule = "-" * 53
+    lines = [rule, "Suppressions used:", "  count      bytes template"]
+    for text, count, size in rows:
+        lines.append(f"{count:7d} {size:10d} {text}")
+    lines.append(rule)
+    return "\n".join(lines)

@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 from memguard.kinds import is_leak
 from memguard.leaks import LeakGroup, format_leaks
 from memguard.report import Report
-from memguard.stacks import Frame, Stack
+from memguard.stacks import Frame, Stack, hide_framework_frames
 
 __all__ = [
     "LEAK_MODES",
@@ -133,13 +133,17 @@ def cut_at_runner(stack: Stack, internal_dirs: Sequence[str]) -> Stack:
     """Drop the test runner's frames: keep the stack up to the first frame in ``internal_dirs``.
 
     Stacks are most recent call first, so what is kept is the user's code down to the
-    test function; pytest and pluggy frames below it are noise.  A stack that starts
-    inside the runner (an allocation from a fixture machinery frame) is kept whole.
+    test function; pytest and pluggy frames below it are noise, and so are framework
+    frames above it (``importlib`` importing a module that allocates).  A stack that
+    starts inside the runner (an allocation from a fixture machinery frame) is kept
+    whole.  With no ``internal_dirs`` (full stacks asked for) nothing is dropped.
     """
+    if not internal_dirs:
+        return stack
     for i, frame in enumerate(stack):
         if _is_internal(frame, internal_dirs):
-            return stack[:i] if i else stack
-    return stack
+            return hide_framework_frames(stack[:i]) if i else stack
+    return hide_framework_frames(stack)
 
 
 def trim_report(report: Report, internal_dirs: Sequence[str]) -> Report:
