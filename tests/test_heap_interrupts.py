@@ -247,3 +247,34 @@ def test_a_ctrl_c_caught_by_a_buffer_finalizer_is_raised_again_by_the_heap() -> 
         heap.free(p)  # leaves the quarantine at once: the buffer is dropped
     native.raise_caught_interrupt()  # raised once, not again
     _after(heap)
+
+
+def test_a_ctrl_c_at_the_first_instruction_of_a_buffer_finalizer_is_raised_again() -> None:
+    """A KeyboardInterrupt can land before the finalizer's ``try`` (on its first line):
+    Python reports it as unraisable and goes on, and a program in a loop would never stop.
+    memguard keeps it from the unraisable hook, and the heap raises it again."""
+    from memguard import native
+
+    heap = memguard.GuardedHeap(quarantine_bytes=0, on_error="report")
+    p = heap.malloc(9000)
+    owner = heap._large[p].view.obj
+    finalizer = type(owner).__del__
+    armed = [True]
+
+    def tracer(frame: Any, event: str, arg: Any) -> Any:
+        if event == "call" and frame.f_code is finalizer.__code__ and armed:
+            armed.clear()
+            raise KeyboardInterrupt  # before the first line of the body
+        return None
+
+    del owner
+    previous = sys.gettrace()
+    sys.settrace(tracer)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            heap.free(p)  # leaves the quarantine at once: the buffer is dropped
+    finally:
+        sys.settrace(previous)
+    assert not armed
+    native.raise_caught_interrupt()  # raised once, not again
+    _after(heap)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import sys
-from typing import Callable, Final
+from typing import Any, Callable, Final
 
 from memguard.native.loader import declare
 
@@ -217,21 +217,42 @@ def raise_caught_interrupt() -> None:
         raise exc
 
 
+def _release_owned(self: ctypes.Array[ctypes.c_ubyte]) -> None:
+    """``__del__`` of an owned buffer: hand its memory to its release function, once."""
+    try:
+        release = getattr(self, "release", None)
+        if release is not None:
+            self.release = None  # type: ignore[attr-defined]
+            release(ctypes.addressof(self))
+    except KeyboardInterrupt as exc:  # a Ctrl-C here would be lost: keep it
+        _caught.append(exc)
+
+
+def _keep_lost_interrupt(unraisable: Any) -> None:
+    """``sys.unraisablehook``: keep a Ctrl-C that left :func:`_release_owned` before its
+    ``try`` (at its first instruction); pass everything else on."""
+    if unraisable.object is _release_owned and issubclass(unraisable.exc_type, KeyboardInterrupt):
+        _caught.append(unraisable.exc_value)
+        return
+    _previous_hook(unraisable)
+
+
+_previous_hook: Callable[[Any], object] = sys.unraisablehook
+
+
+def _watch_lost_interrupts() -> None:
+    """Install :func:`_keep_lost_interrupt` unless it is the hook already (chaining to the one before)."""
+    global _previous_hook
+    if sys.unraisablehook is not _keep_lost_interrupt:
+        _previous_hook = sys.unraisablehook
+        sys.unraisablehook = _keep_lost_interrupt
+
+
 def _owned_type(size: int) -> type:
     """A ``c_ubyte * size`` subclass whose instances free their memory when collected."""
     kind = _owned_types.get(size)
     if kind is None:
-
-        def __del__(self: ctypes.Array[ctypes.c_ubyte]) -> None:
-            try:
-                release = getattr(self, "release", None)
-                if release is not None:
-                    self.release = None  # type: ignore[attr-defined]
-                    release(ctypes.addressof(self))
-            except KeyboardInterrupt as exc:  # a Ctrl-C here would be lost: keep it
-                _caught.append(exc)
-
-        kind = type(f"_Owned{size}", (ctypes.c_ubyte * size,), {"__del__": __del__})
+        kind = type(f"_Owned{size}", (ctypes.c_ubyte * size,), {"__del__": _release_owned})
         _owned_types[size] = kind
     return kind
 
@@ -257,6 +278,7 @@ def owned_buffer(
     else:
         address = malloc(size)
         release = free
+    _watch_lost_interrupts()
     owner = _owned_type(size).from_address(address)
     owner.release = release if gate is None else functools.partial(gate, free=release)
     return address, memoryview(owner).cast("B")
