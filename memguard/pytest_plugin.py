@@ -386,6 +386,9 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     from memguard import pytest_session
 
     pytest_session.session_finish(session, run)
+    if not run.settings.enabled and not run.worker:
+        # Only some tests were checked (markers, fixtures): what the others left is one line too.
+        _note_unasked_heap(session.config)
 
 
 #: The one line said about a process heap that a run did not ask memguard to check.
@@ -421,11 +424,13 @@ def pytest_testnodedown(node: Any, error: Any) -> None:
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
     """The ``memguard`` section: tests checked, findings by kind, the top leaking sites."""
     run = _run(config)
+    hint = config.stash.get(HINT_KEY, None)
     if run is None:
-        hint = config.stash.get(HINT_KEY, None)
         if hint:
             terminalreporter.write_line(hint, yellow=True)
         return
     from memguard import pytest_report
 
     pytest_report.terminal_summary(terminalreporter, config, run)
+    if hint:
+        terminalreporter.write_line(hint, yellow=True)

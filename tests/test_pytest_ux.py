@@ -48,6 +48,20 @@ def test_without_memguard_one_line_and_no_exit_report(pytester: pytest.Pytester)
     assert "Direct leak" not in result.stdout.str() + result.stderr.str()
 
 
+def test_marker_only_runs_end_with_the_same_line_for_the_unchecked_tests(pytester: pytest.Pytester) -> None:
+    """Only a marked test is checked: the blocks the other tests left are one line, not an exit report."""
+    pytester.makepyfile(test_x=("import pytest\n" + LEAKY +
+                                "\n@pytest.mark.memguard\ndef test_marked():\n    memguard.free(memguard.malloc(8))\n"))
+    result = pytester.runpytest_subprocess()
+    assert result.ret == 0
+    result.assert_outcomes(passed=3)
+    out = result.stdout.str() + result.stderr.str()
+    assert "tests checked: 1" in out
+    assert ("memguard: the process heap has 3 blocks (72 bytes) still allocated at the end of the "
+            "run; run pytest --memguard to check each test") in out
+    assert "Direct leak" not in out
+
+
 def test_plugin_disabled_exit_report_hides_framework_frames(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_x=LEAKY)
     result = pytester.runpytest_subprocess("-p", "no:memguard")
