@@ -71,8 +71,8 @@ def _fitting_class(n: int) -> int:
     return c if class_floor(c) >= n else c + 1
 
 
-class _Page:
-    """A page: heap block ``block``, its ``size`` bytes from ``address``, its free ranges and allocations."""
+class Page:
+    """A page's record (the allocator's and its defragmenter's): heap block ``block``, ``size`` bytes from ``address``, free ranges, allocations."""
 
     __slots__ = ("index", "block", "address", "size", "free", "ends", "classes", "bitmap", "free_bytes", "allocs")
 
@@ -200,9 +200,9 @@ class Allocation:
 
     __slots__ = ("_owner", "_page", "offset", "size", "align", "serial", "_gone", "_move", "__weakref__")
 
-    def __init__(self, owner: BlockAllocator, page: _Page, offset: int, size: int, align: int, serial: int) -> None:
+    def __init__(self, owner: BlockAllocator, page: Page, offset: int, size: int, align: int, serial: int) -> None:
         self._owner = owner
-        self._page: _Page | None = page
+        self._page: Page | None = page
         #: Its first byte's offset in its page.
         self.offset = offset
         self.size = size
@@ -309,7 +309,7 @@ class BlockAllocator(Checker):
         self.heap = heap if heap is not None else GuardedHeap(name=f"{name}-heap")
         super().__init__(name=name, heap=self.heap, on_error=None)
         self._lock = threading.RLock()
-        self._pages: list[_Page] = []
+        self._pages: list[Page] = []
         self._count = 0
         self._bytes = 0
         self._serial = 0
@@ -334,19 +334,19 @@ class BlockAllocator(Checker):
             self.generation += 1
             return self._add_page(size).index
 
-    def _add_page(self, size: int) -> _Page:
+    def _add_page(self, size: int) -> Page:
         block = self.heap.memalign(PAGE_ALIGN, size)
         try:
             start = self.mempool.add_chunk(block)
         except BaseException:
             self.heap.free(block)
             raise
-        page = _Page(len(self._pages), block, start, size)
+        page = Page(len(self._pages), block, start, size)
         page.give(0, size)
         self._pages.append(page)
         return page
 
-    def _release_page(self, page: _Page) -> None:
+    def _release_page(self, page: Page) -> None:
         """Give an empty page back to the heap."""
         self.mempool.remove_chunk(page.address)
         self.heap.free(page.block)
@@ -391,8 +391,8 @@ class BlockAllocator(Checker):
             self.generation += 1
             return self._claim(target, found[0], found[1], size, align)
 
-    def _place(self, need: int, align: int, strategy: str) -> tuple[_Page, tuple[int, int, int]]:
-        best: tuple[_Page, tuple[int, int, int]] | None = None
+    def _place(self, need: int, align: int, strategy: str) -> tuple[Page, tuple[int, int, int]]:
+        best: tuple[Page, tuple[int, int, int]] | None = None
         for p in self._pages:
             found = p.find(need, align, strategy)
             if found is None:
@@ -408,7 +408,7 @@ class BlockAllocator(Checker):
         assert found is not None
         return page, found
 
-    def _claim(self, page: _Page, at: int, off: int, size: int, align: int) -> Allocation:
+    def _claim(self, page: Page, at: int, off: int, size: int, align: int) -> Allocation:
         page.take(off, at, size + self.margin)
         self._serial += 1
         a = Allocation(self, page, at, size, align, self._serial)

@@ -40,7 +40,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass, field
 
-from memguard.allocators.blocks import Allocation, BlockAllocator, _Page
+from memguard.allocators.blocks import Allocation, BlockAllocator, Page
 from memguard.arguments import int_arg
 from memguard.errors import DefragmentationError
 from memguard.report import Report
@@ -76,7 +76,7 @@ class Move:
     dst_page: int
     dst_offset: int
     op: str = "copy"
-    _dst: _Page | None = field(default=None, repr=False, compare=False)
+    _dst: Page | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -198,7 +198,7 @@ class Defragmenter:
         free = sum(p.free_bytes for p in blocks._pages)
         return blocks._bytes / max(blocks._count, 1), free / max(ranges, 1)
 
-    def _balanced(self, page: _Page, a: Allocation) -> bool:
+    def _balanced(self, page: Page, a: Allocation) -> bool:
         moved, ended = self._to_earlier(page, a)
         if moved:
             return ended
@@ -210,7 +210,7 @@ class Defragmenter:
             return self._within(page, a)
         return False
 
-    def _walk(self, page: _Page, handler: object) -> bool:
+    def _walk(self, page: Page, handler: object) -> bool:
         """Offer each allocation of ``page`` (highest offset first) to ``handler``; True ends the pass."""
         for off in sorted(page.allocs, reverse=True):
             a = page.allocs[off]
@@ -224,7 +224,7 @@ class Defragmenter:
                 return True
         return False
 
-    def _reserve(self, a: Allocation, src: _Page, dst: _Page, found: tuple[int, int, int]) -> bool:
+    def _reserve(self, a: Allocation, src: Page, dst: Page, found: tuple[int, int, int]) -> bool:
         """Reserve the destination and record the move; True when a maximum is reached."""
         at, off, _ = found
         dst.take(off, at, a.size + self.allocator.margin)
@@ -235,7 +235,7 @@ class Defragmenter:
         self._pass_count += 1
         return self._pass_count >= self.max_allocations_per_pass or self._pass_bytes >= self.max_bytes_per_pass
 
-    def _to_earlier(self, page: _Page, a: Allocation) -> tuple[bool, bool]:
+    def _to_earlier(self, page: Page, a: Allocation) -> tuple[bool, bool]:
         """Move ``a`` to the first earlier page with room: ``(moved, pass ended)``."""
         need = a.size + self.allocator.margin
         for dst in self.allocator._pages[: page.index]:
@@ -245,16 +245,16 @@ class Defragmenter:
                     return True, self._reserve(a, page, dst, found)
         return False, False
 
-    def _fast(self, page: _Page, a: Allocation) -> bool:
+    def _fast(self, page: Page, a: Allocation) -> bool:
         return self._to_earlier(page, a)[1]
 
-    def _full(self, page: _Page, a: Allocation) -> bool:
+    def _full(self, page: Page, a: Allocation) -> bool:
         moved, ended = self._to_earlier(page, a)
         if moved:
             return ended
         return self._within(page, a)
 
-    def _within(self, page: _Page, a: Allocation) -> bool:
+    def _within(self, page: Page, a: Allocation) -> bool:
         need = a.size + self.allocator.margin
         if a.offset == 0 or page.free_bytes < need:
             return False
@@ -281,8 +281,8 @@ class Defragmenter:
         with blocks.hold_errors(), blocks._lock:
             self._moves = None
             blocks._usable()
-            immovable: list[_Page] = []
-            sources: list[_Page] = []
+            immovable: list[Page] = []
+            sources: list[Page] = []
             margin = blocks.margin
             for m in moves:
                 a, dst = m.allocation, m._dst
@@ -322,7 +322,7 @@ class Defragmenter:
             blocks.notify("memguard_defrag_pass", context=self, phase="end", moves=tuple(moves))
         return not moves
 
-    def _copy(self, m: Move, a: Allocation, src: _Page, dst: _Page) -> None:
+    def _copy(self, m: Move, a: Allocation, src: Page, dst: Page) -> None:
         blocks = self.allocator
         old = src.address + a.offset
         new = dst.address + m.dst_offset
