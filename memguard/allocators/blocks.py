@@ -32,7 +32,7 @@ from memguard.allocators.mempool import MemPool
 from memguard.arguments import int_arg
 from memguard.checker import Checker
 from memguard.errors import HeapClosedError
-from memguard.heap.guarded import GuardedHeap
+from memguard.heap.guarded import GuardedHeap, InvalidAddressError
 from memguard.kinds import error_for
 from memguard.report import Report
 
@@ -141,15 +141,6 @@ class Page:
             at = -(-(self.address + off) // align) * align - self.address
         return at if at + need <= off + size else -1
 
-    def _classes_from(self, c: int) -> list[int]:
-        out = []
-        m = self.bitmap >> c
-        while m:
-            low = m & -m
-            out.append(c + low.bit_length() - 1)
-            m ^= low
-        return out
-
     def find(self, need: int, align: int, strategy: str) -> tuple[int, int, int] | None:
         """Where ``need`` bytes aligned to ``align`` go by ``strategy``: ``(offset, free range, its size)``."""
         if need > self.free_bytes:
@@ -167,19 +158,29 @@ class Page:
             strategy = "min_memory"  # only classes that may not fit are left: the best of them
         best: tuple[int, int, int] | None = None
         best_key: tuple[int, int] | None = None
-        for c in self._classes_from(first):
-            offsets = self.classes[c]
-            for off in offsets[:1] if c >= sure and strategy == "min_offset" else offsets:
+        lowest = strategy == "min_offset"
+        m = self.bitmap >> first
+        c = first
+        while m:
+            step = (m & -m).bit_length() - 1
+            cls = c + step
+            c, m = cls + 1, m >> (step + 1)
+            offsets = self.classes[cls]
+            if lowest and best is not None and offsets[0] >= best[0]:
+                continue  # every range of this class starts after the best so far
+            for off in offsets[:1] if cls >= sure and lowest else offsets:
+                if lowest and best is not None and off >= best[0]:
+                    break
                 size = self.free[off]
                 at = self._fit(off, size, need, align)
                 if at < 0:
                     continue
-                key = (at, 0) if strategy == "min_offset" else (size, at)
+                key = (at, 0) if lowest else (size, at)
                 if best_key is None or key < best_key:
                     best_key, best = key, (at, off, size)
-                if strategy == "min_offset":
+                if lowest:
                     break  # the offsets of a class are sorted: the first fit is its lowest
-            if best is not None and strategy == "min_memory":
+            if best is not None and not lowest:
                 return best  # every range of a later class is larger
         return best
 
@@ -445,16 +446,13 @@ class BlockAllocator(Checker):
         self._bytes -= a.size
         a._page = None
         self.mempool.free(address)
-        region = self.mempool.region(address) if self._quarantined(address) else None
-        a._gone = (region.alloc_stack, region.free_stack) if region is not None else ((), ())
+        try:
+            region = self.mempool.region(address)
+            a._gone = (region.alloc_stack, region.free_stack)
+        except InvalidAddressError:
+            a._gone = ((), ())
         a.offset = -1
         page.give(address - page.address, a.size + self.margin)
-
-    def _quarantined(self, address: int) -> bool:
-        try:
-            return self.mempool.region(address).state == "quarantined"
-        except Exception:
-            return False
 
     def _double_free(self, a: Allocation, depth: int) -> Report:
         from memguard.stacks import StackTable  # noqa: PLC0415 (a double free is rare)
