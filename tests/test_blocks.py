@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import ctypes
+import json
+import os
 import random
+import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 from hypothesis import settings
@@ -499,5 +503,14 @@ def test_full_defragmentation_lowers_the_fragmentation_of_typical_pages() -> Non
         close(blocks)
 
 
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(pytest.main([__file__]))
+def test_benchmark_quick_run_prints_every_figure() -> None:
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), *sys.path])}
+    out = subprocess.run([sys.executable, str(root / "benchmarks" / "bench_blocks.py"), "--quick", "--json",
+                          "--allocations=2000"], capture_output=True, text=True, env=env, timeout=120, check=True)
+    figures = json.loads(out.stdout)
+    assert set(figures["pairs"]) == {"heap pair", "blocks pair, min_memory", "blocks pair, min_time",
+                                     "blocks pair, min_offset"}
+    d = figures["defragment"]
+    assert d["allocations"] == 2000 and d["live"] == 1000 and d["passes"] >= 2
+    assert d["pages_after"] <= d["pages_before"] and d["fragmentation_after"] < d["fragmentation_before"]
