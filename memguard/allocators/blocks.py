@@ -185,6 +185,7 @@ class Page:
         return best
 
     def largest(self) -> int:
+        """Its largest free range (0 when it is full)."""
         if not self.bitmap:
             return 0
         c = self.bitmap.bit_length() - 1

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass, field
+from typing import Callable
 
 from memguard.allocators.blocks import Allocation, BlockAllocator, Page
 from memguard.arguments import int_arg
@@ -185,7 +186,7 @@ class Defragmenter:
             return
         self._run(self._fast if self.algorithm == "fast" else self._full)
 
-    def _run(self, handler: object) -> None:
+    def _run(self, handler: Callable[[Page, Allocation], bool]) -> None:
         pages = self.allocator._pages
         for i in range(len(pages) - 1, self._immovable, -1):
             self._prev_free = 0
@@ -210,7 +211,7 @@ class Defragmenter:
             return self._within(page, a)
         return False
 
-    def _walk(self, page: Page, handler: object) -> bool:
+    def _walk(self, page: Page, handler: Callable[[Page, Allocation], bool]) -> bool:
         """Offer each allocation of ``page`` (highest offset first) to ``handler``; True ends the pass."""
         for off in sorted(page.allocs, reverse=True):
             a = page.allocs[off]
@@ -220,7 +221,7 @@ class Defragmenter:
                     return True
                 continue
             self._skipped = 0
-            if handler(page, a):  # type: ignore[operator]
+            if handler(page, a):
                 return True
         return False
 
