@@ -471,6 +471,22 @@ class BlocksModel(RuleBasedStateMachine):
         # offset that fits, which can split a free range; Hypothesis found such a case.)
         assert self.blocks.defragment(algorithm, max_bytes, max_allocs).allocations_moved == 0
 
+    @rule(data=st.data(), algorithm=st.sampled_from(["fast", "full", "balanced"]), max_allocs=st.sampled_from([0, 2]))
+    def one_pass_with_ops(self, data: st.DataObject, algorithm: str, max_allocs: int) -> None:
+        ctx = self.blocks.defragmenter(algorithm, 0, max_allocs)
+        moves = ctx.begin_pass()
+        for m in moves:
+            m.op = data.draw(st.sampled_from(["copy", "ignore", "destroy"]))
+            if m.op == "destroy":
+                del self.live[m.allocation.serial]
+        ctx.end_pass()
+        copies = [m for m in moves if m.op == "copy"]
+        assert ctx.stats.bytes_moved == sum(m.size for m in copies)
+        for m in copies:
+            assert m.allocation.offset == m.dst_offset
+        for m in moves:
+            assert m.allocation.valid == (m.op != "destroy")
+
     @invariant()
     def contents_preserved(self) -> None:
         for a, data in self.live.values():
