@@ -72,7 +72,11 @@ def _fitting_class(n: int) -> int:
 
 
 class Page:
-    """A page's record (the allocator's and its defragmenter's): heap block ``block``, ``size`` bytes from ``address``, free ranges, allocations."""
+    """A page's record, shared by the allocator and its defragmenter.
+
+    Heap block ``block``; its ``size`` bytes from ``address``; its free ranges (by offset,
+    by end, and by size class with a bitmap of the non-empty classes); its allocations by offset.
+    """
 
     __slots__ = ("index", "block", "address", "size", "free", "ends", "classes", "bitmap", "free_bytes", "allocs")
 
