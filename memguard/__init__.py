@@ -86,6 +86,14 @@ _EXPORTS: dict[str, str] = {
     "EmptyPoolError": "memguard.errors",
     "memory_class": "memguard.allocators.buddy",
     "class_size": "memguard.allocators.buddy",
+    "BlockAllocator": "memguard.allocators.blocks",
+    "Allocation": "memguard.allocators.blocks",
+    "PageInfo": "memguard.allocators.blocks",
+    "BlockStats": "memguard.allocators.blocks",
+    "Defragmenter": "memguard.allocators.defrag",
+    "Move": "memguard.allocators.defrag",
+    "DefragStats": "memguard.allocators.defrag",
+    "DefragmentationError": "memguard.errors",
     "BufPool": "memguard.allocators.bufpool",
     "BufPoolStats": "memguard.allocators.bufpool",
     "BufAllocation": "memguard.allocators.bufpool",
@@ -104,6 +112,8 @@ __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
 
 
 if TYPE_CHECKING:
+    from memguard.allocators.blocks import Allocation, BlockAllocator, BlockStats, PageInfo
+    from memguard.allocators.defrag import DefragStats, Defragmenter, Move
     from memguard.allocators.bufpool import BufAllocation, BufAllocationInfo, BufPool, BufPoolStats
     from memguard.allocators.mempool import MemPool, MemPoolStats, Region, all_leaks
     from memguard.allocators.buddy import BuddyAllocator, BuddyRegion, class_size, memory_class
@@ -116,6 +126,7 @@ if TYPE_CHECKING:
         BufPoolClosedError,
         BufPoolTimeoutError,
         CallbackError,
+        DefragmentationError,
         DoubleFreeError,
         EmptyPoolError,
         HeapClosedError,

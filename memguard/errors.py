@@ -35,6 +35,7 @@ __all__ = [
     "NotAllocatedError",
     "InvalidMemoryClassError",
     "EmptyPoolError",
+    "DefragmentationError",
 ]
 
 
@@ -201,3 +202,17 @@ class InvalidMemoryClassError(BuddyError):
 
 class EmptyPoolError(BuddyError):
     """"operation on empty pool": a release into a class that no split ever created."""
+
+
+class DefragmentationError(MemguardError):
+    """A misused defragmenter: ``begin_pass`` twice, ``end_pass`` with no pass begun, or a
+    context used after its allocator changed underneath it.
+
+    :ivar allocator: the block allocator's name.
+    :ivar pass_number: the pass involved (1 for the first; 0 before any).
+    """
+
+    def __init__(self, message: str, allocator: str = "", pass_number: int = 0) -> None:
+        super().__init__(message)
+        self.allocator = allocator
+        self.pass_number = pass_number

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from memguard.heap.guarded import BlockInfo, GuardedHeap
     from memguard.leaks import LeakGroup
     from memguard.allocators.bufpool import BufAllocationInfo, BufPool, BufPoolStats
+    from memguard.allocators.defrag import Defragmenter, Move
     from memguard.allocators.mempool import MemPool, Region
     from memguard.refaudit import Ref, RefAudit
     from memguard.report import Report
@@ -217,6 +218,22 @@ def memguard_bufpool_event(
     :param stats: the pool's :class:`~memguard.BufPoolStats` after the event.
     :param live: every allocation holding budget after the event (a :class:`~memguard.BufAllocationInfo`
         each; one whose heap block is still being made has ``address == 0``).
+    """
+
+
+@hookspec
+def memguard_defrag_pass(context: Defragmenter, phase: str, moves: Sequence[Move]) -> None:
+    """A defragmentation pass of a :class:`~memguard.BlockAllocator` reached ``phase``.
+
+    ``"begin"``: ``begin_pass()`` collected ``moves`` (destinations reserved, nothing
+    copied).  ``"apply"``: ``end_pass()`` is about to carry them out (the memory is as the
+    caller left it; each ``move.op`` is final).  ``"end"``: ``end_pass()`` carried them
+    out (each copy was announced to ``memguard_pool_move``; ``context.stats`` is updated).
+    Called outside the allocator's lock.
+
+    :param context: the :class:`~memguard.Defragmenter` (``context.allocator``, ``context.pass_number``).
+    :param phase: ``"begin"``, ``"apply"`` or ``"end"``.
+    :param moves: the pass's :class:`~memguard.Move` values.
     """
 
 

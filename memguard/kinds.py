@@ -198,6 +198,7 @@ _declare(
     ("pool-bad-free", (), "a return of an address the pool never handed out"),
     ("pool-overlap", (), "a pool handed out memory that is already live"),
     ("bufpool-double-release", (), "a buffer-pool allocation was released twice"),
+    ("defrag-moved-freed", (), "a defragmentation pass was moving an allocation that was freed"),
 )
 _declare(
     RefcountError,

@@ -349,6 +349,33 @@ def test_pool_hooks_memguard_pool_create_alloc_free_move_destroy() -> None:
     heap.close(check=False)
 
 
+def test_memguard_defrag_pass_sees_begin_apply_end_around_the_pool_moves() -> None:
+    events: list[tuple] = []
+
+    class DefragWatcher:
+        @hookimpl
+        def memguard_defrag_pass(self, context, phase, moves):
+            events.append((phase, context.pass_number, [(m.src_offset, m.dst_offset, m.op) for m in moves]))
+
+        @hookimpl
+        def memguard_pool_move(self, pool, old, new):
+            events.append(("move", new.address - old.address))
+
+    heap = GuardedHeap(plugins=[DefragWatcher()], on_error="raise")
+    blocks = memguard.BlockAllocator(page_size=300, heap=heap)
+    hole = blocks.allocate(100)
+    a = blocks.allocate(100)
+    blocks.free(hole)
+    blocks.defragment("full")
+    assert events == [
+        ("begin", 1, [(100, 0, "copy")]), ("apply", 1, [(100, 0, "copy")]), ("move", -100),
+        ("end", 1, [(100, 0, "copy")]), ("begin", 2, []), ("apply", 2, []), ("end", 2, []),
+    ]
+    blocks.free(a)
+    blocks.close()
+    heap.close()
+
+
 def test_memguard_refcount_sees_track_inc_dec_release() -> None:
     seen: list[tuple[str, int]] = []
     reported: list[str] = []

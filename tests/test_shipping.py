@@ -27,7 +27,11 @@ ROOT = Path(__file__).resolve().parent.parent
 #: What the build needs from the checkout (what an sdist holds).
 SOURCES = ("pyproject.toml", "README.md", "LICENSE", "memguard", "plugins")
 #: The first-party plugins the distribution declares: entry-point name -> module.
-DECLARED = {"pool_invariants": "memguard_plugins.pool_invariants", "bufpool_budget": "memguard_plugins.bufpool_budget"}
+DECLARED = {
+    "pool_invariants": "memguard_plugins.pool_invariants",
+    "bufpool_budget": "memguard_plugins.bufpool_budget",
+    "defrag_verifier": "memguard_plugins.defrag_verifier",
+}
 
 
 def _version_tuple(text: str) -> tuple[int, ...]:
@@ -231,10 +235,10 @@ def test_installed_pytest_plugin_loads_first_party_plugins_unless_disabled(
     common = ("-m", "pytest", "-q", "-s", "-p", "no:cacheprovider", "--memguard", "test_uses_heap.py")
     default = _run(python, *common, cwd=tmp_path)
     assert default.returncode == 0, default.stdout + default.stderr
-    assert "PLUGINS: ['bufpool_budget', 'pool_invariants']" in default.stdout
+    assert "PLUGINS: ['bufpool_budget', 'defrag_verifier', 'pool_invariants']" in default.stdout
     disabled = _run(python, *common, "--memguard-disable-plugin", "pool_invariants", cwd=tmp_path)
     assert disabled.returncode == 0, disabled.stdout + disabled.stderr
-    assert "PLUGINS: ['bufpool_budget']" in disabled.stdout
+    assert "PLUGINS: ['bufpool_budget', 'defrag_verifier']" in disabled.stdout
 
 
 def test_wheel_carries_the_mit_license_its_metadata_names(wheel: Path) -> None:

@@ -121,6 +121,7 @@ class _R:
     chunk: _Chunk
     state: int = _LIVE
     fsid: int = 0
+    note: str = ""
 
     @property
     def end(self) -> int:
@@ -354,8 +355,11 @@ class MemPool(Checker):
             alloc_stack=self._stacks.get(r.asid), free_stack=self._stacks.get(r.fsid),
             stack=self._stacks.get(sid), thread=thread_label(), expected=bytes([FREED]) * count,
             found=data[first : last + 1], memory=memory, memory_start=mstart, count=count,
-            message=f"{count} byte(s) written at offset {first} of a {r.size}-byte region returned to pool {self.name!r}",
-            extra={"pool": self.name},
+            message=(
+                f"{count} byte(s) written at offset {first} of a {r.size}-byte region returned to pool {self.name!r}"
+                + (f" ({r.note})" if r.note else "")
+            ),
+            extra={"pool": self.name, "note": r.note} if r.note else {"pool": self.name},
         )]
 
     def _forget(self, r: _R) -> None:
@@ -415,6 +419,43 @@ class MemPool(Checker):
             self._chunks[start] = chunk
             bisect.insort(self._chunk_starts, start)
         return start
+
+    def remove_chunk(self, start: int) -> list[Report]:
+        """Forget the chunk that starts at ``start`` (its owner is about to free or reuse the block).
+
+        Its gaps and returned regions are verified one last time (findings emitted and
+        returned); it must hold no live region (:class:`ValueError` otherwise).
+        """
+        self._alive()
+        start = self._int(start, "start")
+        sid = self._stacks.capture(_getframe(1))
+        reports: list[Report] = []
+        with self._lock:
+            chunk = self._chunks.get(start)
+            if chunk is None:
+                raise InvalidAddressError(f"0x{start:x} is not the start of a chunk of pool {self.name!r}")
+            if not self._chunk_dead(chunk, sid, reports):
+                live = sum(1 for a in chunk.starts if self._regions[a].state == _LIVE)
+                if live:
+                    raise ValueError(f"the chunk 0x{start:x} of pool {self.name!r} still holds {live} live region(s)")
+                pos = chunk.start
+                for a in chunk.starts:
+                    r = self._regions[a]
+                    reports.extend(self._verify_gap(chunk, pos, a, sid))
+                    reports.extend(self._verify_freed(r, sid))
+                    pos = r.end
+                reports.extend(self._verify_gap(chunk, pos, chunk.end, sid))
+                for a in chunk.starts:
+                    del self._regions[a]
+            kept = deque(r for r in self._quarantine if r.chunk is not chunk)
+            self._qbytes -= sum(r.size for r in self._quarantine if r.chunk is chunk)
+            self._quarantine = kept
+            for a in [a for a, r in self._released.items() if r.chunk is chunk]:
+                del self._released[a]
+            del self._chunks[start]
+            del self._chunk_starts[bisect.bisect_left(self._chunk_starts, start)]
+        self.emit(reports)
+        return reports
 
     # ------------------------------------------------------------------ regions
     def alloc(self, address: int, size: int, fill: int | None = FRESH) -> int:
@@ -554,7 +595,10 @@ class MemPool(Checker):
             return Report(
                 kind="pool-double-free", address=address, size=r.size, serial=r.serial, stack=stack,
                 alloc_stack=self._stacks.get(r.asid), free_stack=self._stacks.get(r.fsid), thread=thread_label(),
-                message=f"attempting double-free on 0x{address:x}, a {r.size}-byte region already returned to pool {self.name!r}",
+                message=(
+                    f"attempting double-free on 0x{address:x}, a {r.size}-byte region already returned to pool {self.name!r}"
+                    + (f" ({r.note})" if r.note else "")
+                ),
                 extra={"pool": self.name},
             )
         chunk = self._chunk_of(address)
@@ -590,11 +634,13 @@ class MemPool(Checker):
             message=f"attempting free on address which was not allocated from pool {self.name!r}: 0x{address:x} ({where})",
         )
 
-    def move(self, old: int, new: int) -> list[int] | None:
+    def move(self, old: int, new: int, note: str = "") -> list[int] | None:
         """Declare the live region at ``old`` moved to ``new`` (defragmentation), copying its bytes.
 
         The new region keeps the allocation stack of the old one; the old one is returned
-        (poisoned and quarantined).  Returns what :meth:`free` returns.
+        (poisoned and quarantined).  ``note`` (the move, in words) is added to the findings
+        about the old region: a write through the old address, a return of it.  Returns
+        what :meth:`free` returns.
         """
         self._alive()
         old = self._int(old, "old")
@@ -621,6 +667,7 @@ class MemPool(Checker):
                 r.chunk.view[old - r.chunk.start : old - r.chunk.start + r.size]
             )
             released, more = self._free(old, sid, announce=False)
+            r.note = note
             if self.observes("memguard_pool_move"):
                 self.notify("memguard_pool_move", pool=self, old=self._info(r), new=self._info(nr))
         self.emit(reports + more)
