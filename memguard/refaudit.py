@@ -115,6 +115,11 @@ class Ref:
             counts[self.audit._stacks.get(sid)] += n
         return counts.most_common()
 
+    def holds(self, token: int) -> bool:
+        """Whether the acquisition ``token`` (an :meth:`inc` token, or 0) is still outstanding."""
+        with self.audit._lock:
+            return token in self._acquires
+
     def inc(self) -> int:
         """Take a reference (``refcount_inc``); return its token (0 when it was a finding).
 

@@ -13,4 +13,5 @@ from __future__ import annotations
 __all__ = ["FIRST_PARTY"]
 
 #: Importable names of every first-party plugin module.
-FIRST_PARTY: tuple[str, ...] = ("memguard_plugins.pool_invariants", "memguard_plugins.bufpool_budget")
+FIRST_PARTY: tuple[str, ...] = ("memguard_plugins.pool_invariants", "memguard_plugins.bufpool_budget",
+                               "memguard_plugins.strtab_invariants")

@@ -27,7 +27,8 @@ ROOT = Path(__file__).resolve().parent.parent
 #: What the build needs from the checkout (what an sdist holds).
 SOURCES = ("pyproject.toml", "README.md", "LICENSE", "memguard", "plugins")
 #: The first-party plugins the distribution declares: entry-point name -> module.
-DECLARED = {"pool_invariants": "memguard_plugins.pool_invariants", "bufpool_budget": "memguard_plugins.bufpool_budget"}
+DECLARED = {"pool_invariants": "memguard_plugins.pool_invariants", "bufpool_budget": "memguard_plugins.bufpool_budget",
+            "strtab_invariants": "memguard_plugins.strtab_invariants"}
 
 
 def _version_tuple(text: str) -> tuple[int, ...]:

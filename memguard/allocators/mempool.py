@@ -416,6 +416,37 @@ class MemPool(Checker):
             bisect.insort(self._chunk_starts, start)
         return start
 
+    def remove_chunk(self, start: int) -> list[Report]:
+        """Forget the chunk starting at ``start`` (before its heap block goes back to the heap).
+
+        It must hold no live region (``ValueError`` otherwise); regions of it still in the
+        quarantine have their poison verified and are dropped.  Returns the findings (emitted).
+        """
+        self._alive()
+        start = self._int(start, "start")
+        sid = self._stacks.capture(_getframe(1))
+        reports: list[Report] = []
+        with self._lock:
+            chunk = self._chunks.get(start)
+            if chunk is None:
+                raise ValueError(f"0x{start:x} is not a chunk of pool {self.name!r}")
+            if any(self._regions[a].state == _LIVE for a in chunk.starts):
+                raise ValueError(f"the chunk 0x{start:x} of pool {self.name!r} still holds live regions")
+            if chunk.alive and not self._chunk_dead(chunk, sid, reports):
+                for a in list(chunk.starts):
+                    r = self._regions[a]
+                    reports.extend(self._verify_freed(r, sid))
+                    self._forget(r)
+            chunk.starts.clear()
+            waiting = [r for r in self._quarantine if r.chunk is chunk]
+            if waiting:
+                self._qbytes -= sum(r.size for r in waiting)
+                self._quarantine = deque(r for r in self._quarantine if r.chunk is not chunk)
+            del self._chunks[start]
+            self._chunk_starts.remove(start)
+        self.emit(reports)
+        return reports
+
     # ------------------------------------------------------------------ regions
     def alloc(self, address: int, size: int, fill: int | None = FRESH) -> int:
         """Declare ``[address, address + size)`` handed out; return ``address``.
