@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import inspect
+import json
 import subprocess
 import sys
 import textwrap
@@ -248,16 +249,12 @@ class TableModel(RuleBasedStateMachine):
     @precondition(lambda self: self.handles)
     @rule(i=st.integers(0, 1000), how=st.sampled_from(["handle", "value", "address"]))
     def release(self, i: int, how: str) -> None:
+        """Each handle stands for one reference, released once, by any of the three forms."""
         h = self.handles.pop(i % len(self.handles))
         self.table.release({"handle": h, "value": h.value, "address": h.address}[how])
         self.model[h.value] -= 1
         if not self.model[h.value]:
             del self.model[h.value]
-        if how != "handle":  # another handle of the same value gave its reference
-            same = [x for x in self.handles if x.value == h.value]
-            if same:
-                self.handles.remove(same[-1])
-                self.handles.append(h.__class__(h.address, h.value, h.length, None, h._entry, h._table))
 
     @rule(word=st.sampled_from(["a", "b", "zzz"]))
     def lookup(self, word: str) -> None:
@@ -272,7 +269,6 @@ class TableModel(RuleBasedStateMachine):
     def teardown(self) -> None:
         with self.heap.reporting():
             leaks = self.table.close()
-        assert {(r.address, r.count) for r in leaks} <= {(r.address, r.count) for r in leaks}
         assert sum(r.count for r in leaks) == sum(self.model.values())
         assert {r.kind for r in leaks} <= {"strtab-leak"}
         assert self.heap.check() == []
@@ -401,3 +397,13 @@ def test_the_example_finds_the_forgotten_release() -> None:
                        text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert "strtab-leak" in r.stdout and "has 1/" in r.stdout and "in forgetful_worker" in r.stdout
+
+
+def test_the_benchmark_runs_quickly_and_reports_every_case() -> None:
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_strings.py"), "--quick", "--json"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    figures = json.loads(r.stdout)
+    assert {"heap pair", "intern hit", "sys.intern hit", "dict lookup", "intern miss+release",
+            "cow copy+release"} <= set(figures)
+    assert all(f["us"] > 0 for f in figures.values())
