@@ -198,8 +198,37 @@ def test_the_invariants_plugin_catches_a_table_whose_counters_lie(heap: GuardedH
     t.close()
 
 
+def test_a_table_without_a_heap_closes_its_private_heap() -> None:
+    t = StringTable()
+    s = t.intern("solo")
+    assert s.text == "solo" and t.heap.name == "strtab-heap"
+    t.release(s)
+    assert t.close() == [] and t.heap.closed and t.close() == []
+
+
+def test_a_pool_chunk_can_be_removed_only_without_live_regions(heap: GuardedHeap) -> None:
+    pool = memguard.MemPool(heap, quarantine_bytes=1 << 10)
+    block = heap.malloc(64)
+    pool.add_chunk(block)
+    pool.alloc(block + 16, 8)
+    with pytest.raises(ValueError, match="live regions"):
+        pool.remove_chunk(block)
+    with pytest.raises(ValueError, match="not a chunk"):
+        pool.remove_chunk(block + 1)
+    pool.free(block + 16)
+    ctypes.memset(block + 16, 0, 1)  # a write into the quarantined region: found on removal
+    assert [r.kind for r in pool.remove_chunk(block)] == ["pool-use-after-free"]
+    assert pool.chunks() == [] and pool.stats().quarantined_bytes == 0
+    heap.free(block)
+    assert heap.check() == []
+    pool.destroy()
+
+
 def test_eight_threads_interning_and_releasing_the_same_strings(heap: GuardedHeap) -> None:
+    from memguard_plugins import pool_invariants
+
     heap.plugins.register(strtab_invariants)
+    heap.plugins.register(pool_invariants)
     t = StringTable(heap=heap)
     words = [f"word{i}" for i in range(100)]
     errors: list[BaseException] = []

@@ -513,6 +513,7 @@ class _Stored(Checker):
 
     heap: GuardedHeap
     audit: RefAudit
+    _stacks: StackTable
 
     def _store(self, data: bytes) -> tuple[int, memoryview]:
         address = self.heap.malloc(len(data) + 1)
