@@ -34,6 +34,7 @@ from __future__ import annotations
 import sys
 import threading
 import weakref
+from types import FrameType
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Union
 
@@ -137,9 +138,12 @@ class _Entry:
     """One interned string: its heap block, its bytes (with the NUL) and its reference."""
 
     address: int
+    data: bytes
     stored: bytes
     view: memoryview
     ref: Ref
+    #: The ``str`` it was interned as (a hit by ``str`` then needs no encoding).
+    text: str | None = None
     #: Tokens of references released through their handle -> stack id of that release.
     dropped: dict[int, int] = field(default_factory=dict)
     freed: bool = False
@@ -226,6 +230,7 @@ class StringTable(Checker):
         #: The entries' storage as regions (each its own heap block), for the pool hooks.
         self.pool = MemPool(self.heap, name=name, quarantine_bytes=0, owner=self)
         self._entries: dict[bytes, _Entry] = {}
+        self._texts: dict[str, _Entry] = {}
         self._by_address: dict[int, _Entry] = {}
         self._gone: dict[int, _Entry] = {}
         self._gone_values: dict[bytes, _Entry] = {}
@@ -244,7 +249,9 @@ class StringTable(Checker):
         ``"x"`` and ``b"x"`` are one entry.  On a hit the entry's bytes are verified
         (``strtab-mutation``).
         """
-        data = value if type(value) is bytes else _encode(value)
+        text = value if type(value) is str else None
+        entry = self._texts.get(text) if text is not None else None
+        data = entry.data if entry is not None else value if type(value) is bytes else _encode(value)
         frame = _getframe(1)
         reports: list[Report] = []
         with self._lock:
@@ -252,15 +259,21 @@ class StringTable(Checker):
                 raise HeapClosedError(f"the string table {self.name!r} is closed")
             entry = self._entries.get(data)
             if entry is not None:
+                if text is not None and entry.text is None:
+                    entry.text = text
+                    self._texts[text] = entry
                 if entry.view != entry.stored:
                     reports.append(self._mutation(entry, self._stacks.capture(frame)))
-                token = entry.ref.inc()
+                token = entry.ref.inc(frame=frame)
                 self._hits += 1
                 op = "inc"
             else:
                 if b"\0" in data:
                     _encode(data)
                 entry = self._create(data)
+                if text is not None:
+                    entry.text = text
+                    self._texts[text] = entry
                 token = 0
                 self._misses += 1
                 op = "track"
@@ -287,7 +300,7 @@ class StringTable(Checker):
         except BaseException:
             heap.free(address)
             raise
-        entry = _Entry(address, stored, view, ref)
+        entry = _Entry(address, data, stored, view, ref)
         self._entries[data] = entry
         self._by_address[address] = entry
         self._bytes += n
@@ -311,63 +324,75 @@ class StringTable(Checker):
         Releasing what is not interned (any more), or the same handle twice, is a
         ``strtab-over-release`` and changes nothing.
         """
-        sid = self._stacks.capture(_getframe(1))
-        entry: _Entry | None
-        with self.hold_errors(), self._lock:
+        frame = _getframe(1)
+        sid = self._stacks.capture(frame)
+        if isinstance(string, InternedString) and string._table is not self:
+            raise ValueError(f"{string!r} was not interned by the table {self.name!r}")
+        key: Any = string
+        if not isinstance(string, (InternedString, int)) or isinstance(string, bool):
+            key = self._texts.get(string) if type(string) is str else None  # type: ignore[call-overload]
+            key = key.data if key is not None else _encode(string, "string")
+        elif not isinstance(string, InternedString):
+            key = int_arg(string, "address")
+        reports: list[Report] = []
+        removed = False
+        with self._lock:
             if self._closed:
                 raise HeapClosedError(f"the string table {self.name!r} is closed")
-            token: int | None = None
-            if isinstance(string, InternedString):
-                if string._table is not self:
-                    raise ValueError(f"{string!r} was not interned by the table {self.name!r}")
-                entry = string._entry
-                what = f"{_label(string.value)} at 0x{string.address:x}"
-                assert entry is not None
-                if entry.freed:
-                    self.emit([self._over_release(entry, what, sid, "was removed from the table")])
-                    return
-                token = string.token
-                if token is not None and token in entry.dropped:
-                    self.emit([self._over_release(entry, what, sid, "was already released through this handle",
-                                                  entry.dropped[token])])
-                    return
-            elif isinstance(string, int) and not isinstance(string, bool):
-                address = int_arg(string, "address")
-                entry = self._by_address.get(address)
-                what = f"0x{address:x}"
-                if entry is None:
-                    self.emit([self._unknown(self._gone.get(address), what, address, sid)])
-                    return
+            entry, report = self._holder(key, sid)
+            if entry is not None:
+                if entry.view != entry.stored:
+                    reports.append(self._mutation(entry, sid))
+                ref = entry.ref
+                token = key.token if type(key) is InternedString else None
+                if token is not None:
+                    entry.dropped[token] = sid
+                    if len(entry.dropped) > _MAX_GONE:
+                        del entry.dropped[next(iter(entry.dropped))]
+                    if not ref.holds(token):
+                        token = None
+                ref.dec(token, frame=frame)
+                self._releases += 1
+                self._references -= 1
+                removed = ref.released
+                if removed:
+                    self._remove(entry, sid)
             else:
-                data = _encode(string, "string")
-                entry = self._entries.get(data)
-                what = _label(data)
-                if entry is None:
-                    gone = self._gone_values.get(data)
-                    self.emit([self._unknown(gone, what, gone.address if gone else 0, sid)])
-                    return
-            if entry.view != entry.stored:
-                self.emit([self._mutation(entry, sid)])
-            ref = entry.ref
-            if token is not None:
-                entry.dropped[token] = sid
-                if len(entry.dropped) > _MAX_GONE:
-                    del entry.dropped[next(iter(entry.dropped))]
-                if not ref.holds(token):
-                    token = None
-            ref.dec(token)
-            self._releases += 1
-            self._references -= 1
-            removed = ref.released
-            if removed:
-                self._remove(entry, sid)
-        if self.observes("memguard_refcount"):
+                reports.append(report)  # type: ignore[arg-type]
+        if reports:
+            self.emit(reports)
+        if entry is not None and self.observes("memguard_refcount"):
             self.notify("memguard_refcount", audit=self.audit, ref=ref, op="release" if removed else "dec")
 
+    def _holder(self, key: InternedString | int | bytes, sid: int) -> tuple[_Entry | None, Report | None]:
+        """The live entry a release is for, or the ``strtab-over-release`` it is (lock held)."""
+        if type(key) is InternedString:
+            entry = key._entry
+            assert entry is not None
+            if entry.freed:
+                return None, self._over_release(entry, f"{_label(key.value)} at 0x{key.address:x}", sid,
+                                                "was removed from the table")
+            if key.token is not None and key.token in entry.dropped:
+                return None, self._over_release(entry, f"{_label(key.value)} at 0x{key.address:x}", sid,
+                                                "was already released through this handle", entry.dropped[key.token])
+            return entry, None
+        if type(key) is int:
+            found = self._by_address.get(key)
+            if found is None:
+                return None, self._unknown(self._gone.get(key), f"0x{key:x}", key, sid)
+            return found, None
+        assert isinstance(key, bytes)
+        found = self._entries.get(key)
+        if found is None:
+            gone = self._gone_values.get(key)
+            return None, self._unknown(gone, _label(key), gone.address if gone else 0, sid)
+        return found, None
     def _remove(self, entry: _Entry, sid: int) -> None:
         """Take an entry whose count reached zero out of the table and free its storage."""
-        data = entry.stored[:-1]
+        data = entry.data
         del self._entries[data]
+        if entry.text is not None:
+            del self._texts[entry.text]
         del self._by_address[entry.address]
         entry.freed = True
         entry.free_sid = sid
@@ -491,6 +516,7 @@ class StringTable(Checker):
                     if not self.heap.closed:
                         self._remove(entry, sid)
                 self._entries.clear()
+                self._texts.clear()
                 self._by_address.clear()
                 if not self.heap.closed:
                     self.emit(reports)
@@ -575,7 +601,8 @@ class RString(_Stored):
 
     def dup(self) -> RString:
         """Take a reference (``rstr_dup``); return this string."""
-        sid = self._stacks.capture(_getframe(1))
+        frame = _getframe(1)
+        sid = self._stacks.capture(frame)
         with self.hold_errors(), self._lock:
             if self._saturated:
                 return self
@@ -584,13 +611,14 @@ class RString(_Stored):
                 self.emit([self._finding("rstr-use-after-release", self.ref, self.address,
                                          "addition on 0; use-after-free", sid)])
                 return self
-            self.ref.inc()
+            self.ref.inc(frame=frame)
         self._refcount(self.ref, "inc")
         return self
 
     def release(self) -> None:
         """Drop a reference (``rstr_release``); the last one frees the storage."""
-        sid = self._stacks.capture(_getframe(1))
+        frame = _getframe(1)
+        sid = self._stacks.capture(frame)
         with self.hold_errors(), self._lock:
             if self._saturated:
                 return
@@ -598,7 +626,7 @@ class RString(_Stored):
                 self._saturated = True
                 self.emit([self._finding("rstr-underflow", self.ref, self.address, "underflow; use-after-free", sid)])
                 return
-            self.ref.dec()
+            self.ref.dec(frame=frame)
             released = self.ref.released
             if released:
                 _let_go(self._view)
@@ -706,12 +734,13 @@ class CowString(_Stored):
 
     def copy(self) -> CowString:
         """Share the buffer (``cow_string_copy``): a new handle, one more reference."""
-        sid = self._stacks.capture(_getframe(1))
+        frame = _getframe(1)
+        sid = self._stacks.capture(frame)
         buf = self._buffer
         with self.hold_errors(), buf.lock:
             self._live()
             self.emit(self._shared_write(sid))
-            token = buf.ref.inc()
+            token = buf.ref.inc(frame=frame)
             if buf.snapshot is None:
                 buf.snapshot = bytes(buf.view)
             other = CowString(b"", self.heap, self.name, _share=(buf, token))
@@ -724,7 +753,8 @@ class CowString(_Stored):
         The sole owner returns itself; a shared one returns a private copy of the bytes and
         this handle gives up its share (it is released).
         """
-        sid = self._stacks.capture(_getframe(1))
+        frame = _getframe(1)
+        sid = self._stacks.capture(frame)
         buf = self._buffer
         with self.hold_errors(), buf.lock:
             self._live()
@@ -733,7 +763,7 @@ class CowString(_Stored):
                 return self
             data = bytes(buf.view[: buf.length])
         private = CowString(data, self.heap, self.name)
-        self._drop(sid)
+        self._drop(sid, frame)
         return private
 
     def view(self) -> memoryview:
@@ -746,9 +776,10 @@ class CowString(_Stored):
 
     def release(self) -> None:
         """Drop this handle's reference (``cow_string_release``); the last one frees the buffer."""
-        self._drop(self._stacks.capture(_getframe(1)))
+        frame = _getframe(1)
+        self._drop(self._stacks.capture(frame), frame)
 
-    def _drop(self, sid: int) -> None:
+    def _drop(self, sid: int, frame: FrameType) -> None:
         buf = self._buffer
         with self.hold_errors(), buf.lock:
             if self._released_sid:
@@ -759,7 +790,7 @@ class CowString(_Stored):
             self.emit(self._shared_write(sid))
             self._released_sid = sid
             token = self._token if buf.ref.holds(self._token) else None
-            buf.ref.dec(token)
+            buf.ref.dec(token, frame=frame)
             released = buf.ref.released
             if buf.ref.count <= 1:
                 buf.snapshot = None
