@@ -53,6 +53,19 @@ def test_equal_strings_share_one_nul_terminated_copy(heap: GuardedHeap) -> None:
     assert t.close() == [] and heap.check() == [] and heap.reports == []
 
 
+def test_str_and_bytes_interned_in_any_order_are_one_entry_until_removed(heap: GuardedHeap) -> None:
+    t = StringTable(heap=heap)
+    a = t.intern(b"mix")
+    b = t.intern("mix")
+    t.release("mix")
+    t.release(a)
+    assert len(t) == 0 and "mix" not in t and b.refcount == 0
+    c = t.intern("mix")
+    assert c.refcount == 1 and t.lookup(b"mix") == c
+    t.release(c)
+    assert heap.reports == [] and t.close() == []
+
+
 @pytest.mark.parametrize("bad, error", [(3, TypeError), (None, TypeError), ("a\0b", ValueError), (b"\0", ValueError)])
 def test_bad_values_are_refused(heap: GuardedHeap, bad: Any, error: type) -> None:
     t = StringTable(heap=heap)

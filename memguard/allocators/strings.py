@@ -164,7 +164,7 @@ class InternedString:
     address: int
     value: bytes
     length: int
-    token: int | None = field(default=None, repr=False)
+    token: int | None = field(default=None, repr=False, compare=False)
     _entry: _Entry | None = field(default=None, repr=False, compare=False)
     _table: Any = field(default=None, repr=False, compare=False)
 
