@@ -98,6 +98,12 @@ _EXPORTS: dict[str, str] = {
     "BufPoolStats": "memguard.allocators.bufpool",
     "BufAllocation": "memguard.allocators.bufpool",
     "BufAllocationInfo": "memguard.allocators.bufpool",
+    "StringTable": "memguard.allocators.strings",
+    "InternedString": "memguard.allocators.strings",
+    "StringTableStats": "memguard.allocators.strings",
+    "RString": "memguard.allocators.strings",
+    "CowString": "memguard.allocators.strings",
+    "StringError": "memguard.errors",
     "RefAudit": "memguard.refaudit",
     "Ref": "memguard.refaudit",
     # C libraries on the guarded heap (memguard.clibs holds the adapters)
@@ -118,6 +124,7 @@ if TYPE_CHECKING:
     from memguard.allocators.mempool import MemPool, MemPoolStats, Region, all_leaks
     from memguard.allocators.buddy import BuddyAllocator, BuddyRegion, class_size, memory_class
     from memguard.allocators.objpool import ObjectPool, PoolStats
+    from memguard.allocators.strings import CowString, InternedString, RString, StringTable, StringTableStats
     from memguard.checker import Checker
     from memguard.clibs.common import CLibraryError
     from memguard.heap.c_allocator import CAllocator
@@ -143,6 +150,7 @@ if TYPE_CHECKING:
         PluginError,
         PoolError,
         RefcountError,
+        StringError,
         SuppressionsError,
     )
     from memguard.heap.guarded import GuardedHeap, InvalidAddressError

@@ -36,6 +36,7 @@ __all__ = [
     "InvalidMemoryClassError",
     "EmptyPoolError",
     "DefragmentationError",
+    "StringError",
 ]
 
 
@@ -82,6 +83,12 @@ class PoolError(MemguardError):
     Overflow between regions, use after return, double return, return of a foreign
     address, overlapping hand-outs (the ``pool-*`` report kinds).
     """
+
+
+class StringError(MemguardError):
+    """A misused native string: an interned one released too often, changed or leaked, a
+    copy-on-write buffer written while shared, a refcounted string released at zero
+    (the ``strtab-*``, ``cow-*`` and ``rstr-*`` report kinds)."""
 
 
 class PluginError(MemguardError):

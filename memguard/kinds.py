@@ -39,6 +39,7 @@ from memguard.errors import (
     PluginError,
     PoolError,
     RefcountError,
+    StringError,
 )
 
 if TYPE_CHECKING:
@@ -209,5 +210,24 @@ _declare(
 )
 _declare(RefcountError, ("refcount-leak", (), "references were still held at the end"), leak=True,
          labels=("", "released here:"))
+_declare(
+    StringError,
+    ("strtab-over-release", (), "an interned string was released more times than it was interned"),
+    labels=("interned here:", "released here:"),
+)
+_declare(StringError, ("strtab-leak", (), "interned strings were still referenced when their table closed"),
+         leak=True, labels=("", "released here:"))
+_declare(
+    StringError,
+    ("strtab-mutation", (), "the bytes of an interned (shared, immutable) string were changed"),
+    ("cow-shared-write", (), "a copy-on-write buffer was written while shared, without modify()"),
+    labels=("created here:", ""),
+)
+_declare(
+    StringError,
+    ("rstr-underflow", (), "a refcounted string was released more times than it was referenced"),
+    ("rstr-use-after-release", (), "a reference was taken to a refcounted string after its final release"),
+    labels=("created here:", "released here:"),
+)
 _declare(PluginError, ("plugin-error", (), "a plugin raised inside a hook"))
 _declare(CallbackError, ("callback-error", (), "an allocator callback called from C failed"))

@@ -28,6 +28,7 @@ from __future__ import annotations
 import sys
 import threading
 from collections import Counter
+from types import FrameType
 from typing import Any, Callable, Literal
 
 from memguard.checker import Checker
@@ -115,25 +116,32 @@ class Ref:
             counts[self.audit._stacks.get(sid)] += n
         return counts.most_common()
 
-    def inc(self) -> int:
+    def holds(self, token: int) -> bool:
+        """Whether the acquisition ``token`` (an :meth:`inc` token, or 0) is still outstanding."""
+        with self.audit._lock:
+            return token in self._acquires
+
+    def inc(self, *, frame: FrameType | None = None) -> int:
         """Take a reference (``refcount_inc``); return its token (0 when it was a finding).
 
         Pass the token to :meth:`dec` to release exactly this acquisition, so leak
         reports name the right stack (``ref_tracker``'s handles); without one, ``dec``
-        releases the most recent acquisition.
+        releases the most recent acquisition.  ``frame``: the frame the acquisition is
+        attributed to (default: the caller's; a wrapper passes its own caller's).
         """
-        return self.audit._inc(self, _getframe(1))
+        return self.audit._inc(self, frame or _getframe(1))
 
-    def dec(self, token: int | None = None) -> None:
+    def dec(self, token: int | None = None, *, frame: FrameType | None = None) -> None:
         """Drop a reference (``refcount_dec``); at zero the destructor runs with the target.
 
         :param token: the value an :meth:`inc` returned, or ``0`` for a reference taken by
             ``track(initial=...)``; ``None``: the most recent acquisition.  A token that is
             not outstanding raises ``ValueError``.
+        :param frame: the frame the release is attributed to (default: the caller's).
         """
         if token is not None and (type(token) is not int or token < 0):
             raise TypeError(f"token must be a token returned by inc(), got {token!r}")
-        self.audit._dec(self, _getframe(1), token)
+        self.audit._dec(self, frame or _getframe(1), token)
 
     def __repr__(self) -> str:
         state = "saturated" if self._saturated else ("released" if self.released else f"count={self._count}")

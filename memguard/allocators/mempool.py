@@ -433,11 +433,11 @@ class MemPool(Checker):
         with self._lock:
             chunk = self._chunks.get(start)
             if chunk is None:
-                raise InvalidAddressError(f"0x{start:x} is not the start of a chunk of pool {self.name!r}")
+                raise InvalidAddressError(f"0x{start:x} is not a chunk of pool {self.name!r} (not the start of one)")
             if not self._chunk_dead(chunk, sid, reports):
                 live = sum(1 for a in chunk.starts if self._regions[a].state == _LIVE)
                 if live:
-                    raise ValueError(f"the chunk 0x{start:x} of pool {self.name!r} still holds {live} live region(s)")
+                    raise ValueError(f"the chunk 0x{start:x} of pool {self.name!r} still holds live regions ({live})")
                 pos = chunk.start
                 for a in chunk.starts:
                     r = self._regions[a]
