@@ -31,6 +31,7 @@ __all__ = [
     "MapRow",
     "HeapMap",
     "DEFAULT_WIDTH",
+    "MAX_RECTS",
     "render_svg",
     "escape",
     "fragmentation_of",
@@ -51,6 +52,8 @@ STATE_COLOURS: Mapping[str, str] = {
 }
 #: Pixels across a row of a map.
 DEFAULT_WIDTH = 1000
+#: About the most rectangles a map draws: with many rows, runs are made wider than a pixel.
+MAX_RECTS = 20_000
 _BAR = 18
 _ROW = 40
 _TOP = 64
@@ -154,13 +157,17 @@ class HeapMap:
     def aggregated(self, width: int = DEFAULT_WIDTH, site: Callable[[MapBlock], str] | None = None) -> HeapMap:
         """This map with blocks narrower than a pixel (at ``width`` pixels a row) merged into runs.
 
+        A map of many rows merges blocks narrower than ``rows * width /`` :data:`MAX_RECTS`
+        pixels instead, so that it draws about :data:`MAX_RECTS` rectangles at most.
+
         ``site(block)`` is asked for the allocation site of each block that stays a
         rectangle of its own and has none (so a million-block map asks at most once a pixel).
         """
         if width < 1:
             raise ValueError(f"width must be >= 1, got {width}")
+        min_px = max(1.0, len(self.rows) * width / MAX_RECTS)
         rows = tuple(
-            MapRow(r.label, r.address, r.size, tuple(_aggregate(r, width / r.size if r.size else 0.0, site)))
+            MapRow(r.label, r.address, r.size, tuple(_aggregate(r, width / r.size if r.size else 0.0, site, min_px)))
             for r in self.rows
         )
         return HeapMap(self.title, rows, self.fragmentation, self.notes)
@@ -269,8 +276,8 @@ def _parse_mix(mix: str) -> list[tuple[str, int, int]]:
     return out
 
 
-def _aggregate(row: MapRow, scale: float, site: Callable[[MapBlock], str] | None) -> list[MapBlock]:
-    """The blocks of ``row`` at ``scale`` pixels a byte: runs for sub-pixel blocks, merged by state."""
+def _aggregate(row: MapRow, scale: float, site: Callable[[MapBlock], str] | None, min_px: float = 1.0) -> list[MapBlock]:
+    """The blocks of ``row`` at ``scale`` pixels a byte: runs of blocks narrower than ``min_px``, merged by state."""
     out: list[MapBlock] = []
     run: list[MapBlock] = []
 
@@ -297,7 +304,7 @@ def _aggregate(row: MapRow, scale: float, site: Callable[[MapBlock], str] | None
         if out:
             prev = out[-1]
             # Neighbouring runs (or a run and a sub-pixel block) of one state: one rectangle.
-            if (prev.count > 1 or prev.size * scale < 1) and (b.count > 1 or b.size * scale < 1) \
+            if (prev.count > 1 or prev.size * scale < min_px) and (b.count > 1 or b.size * scale < min_px) \
                     and prev.state == b.state and "," not in prev.mix and "," not in b.mix:
                 n = prev.count + b.count
                 nb = (prev.size if prev.count == 1 else _mix_bytes(prev)) + (b.size if b.count == 1 else _mix_bytes(b))
@@ -307,12 +314,12 @@ def _aggregate(row: MapRow, scale: float, site: Callable[[MapBlock], str] | None
         out.append(b)
 
     for b in row.blocks:
-        if b.size * scale >= 1:
+        if b.size * scale >= min_px:
             flush()
             emit(b)
             continue
         run.append(b)
-        if (b.offset + b.size - run[0].offset) * scale >= 1:
+        if (b.offset + b.size - run[0].offset) * scale >= min_px:
             flush()
     flush()
     return out

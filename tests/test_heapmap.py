@@ -294,3 +294,30 @@ def test_pytest_memguard_html(pytester: pytest.Pytester) -> None:
 def test_html_module_is_shipped_and_extra_lists_html5lib() -> None:
     text = (ROOT / "pyproject.toml").read_text()
     assert "html5lib" in text and "selenium" in text
+
+
+def test_defrag_example_writes_the_page(tmp_path: Path) -> None:
+    r = subprocess.run([sys.executable, str(ROOT / "examples" / "defrag_heapmap.py"), str(tmp_path)],
+                       capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "moved" in r.stdout and "fragmentation" in r.stdout
+    doc = parse_html((tmp_path / "defrag.html").read_text())
+    assert len(list(doc.iter(f"{SVG}svg"))) == 2 and "byte(s) moved" in texts(doc)
+    ET.parse(tmp_path / "blocks.svg")
+    dump = json.loads((tmp_path / "blocks.json").read_text())
+    assert HeapMap.from_dump(dump).rows
+
+
+def test_heapmap_benchmark_quick_run() -> None:
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_heapmap.py"), "--quick", "--json"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    rows = json.loads(r.stdout)
+    assert [row["blocks"] for row in rows if row["case"] == "guarded heap"] == [10_000, 100_000]
+    assert all(row["svg_bytes"] < 4 << 20 and row["html_bytes"] < 4 << 20 for row in rows)
+
+
+def test_ci_installs_chromium_and_sets_ci() -> None:
+    text = (ROOT / ".ci" / "run").read_text()
+    assert "export CI=true" in text and "command -v chromium" in text
+    assert "apt-get install -y -qq chromium chromium-driver" in text
