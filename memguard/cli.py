@@ -96,6 +96,7 @@ examples:
   {_PROG} run -o log_path=/tmp/mg -o report_format=json app.py
   {_PROG} report /tmp/mg.12345
   {_PROG} report --format json /tmp/mg.12345 > normalized.json
+  {_PROG} report --format html -o report.html /tmp/mg.12345
 """
 
 
@@ -167,9 +168,12 @@ def _parsers() -> tuple[_Parser, _Parser, _Parser]:
     )
     report.add_argument("file", help="the JSON report (log_path=PREFIX writes PREFIX.<pid>)")
     report.add_argument(
-        "--format", choices=("text", "json"), default="text",
-        help="text: LeakSanitizer-style report for a person (default); json: the normalized document",
+        "--format", choices=("text", "json", "html"), default="text",
+        help="text: LeakSanitizer-style report for a person (default); json: the normalized document; "
+             "html: a self-contained page (needs -o)",
     )
+    report.add_argument("-o", "--output", metavar="PATH", default=None,
+                        help="write to PATH (a new 0600 file, renamed into place) instead of standard output")
     return main, run, report
 
 
@@ -316,16 +320,31 @@ def _cmd_report(argv: Sequence[str]) -> int:
     except MemguardError as exc:
         sys.stderr.write(f"{_PROG} report: {exc}\n")
         return USAGE_ERROR
+    if args.format == "html" and args.output is None:
+        sys.stderr.write(f"{_PROG} report: --format html writes a file: give it with -o report.html\n")
+        return USAGE_ERROR
     if args.format == "json":
-        sys.stdout.write(exitreport.render_json(result))
+        text = exitreport.render_json(result)
+    elif args.format == "html":
+        from memguard.reporting.html import render_html  # noqa: PLC0415 (only this format needs it)
+
+        text = render_html(result)
     else:
         program = " ".join(result.argv) or "?"
         status = "?" if result.program_status is None else str(result.program_status)
-        sys.stdout.write(
+        text = (
             f"memguard exit report: pid {result.pid}, program {program!r} (exit status {status}), "
             f"{result.created}, memguard {result.memguard_version}, Python {result.python_version}\n\n"
+            + exitreport.render_text(result, verbose=True)
         )
-        sys.stdout.write(exitreport.render_text(result, verbose=True))
+    if args.output is not None:
+        try:
+            exitreport.write_atomic(args.output, text)
+        except OSError as exc:
+            sys.stderr.write(f"{_PROG} report: cannot write {args.output!r}: {exc.strerror or exc}\n")
+            return 1
+        return 0
+    sys.stdout.write(text)
     sys.stdout.flush()
     return 0
 

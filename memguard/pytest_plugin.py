@@ -44,11 +44,11 @@ ENV_VAR = "MEMGUARD_OPTIONS"
 #: The ``dest`` of every command-line option, and every ini key, of the memguard group.
 _OPTION_DESTS = (
     "memguard", "memguard_leaks", "memguard_options", "memguard_suppressions", "memguard_report",
-    "memguard_disable_plugin", "memguard_full_stacks", "memguard_top", "memguard_fail_on_increase",
+    "memguard_disable_plugin", "memguard_full_stacks", "memguard_top", "memguard_fail_on_increase", "memguard_html",
 )
 _INI_KEYS = (
     "memguard", "memguard_leaks", "memguard_options", "memguard_suppressions", "memguard_report",
-    "memguard_max_peak", "memguard_max_allocations",
+    "memguard_max_peak", "memguard_max_allocations", "memguard_html",
 )
 
 
@@ -72,6 +72,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="suppressions file (leak:<pattern> ...) (ini: memguard_suppressions)")
     group.addoption("--memguard-report", default=None, dest="memguard_report", metavar="PATH",
                     help="write a JSON report for the whole run to PATH (ini: memguard_report)")
+    group.addoption("--memguard-html", default=None, dest="memguard_html", metavar="PATH",
+                    help="write a self-contained HTML report for the whole run to PATH (ini: memguard_html)")
     group.addoption("--memguard-disable-plugin", action="append", default=None, dest="memguard_disable_plugin",
                     metavar="NAME",
                     help="do not load the memguard entry-point plugin NAME onto the process-wide heap "
@@ -90,6 +92,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini("memguard_suppressions", "suppressions file (like --memguard-suppressions)", type="string",
                   default=None)
     parser.addini("memguard_report", "JSON report path (like --memguard-report)", type="string", default=None)
+    parser.addini("memguard_html", "HTML report path (like --memguard-html)", type="string", default=None)
     parser.addini("memguard_max_peak", "peak live bytes each checked test may reach, e.g. 24 MiB "
                   "(the memguard marker's max_peak overrides it)", type="string", default=None)
     parser.addini("memguard_max_allocations", "allocations each checked test may make "
@@ -144,6 +147,7 @@ class Settings:
     :ivar max_allocations: the default allocation limit of a checked test.
     :ivar top: ``--memguard-top``: how many of the most allocating tests to list.
     :ivar fail_on_increase: absolute path of the saved report to compare with, or ``None``.
+    :ivar html: absolute path of the HTML report, or ``None``.
     """
 
     enabled: bool
@@ -157,6 +161,7 @@ class Settings:
     max_allocations: int | None = None
     top: int = 0
     fail_on_increase: str | None = None
+    html: str | None = None
 
     def describe(self) -> str:
         """The one-line configuration for the report header."""

@@ -25,7 +25,7 @@ from memguard.reporting import verdicts as _v
 if TYPE_CHECKING:
     from memguard.pytest_session import Run
 
-__all__ = ["REPORT_SCHEMA_VERSION", "report_document", "terminal_summary", "unasked_heap_hint", "write_report"]
+__all__ = ["REPORT_SCHEMA_VERSION", "report_document", "terminal_summary", "unasked_heap_hint", "write_html", "write_report"]
 
 
 def _versions() -> dict[str, str]:
@@ -86,6 +86,19 @@ def write_report(run: Run) -> None:
         sys.stderr.write(f"memguard: --memguard-report: cannot write {path!r}: {exc}\n")
 
 
+def write_html(run: Run) -> None:
+    """Write the HTML report to ``--memguard-html``'s path (a message on stderr if it cannot)."""
+    from memguard.reporting.files import write_report_file
+    from memguard.reporting.html import render_pytest_html
+
+    path = run.settings.html or ""
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        write_report_file(path, render_pytest_html(json.loads(json.dumps(report_document(run), default=str))))
+    except OSError as exc:
+        sys.stderr.write(f"memguard: --memguard-html: cannot write {path!r}: {exc}\n")
+
+
 def terminal_summary(terminalreporter: Any, config: pytest.Config, run: Run) -> None:
     """The ``memguard`` section: tests checked, findings by kind, the top leaking sites."""
     if not (run.records or run.settings.enabled):
@@ -110,6 +123,8 @@ def terminal_summary(terminalreporter: Any, config: pytest.Config, run: Run) -> 
             tr.write_line(line)
     if run.settings.report:
         tr.write_line(f"JSON report: {run.settings.report}")
+    if run.settings.html:
+        tr.write_line(f"HTML report: {run.settings.html}")
 
 
 def unasked_heap_hint(process: Any) -> str:

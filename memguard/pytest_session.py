@@ -140,6 +140,7 @@ def resolve_settings(config: pytest.Config, environ: Mapping[str, str] = os.envi
     if suppressions is None and merged.get("suppressions"):
         suppressions, suppressions_source = merged["suppressions"], "suppressions= (memguard options)"
     report, _ = _choose_path(config, "memguard_report", "memguard_report", "--memguard-report")
+    html, _ = _choose_path(config, "memguard_html", "memguard_html", "--memguard-html")
     increase = config.getoption("memguard_fail_on_increase")
     limits = parse_limits(
         {key: ini_value(config, f"memguard_{key}") for key in LIMIT_KEYS},
@@ -153,6 +154,7 @@ def resolve_settings(config: pytest.Config, environ: Mapping[str, str] = os.envi
         max_allocations=limits.max_allocations,
         top=top,
         fail_on_increase=_path(increase, here) if increase else None,
+        html=html,
     )
 
 
@@ -857,6 +859,10 @@ def session_finish(session: pytest.Session, run: Run) -> None:
         from memguard.pytest_report import write_report
 
         write_report(run)
+    if run.settings.html:
+        from memguard.pytest_report import write_html
+
+        write_html(run)
 
 
 def collect_worker(run: Run, data: str) -> None:

@@ -26,7 +26,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
                     "memguard.arguments")),
     ("native", ("memguard.native", "memguard.native.*")),
     ("records", ("memguard.stacks", "memguard.report", "memguard.leaks", "memguard.findings",
-                 "memguard.heap.layout")),
+                 "memguard.heap.layout", "memguard.heapmaps")),
     ("extension boundary", ("memguard.hookspecs", "memguard.seams", "memguard.plugin_manager")),
     ("checker contract", ("memguard.checker",)),
     ("heap", ("memguard.heap", "memguard.heap.*")),

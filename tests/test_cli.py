@@ -213,7 +213,7 @@ def test_json_log_file_and_report_command_round_trip(tmp_path: Path) -> None:
     assert len(files) == 1 and not files[0].endswith(".tmp")  # atomic: no temporary file left
     path = tmp_path / files[0]
     doc = json.loads(path.read_text())
-    assert doc["schema_version"] == 1 and doc["program_status"] == 2 and doc["leak_summary"]["total_bytes"] == 24
+    assert doc["schema_version"] == 2 and doc["program_status"] == 2 and doc["leak_summary"]["total_bytes"] == 24
     assert doc["argv"][0].endswith("prog.py") and files[0] == f"mg.{doc['pid']}"
 
     text = subprocess.run([sys.executable, "-m", "memguard", "report", str(path)], capture_output=True, text=True, env=env(), timeout=60)

@@ -133,7 +133,7 @@ def test_json_schema_round_trip(heap: memguard.GuardedHeap) -> None:
         heap, Options(only=("leak_*", "overflow")), Suppressions.parse("leak:leak_big\n"), program_status=3, argv=["prog", "x"]
     )
     doc = json.loads(render_json(result))
-    assert doc["schema"] == "memguard.exit-report" and doc["schema_version"] == 1
+    assert doc["schema"] == "memguard.exit-report" and doc["schema_version"] == 2
     assert doc["memguard_version"] == memguard.__version__ and doc["python_version"].count(".") == 2
     assert doc["argv"] == ["prog", "x"] and doc["program_status"] == 3 and doc["found"] is True
     assert doc["options"]["only"] == ["leak_*", "overflow"] and doc["options"]["exitcode"] == 23

@@ -47,7 +47,7 @@ def test_parse_shapes() -> None:
         ("canary=random", "canary", "keyed or fixed"),
         ("leak_check=maybe", "leak_check", "0 or 1"),
         ("exitcode=256", "exitcode", "from 0 to 255"),
-        ("report_format=xml", "report_format", "text or json"),
+        ("report_format=xml", "report_format", "text, json or html"),
     ],
 )
 def test_bad_value_names_key_and_allowed_values(text: str, key: str, fragment: str) -> None:

@@ -26,13 +26,14 @@ import bisect
 import sys
 import threading
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Container
 
 from memguard.allocators.mempool import MemPool
 from memguard.arguments import int_arg
 from memguard.checker import Checker
 from memguard.errors import HeapClosedError
 from memguard.heap.guarded import GuardedHeap, InvalidAddressError
+from memguard.heapmaps import DEFAULT_WIDTH, HeapMap, MapBlock, MapRow, render_svg, site_text
 from memguard.kinds import error_for
 from memguard.report import Report
 
@@ -497,6 +498,74 @@ class BlockAllocator(Checker):
                 allocation_bytes=self._bytes, free_ranges=sum(len(p.free) for p in self._pages),
                 largest_free=largest, fragmentation=1 - largest / free if free else 0.0,
             )
+
+    def layout_map(self, leaked: Container[int] = (), width: int | None = None, title: str = "") -> HeapMap:
+        """The allocator as a :class:`~memguard.heapmaps.HeapMap`: a row per page, its allocations and free ranges.
+
+        Fragmentation is :meth:`stats`' (``1 - largest free range / free bytes``); margins
+        are drawn as unused.  Allocations whose address is in ``leaked`` are drawn as
+        leaked; ``width`` merges sub-pixel blocks as :meth:`HeapMap.aggregated` does.
+        """
+        with self._lock:
+            rows = []
+            for p in self._pages:
+                items = [MapBlock(off, size, "free") for off, size in p.free.items()]
+                for off, a in p.allocs.items():
+                    address = p.address + off
+                    site = site_text(a.alloc_stack) if width is None else ""
+                    items.append(MapBlock(off, a.size, "leaked" if address in leaked else "live", a.serial, site,
+                                          address=address))
+                items.sort()
+                rows.append(MapRow(f"page {p.index}", p.address, p.size, tuple(items)))
+            frag = self.stats().fragmentation
+        m = HeapMap(title or f"block allocator {self.name!r}", tuple(rows), frag)
+        return m if width is None else m.aggregated(width, self._site_of)
+
+    def heapmap(self, width: int = DEFAULT_WIDTH) -> str:
+        """The allocator's heap map as SVG text (see :meth:`layout_map`)."""
+        return render_svg(self.layout_map(), width)
+
+    def _site_of(self, b: MapBlock) -> str:
+        if b.state == "free" or not b.address:
+            return ""
+        try:
+            return site_text(self.mempool.region(b.address).alloc_stack)
+        except (InvalidAddressError, ValueError):
+            return ""
+
+    def dump_stats(self) -> dict[str, Any]:
+        """A JSON-ready dump in the shape of VMA's ``vmaBuildStatsString``: totals, then each page.
+
+        ``{"Total": {...}, "Pages": [{"Index", "Address", "Size", "UsedBytes", "UnusedBytes",
+        "Fragmentation", "Suballocations": [{"Offset", "Size", "Type", "Serial", "Site"}],
+        "FreeRanges": [{"Offset", "Size"}]}]}``: ``Type`` is ``"ALLOCATION"`` (VMA's
+        ``"FREE"`` ranges are listed apart).  :func:`memguard.heapmaps.HeapMap`'s
+        :meth:`from_dump` draws a map from it.
+        """
+        with self._lock:
+            s = self.stats()
+            pages = []
+            for p in self._pages:
+                pages.append({
+                    "Index": p.index, "Address": p.address, "Size": p.size,
+                    "UsedBytes": p.size - p.free_bytes, "UnusedBytes": p.free_bytes,
+                    "Fragmentation": round(1 - p.largest() / p.free_bytes, 6) if p.free_bytes else 0.0,
+                    "Suballocations": [
+                        {"Offset": off, "Size": a.size, "Type": "ALLOCATION", "Serial": a.serial,
+                         "Site": site_text(a.alloc_stack)}
+                        for off, a in sorted(p.allocs.items())
+                    ],
+                    "FreeRanges": [{"Offset": off, "Size": size} for off, size in sorted(p.free.items())],
+                })
+        return {
+            "Name": self.name,
+            "Total": {
+                "BlockCount": s.pages, "BlockBytes": s.page_bytes, "AllocationCount": s.allocations,
+                "AllocationBytes": s.allocation_bytes, "UnusedRangeCount": s.free_ranges,
+                "UnusedRangeSizeMax": s.largest_free, "Fragmentation": round(s.fragmentation, 6),
+            },
+            "Pages": pages,
+        }
 
     # ------------------------------------------------------------------ defragmentation
     def defragmenter(self, algorithm: str = "full", max_bytes_per_pass: int = 0,

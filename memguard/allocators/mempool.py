@@ -44,12 +44,13 @@ import sys
 import threading
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any, Container, Iterator
 
 from memguard.checker import Checker
 from memguard.errors import MemguardError
 from memguard.findings import bad_span, memory_window, thread_label
 from memguard.heap.layout import BlockInfo
+from memguard.heapmaps import DEFAULT_WIDTH, HeapMap, MapBlock, MapRow, fragmentation_of, render_svg, site_text
 from memguard.heap.guarded import GuardedHeap, InvalidAddressError
 from memguard.leaks import BlockRecord, LeakGroup, group_records
 from memguard.report import Report
@@ -696,6 +697,42 @@ class MemPool(Checker):
 
     def __iter__(self) -> Iterator[Region]:
         return iter(self.regions())
+
+    def layout_map(self, leaked: Container[int] = (), width: int | None = None) -> HeapMap:
+        """The pool as a :class:`~memguard.heapmaps.HeapMap`: a row per chunk, its live and quarantined regions.
+
+        Bytes no region covers (free space, redzones, the pool's own gaps) are drawn as
+        unused; fragmentation is that of those gaps (the pool's own free lists are not
+        known to memguard).  Live regions whose address is in ``leaked`` are drawn as
+        leaked; ``width`` merges sub-pixel regions as :meth:`HeapMap.aggregated` does.
+        """
+        with self._lock:
+            rows = []
+            gaps: list[int] = []
+            for start in self._chunk_starts:
+                c = self._chunks[start]
+                blocks = []
+                at = c.start
+                for a in c.starts:
+                    r = self._regions[a]
+                    gaps.append(r.address - at)
+                    at = r.end
+                    state = "quarantined" if r.state == _QUARANTINED else ("leaked" if r.address in leaked else "live")
+                    site = site_text(self._stacks.get(r.asid)) if width is None else ""
+                    blocks.append(MapBlock(r.address - c.start, r.size, state, r.serial, site, address=r.address))
+                gaps.append(c.end - at)
+                rows.append(MapRow(f"chunk {len(rows)}", c.start, c.end - c.start, tuple(blocks)))
+        m = HeapMap(f"pool {self.name!r}", tuple(rows), fragmentation_of(gaps))
+        return m if width is None else m.aggregated(width, self._site_of)
+
+    def heapmap(self, width: int = DEFAULT_WIDTH) -> str:
+        """The pool's heap map as SVG text (see :meth:`layout_map`)."""
+        return render_svg(self.layout_map(), width)
+
+    def _site_of(self, b: MapBlock) -> str:
+        with self._lock:
+            r = self._regions.get(b.address)
+            return site_text(self._stacks.get(r.asid)) if r is not None else ""
 
     def stats(self) -> MemPoolStats:
         """Counters of the pool."""

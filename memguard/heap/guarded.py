@@ -37,7 +37,7 @@ import os
 import sys
 from collections import deque
 from types import FrameType
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Literal
+from typing import TYPE_CHECKING, Any, Callable, Container, Iterator, Literal
 
 from memguard import native
 from memguard.arguments import int_arg
@@ -75,12 +75,13 @@ from memguard.heap.layout import (
     round16,
 )
 from memguard.findings import thread_label
+from memguard.heapmaps import DEFAULT_WIDTH, HeapMap, MapBlock, render_svg, site_text
 from memguard.kinds import error_for
 from memguard.seams import Seams
 from memguard.heap import fork
 from memguard.heap.mutex import Mutex
 from memguard.heap.verify import BlockVerifier
-from memguard.heap.walk import LargeCopy, WalkSnapshot, copy_arena, iter_regions
+from memguard.heap.walk import LargeCopy, WalkSnapshot, copy_arena, heap_map, iter_regions
 from memguard.leaks import BlockRecord, LeakGroup, Snapshot, group_records
 from memguard.report import Report
 from memguard.stacks import StackTable
@@ -763,6 +764,28 @@ class GuardedHeap(BlockVerifier, Checker):
             ]
             snap = WalkSnapshot(arenas, large, list(self._quarantine), self._seal_key, uoff, self.redzone)
         return iter_regions(snap)
+
+    def layout_map(self, leaked: Container[int] = (), width: int | None = None) -> HeapMap:
+        """The heap as a :class:`~memguard.heapmaps.HeapMap` (from one :meth:`walk`).
+
+        A row per arena size class and one for the large blocks; live blocks whose address
+        is in ``leaked`` are drawn as leaked.  With ``width``, blocks narrower than a pixel
+        at that width are merged into runs and the blocks left on their own carry their
+        allocation site.
+        """
+        m = heap_map(self.walk(), self._uoff, f"guarded heap {self.name!r}", leaked)
+        return m if width is None else m.aggregated(width, self._site_of)
+
+    def heapmap(self, width: int = DEFAULT_WIDTH) -> str:
+        """The heap map as SVG text (see :mod:`memguard.heapmaps` and ``docs/heapmap.md``)."""
+        return render_svg(self.layout_map(), width, site=self._site_of)
+
+    def _site_of(self, b: MapBlock) -> str:
+        try:
+            stack = self.block(b.address).alloc_stack
+        except (InvalidAddressError, HeapClosedError, ValueError):
+            return ""
+        return site_text(stack)
 
     def check(self, since: Snapshot | None = None) -> list[Report]:
         """Verify every live block's redzones and every freed block's poison.

@@ -9,7 +9,9 @@ caller's code never runs under the lock and never sees a heap half changed.
 
 from __future__ import annotations
 
-from typing import Iterator, NamedTuple
+from typing import Container, Iterable, Iterator, NamedTuple
+
+from memguard.heapmaps import HeapMap, MapBlock, MapRow, fragmentation_of
 
 from memguard.heap.layout import (
     ARENA_SIZE,
@@ -26,7 +28,7 @@ from memguard.heap.layout import (
     header_seal,
 )
 
-__all__ = ["ArenaCopy", "LargeCopy", "WalkSnapshot", "copy_arena", "iter_regions"]
+__all__ = ["ArenaCopy", "LargeCopy", "WalkSnapshot", "copy_arena", "iter_regions", "heap_map"]
 
 _CORRUPT: SlotState = "corrupt"
 
@@ -118,3 +120,66 @@ def iter_regions(snap: WalkSnapshot) -> Iterator[HeapRegion]:
             else:
                 slot = HeapSlot(p, 0, _CORRUPT, 0)
             yield HeapRegion("large", region.address, region.total, region.total, (slot,))
+
+
+def heap_map(regions: Iterable[HeapRegion], uoff: int, title: str, leaked: Container[int] = ()) -> HeapMap:
+    """The :class:`~memguard.heapmaps.HeapMap` of a walk: a row per arena size class, one for large blocks.
+
+    The arenas of a size class are laid end to end in address order (each slot drawn over
+    its user bytes, at its place in its arena); the large blocks likewise.  A live block
+    whose address is in ``leaked`` is drawn ``"leaked"``.  Fragmentation counts, per
+    arena, the runs of free slots and of space never handed out (a large block is never
+    free space).
+    """
+    classes: dict[int, list[HeapRegion]] = {}
+    large: list[HeapRegion] = []
+    for region in regions:
+        if region.kind == "arena":
+            classes.setdefault(region.slot_size, []).append(region)
+        else:
+            large.append(region)
+    rows: list[MapRow] = []
+    free_runs: list[int] = []
+    for stride in sorted(classes):
+        arenas = classes[stride]
+        blocks: list[MapBlock] = []
+        add = blocks.append
+        base_off = 0
+        for region in arenas:
+            base = region.address
+            run = 0
+            end = 0
+            for p, n, state, serial in region.slots:
+                start = p - uoff - base
+                end = start + stride
+                if state == "free":
+                    run += stride
+                else:
+                    if run:
+                        free_runs.append(run)
+                        run = 0
+                if state == "corrupt":
+                    add(MapBlock(base_off + start, stride, "corrupt", address=p))
+                elif state == "live" and p in leaked:
+                    add(MapBlock(base_off + p - base, n or 1, "leaked", serial, address=p))
+                else:
+                    add(MapBlock(base_off + p - base, n or 1, state, serial, address=p))
+            run += region.size - end
+            if run:
+                free_runs.append(run)
+            base_off += region.size
+        label = f"arenas of {stride}-byte slots ({len(arenas)} arena(s))"
+        rows.append(MapRow(label, arenas[0].address if len(arenas) == 1 else 0, base_off, tuple(blocks)))
+    if large:
+        blocks = []
+        off = 0
+        for region in large:
+            for p, n, state, serial in region.slots:
+                if state == "corrupt":
+                    blocks.append(MapBlock(off, region.size, "corrupt", address=p))
+                else:
+                    blocks.append(MapBlock(off + p - region.address, n or 1,
+                                           "leaked" if state == "live" and p in leaked else state, serial, address=p))
+            off += region.size
+        rows.append(MapRow(f"large blocks ({len(large)})", large[0].address if len(large) == 1 else 0, off, tuple(blocks)))
+    return HeapMap(title, tuple(rows), fragmentation_of(free_runs))

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from typing import IO, Any, Iterable, Mapping, Sequence
 
 from memguard.errors import MemguardError
+from memguard.heapmaps import DEFAULT_WIDTH, HeapMap
 from memguard.leaks import LeakGroup, format_leaks, leaks_to_dict
 from memguard.options import Options
 from memguard.report import Report
@@ -66,12 +67,16 @@ __all__ = [
     "install_sigterm_handler",
     "restore_sigterm_handler",
     "ReportFileError",
+    "MAX_HEAP_MAPS",
+    "heap_maps",
 ]
 
 #: The ``schema`` field of the JSON document.
 SCHEMA = "memguard.exit-report"
-#: The ``schema_version`` this memguard writes (and the newest it reads).
-SCHEMA_VERSION = 1
+#: The ``schema_version`` this memguard writes (and the newest it reads); 2 added ``heap_maps``.
+SCHEMA_VERSION = 2
+#: Most heap maps an exit report carries (the heap's, then its registered allocators').
+MAX_HEAP_MAPS = 16
 
 
 
@@ -153,6 +158,9 @@ class ExitReport:
     :ivar memguard_version: the memguard that built it.
     :ivar python_version: the Python that ran the program.
     :ivar heap_closed: the heap had been closed: no final check and no leak list.
+    :ivar heap_maps: the layout of the heap and of its registered allocators at exit,
+        sub-pixel blocks merged (:class:`~memguard.heapmaps.HeapMap`), leaked blocks drawn
+        as leaked; made for ``report_format=json`` and ``html`` only.
     """
 
     reports: tuple[Report, ...] = ()
@@ -170,6 +178,7 @@ class ExitReport:
     memguard_version: str = ""
     python_version: str = ""
     heap_closed: bool = False
+    heap_maps: tuple[HeapMap, ...] = ()
 
     @property
     def found(self) -> bool:
@@ -222,6 +231,7 @@ class ExitReport:
                 "reports": [r.to_dict() for r in self.out_of_scope_reports],
                 "leaks": [g.to_dict() for g in self.out_of_scope_leaks],
             },
+            "heap_maps": [m.to_dict() for m in self.heap_maps],
         }
 
     @classmethod
@@ -375,6 +385,12 @@ def _exit_report(cls: type[ExitReport], data: Mapping[str, Any]) -> ExitReport:
     argv = _list(data, "argv", top)
     for i, a in enumerate(argv):
         _expect(a, isinstance(a, str), f"{top}.argv[{i}]", "a string")
+    maps = []
+    for at, m in _items(data, "heap_maps", top)[:MAX_HEAP_MAPS]:
+        try:
+            maps.append(HeapMap.from_dict(m, at))
+        except ValueError as exc:
+            raise _BadField(str(exc)) from None
     return cls(
         reports=tuple(_report(r, at) for at, r in _items(data, "reports", top)),
         leaks=tuple(_leak(g, at) for at, g in _items(data, "leaks", top)),
@@ -391,6 +407,7 @@ def _exit_report(cls: type[ExitReport], data: Mapping[str, Any]) -> ExitReport:
         memguard_version=_str(data, "memguard_version", top),
         python_version=_str(data, "python_version", top),
         heap_closed=_bool(data, "heap_closed", top),
+        heap_maps=tuple(maps),
     )
 
 
@@ -495,6 +512,9 @@ def build_report(
     leaks, oos_leaks = only.apply(leaks)
     reports, sup_reports = suppressions.apply(reports)
     leaks, sup_leaks = suppressions.apply(leaks)
+    maps: tuple[HeapMap, ...] = ()
+    if not closed and options.report_format in ("json", "html"):
+        maps = heap_maps(heap, {a for g in leaks for a in g.addresses})
     return ExitReport(
         reports=tuple(reports),
         leaks=tuple(leaks),
@@ -511,7 +531,29 @@ def build_report(
         memguard_version=_version(),
         python_version=platform.python_version(),
         heap_closed=closed,
+        heap_maps=maps,
     )
+
+
+def heap_maps(heap: Any, leaked: set[int], width: int = DEFAULT_WIDTH) -> tuple[HeapMap, ...]:
+    """The maps of ``heap`` and of the allocators registered with it that draw one (``layout_map``).
+
+    A pool that belongs to an allocator with a map of its own is left out (the allocator's
+    map shows it).  A map that cannot be made is left out: the report is still written.
+    """
+    owners = [heap] + [c for c in heap.registered() if hasattr(c, "layout_map")]
+    drawn = {id(c) for c in owners}
+    maps: list[HeapMap] = []
+    for obj in owners:
+        if id(getattr(obj, "owner", None)) in drawn:
+            continue
+        try:
+            maps.append(obj.layout_map(leaked=leaked, width=width))
+        except Exception:  # noqa: BLE001 - a map is a picture: the report goes on without it
+            continue
+        if len(maps) == MAX_HEAP_MAPS:
+            break
+    return tuple(maps)
 
 
 # ---------------------------------------------------------------------------- rendering
@@ -598,7 +640,8 @@ def emit(result: ExitReport) -> str | None:
     """Write ``result`` where its options say; return the file written (``None`` for a stream).
 
     A text report with nothing to say is not written.  A JSON report going to a file is
-    always written (a clean run is data too).  If the file cannot be written, the report
+    always written (a clean run is data too), and so is an HTML one (``PREFIX.<pid>.html``);
+    with no file to go to (``log_path`` unset), ``report_format=html`` prints the text report.  If the file cannot be written, the report
     goes to stderr with a note.
     """
     options = result.options
@@ -608,6 +651,11 @@ def emit(result: ExitReport) -> str | None:
         text = render_json(result)
         if target is None and not human:
             return None
+    elif options.report_format == "html" and target is not None:
+        from memguard.reporting.html import render_html  # noqa: PLC0415 (the page is rarely asked for)
+
+        target += ".html"
+        text = render_html(result)
     else:
         text = human
         if not text:
