@@ -277,6 +277,18 @@ def test_ops_ignore_destroy_copy_and_page_release() -> None:
     close(blocks)
 
 
+def test_an_empty_page_goes_back_at_the_end_of_a_pass_even_if_no_move_emptied_it() -> None:
+    """As VMA ends a pass: every empty page behind the immovable ones is released, not only
+    the pages the pass emptied (page 2 was emptied by the program before defragmenting)."""
+    blocks, n = build([(200, [(1, 100)]), (200, [(2, 50)]), (200, [("_", 200)])])
+    assert [p.used for p in blocks.pages()] == [100, 50, 0]
+    stats = blocks.defragment("full")
+    assert [p.size for p in blocks.pages()] == [200]  # #2 joined #1 on page 0; pages 1 and 2 are gone
+    assert stats.pages_freed == 2 and stats.bytes_freed == 400 and stats.allocations_moved == 1
+    assert n[2].page == 0 and bytes(n[2].view()) == bytes([hash(2) & 0xFF]) * 50
+    close(blocks)
+
+
 def test_copy_preserves_the_bytes_and_the_allocation_stack() -> None:
     blocks, n = build([(300, [("_", 200), (1, 100)])])
     n[1].view()[:] = bytes(range(100))

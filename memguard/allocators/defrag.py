@@ -31,7 +31,8 @@ and reaching either maximum ends it.
 :class:`~memguard.allocators.blocks.Allocation` and poisons the old range (a later write
 through the old address is a ``pool-use-after-free`` naming the move and the pass);
 ``"ignore"`` leaves the allocation and makes its page immovable (moved to the front of
-the page list); ``"destroy"`` frees it.  Pages left empty go back to the heap.  Plugins
+the page list); ``"destroy"`` frees it.  At the end of a pass every empty page behind the immovable ones
+goes back to the heap, as in VMA.  Plugins
 see each pass through ``memguard_defrag_pass``.
 """
 
@@ -283,7 +284,6 @@ class Defragmenter:
             self._moves = None
             blocks._usable()
             immovable: list[Page] = []
-            sources: list[Page] = []
             margin = blocks.margin
             for m in moves:
                 a, dst = m.allocation, m._dst
@@ -298,16 +298,16 @@ class Defragmenter:
                     self._copy(m, a, src, dst)
                     moved += 1
                     moved_bytes += m.size
-                    sources.append(src)
                 elif m.op == "ignore":
                     dst.give(m.dst_offset, m.size + margin)
                     immovable.append(src)
                 else:
                     dst.give(m.dst_offset, m.size + margin)
                     blocks._free(a)
-                    sources.append(src)
-            for page in {id(p): p for p in sources}.values():
-                if page.index >= 0 and not page.allocs and page.free_bytes == page.size and len(blocks._pages) > 1:
+            # As VMA at the end of a pass: every empty page behind the immovable ones goes
+            # back to the heap, from the last one, while more than one page is left.
+            for page in reversed(blocks._pages[self._immovable:]):
+                if not page.allocs and page.free_bytes == page.size and len(blocks._pages) > 1:
                     freed += 1
                     freed_bytes += page.size
                     blocks._release_page(page)
