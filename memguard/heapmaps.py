@@ -84,6 +84,8 @@ class MapBlock(NamedTuple):
     :ivar mix: a run's blocks by state (``"live 30/960, free 2/64"``: blocks/bytes); empty for a block.
     :ivar address: its address, when it is not the row's address plus ``offset`` (rows
         that lay several regions end to end); 0 otherwise.
+    :ivar what: what it holds, for its tooltip (a string table's entry: the string); empty
+        when nothing is to say.
     """
 
     offset: int
@@ -94,6 +96,7 @@ class MapBlock(NamedTuple):
     count: int = 1
     mix: str = ""
     address: int = 0
+    what: str = ""
 
 
 @dataclass(frozen=True)
@@ -178,14 +181,17 @@ class HeapMap:
 
     # ------------------------------------------------------------------ JSON
     def to_dict(self) -> dict[str, Any]:
-        """A compact JSON document: each block as ``[offset, size, state, serial, site, count, mix, address]``."""
+        """A compact JSON document: each block as ``[offset, size, state, serial, site, count, mix, address]``.
+
+        A block that says what it holds (:attr:`MapBlock.what`) has a ninth field, that text.
+        """
         return {
             "title": self.title,
             "fragmentation": round(self.fragmentation, 6),
             "notes": list(self.notes),
             "rows": [
                 {"label": r.label, "address": r.address, "size": r.size,
-                 "blocks": [list(b) for b in r.blocks]}
+                 "blocks": [list(b) if b.what else list(b)[:8] for b in r.blocks]}
                 for r in self.rows
             ],
         }
@@ -239,12 +245,12 @@ class HeapMap:
             blocks = []
             for j, b in enumerate(blocks_doc):
                 bt = f"{at}.blocks[{j}]"
-                need(b, isinstance(b, list) and len(b) == 8, bt, "an array of 8 fields")
+                need(b, isinstance(b, list) and len(b) in (8, 9), bt, "an array of 8 fields (9 with what it holds)")
                 state = text(b[2], f"{bt}[2]")
                 need(state, state in STATES, f"{bt}[2]", f"one of {', '.join(STATES)}")
                 blocks.append(MapBlock(nat(b[0], f"{bt}[0]"), nat(b[1], f"{bt}[1]"), state, nat(b[3], f"{bt}[3]"),
                                        text(b[4], f"{bt}[4]"), nat(b[5], f"{bt}[5]"), text(b[6], f"{bt}[6]"),
-                                       nat(b[7], f"{bt}[7]")))
+                                       nat(b[7], f"{bt}[7]"), text(b[8], f"{bt}[8]") if len(b) == 9 else ""))
             rows.append(MapRow(text(r.get("label", ""), f"{at}.label"), nat(r.get("address", 0), f"{at}.address"),
                                nat(r.get("size", 0), f"{at}.size"), tuple(blocks)))
         return cls(text(data.get("title", ""), f"{where}.title"), tuple(rows), float(frag),
@@ -337,6 +343,8 @@ def _title(row: MapRow, b: MapBlock) -> str:
     text = f"0x{address:x}: {b.size} bytes, {b.state}"
     if b.serial:
         text += f", serial {b.serial}"
+    if b.what:
+        text += f"\n{b.what}"
     if b.site:
         text += f"\nallocated at {b.site}"
     return text

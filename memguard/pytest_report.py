@@ -94,7 +94,8 @@ def write_html(run: Run) -> None:
     path = run.settings.html or ""
     try:
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        write_report_file(path, render_pytest_html(json.loads(json.dumps(report_document(run), default=str))))
+        write_report_file(path, render_pytest_html(json.loads(json.dumps(report_document(run), default=str)),
+                                                 run.heap_maps))
     except OSError as exc:
         sys.stderr.write(f"memguard: --memguard-html: cannot write {path!r}: {exc}\n")
 

@@ -326,6 +326,8 @@ class Run:
         self.active: Tracker | None = None  # the tracker of the opted-in test being run
         self.worker = hasattr(config, "workerinput")
         self.fixtures = FixtureWatch()
+        #: The maps of the process heap (and its allocators) at the end of the session, for --memguard-html.
+        self.heap_maps: tuple[Any, ...] = ()
         #: rule as written -> [rule file, rule line, objects, bytes] of the suppressions used
         self.suppressed: dict[str, list[Any]] = {}
         self.baseline: dict[str, Mapping[str, Any]] | None = None
@@ -838,6 +840,13 @@ def _session_check(run: Run) -> None:
         "reason": verdict.reason,
         "section": verdict.section,
     }
+    if run.settings.html and not run.worker:
+        from memguard.reporting.exitreport import heap_maps
+
+        try:
+            run.heap_maps = heap_maps(heap, {a for g in verdict.leaks for a in g.addresses})
+        except Exception as exc:  # noqa: BLE001 - a picture: the page is written without it
+            sys.stderr.write(f"memguard: --memguard-html: no heap map: {type(exc).__name__}: {exc}\n")
 
 
 def session_finish(session: pytest.Session, run: Run) -> None:

@@ -291,6 +291,38 @@ def test_pytest_memguard_html(pytester: pytest.Pytester) -> None:
     parse_html(again)
 
 
+def test_pytest_memguard_html_shows_the_process_heap_map_and_sorts_by_size(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        test_y="""
+        import memguard
+
+        def test_small():
+            heap = memguard.process_heap()
+            heap.free(heap.malloc(10))
+
+        def test_big(guarded_heap):
+            guarded_heap.free(guarded_heap.malloc(100000))
+        """
+    )
+    result = pytester.runpytest_subprocess("-p", "memguard", "--memguard", "--memguard-html=r.html")
+    result.assert_outcomes(passed=2)
+    doc = parse_html((pytester.path / "r.html").read_text())
+    maps = [d for d in doc.iter(f"{NS}div") if d.get("id") == "mg-maps"][0]
+    svgs = list(maps.iter(f"{SVG}svg"))
+    assert svgs and "guarded heap" in (svgs[0].get("aria-label") or "")
+    assert list(svgs[0].iter(f"{SVG}g"))  # its rows
+    table = [t for t in doc.iter(f"{NS}table") if t.get("id") == "mg-tests"][0]
+    assert "mg-sortable" in (table.get("class") or "") and list(table.iter(f"{NS}thead"))
+    cells = [td for td in table.iter(f"{NS}td") if td.get("data-sort") is not None]
+    assert cells and all(td.get("data-sort", "").isdigit() for td in cells)
+    assert len(scripts(doc)) == 1
+
+
+def test_pytest_page_without_a_heap_says_so() -> None:
+    doc = parse_html(render_pytest_html({"tests": [{"nodeid": "t::a", "leaked_bytes": "junk"}]}))
+    assert "No heap map" in texts(doc)
+
+
 def test_html_module_is_shipped_and_extra_lists_html5lib() -> None:
     text = (ROOT / "pyproject.toml").read_text()
     assert "html5lib" in text and "selenium" in text
@@ -321,3 +353,165 @@ def test_ci_installs_chromium_and_sets_ci() -> None:
     text = (ROOT / ".ci" / "run").read_text()
     assert "export CI=true" in text and "command -v chromium" in text
     assert "apt-get install -y -qq chromium chromium-driver" in text
+
+
+# ---------------------------------------------------------------------------- every allocator
+def svg_titles(svg: str) -> list[str]:
+    """The tooltips of a standalone map, parsed as XML and as HTML (both strictly)."""
+    root = ET.fromstring(svg)
+    assert root.tag == f"{SVG}svg"
+    parse_html(f"<!DOCTYPE html><html><head><title>t</title></head><body>{svg}</body></html>")
+    return [t.text or "" for t in root.iter(f"{SVG}title")]
+
+
+def test_object_pool_map_a_row_per_chunk(heap: memguard.GuardedHeap) -> None:
+    pool = memguard.ObjectPool(40, objects_per_chunk=8, heap=heap, name="objs")
+    objects = [pool.get() for _ in range(10)]
+    pool.put(objects[1])
+    pool.put(objects[2])
+    m = pool.layout_map(leaked={objects[3]})
+    assert sorted(r.label for r in m.rows) == ["chunk 0", "chunk 1"] and all(r.size == pool.stride * 8 for r in m.rows)
+    assert [r.address for r in m.rows] == sorted(r.address for r in m.rows)
+    t = m.totals()
+    assert t["live"] == (7, 280) and t["leaked"] == (1, 40) and t["quarantined"] == (2, 80) and t["free"] == (6, 240)
+    assert m.fragmentation == 0.0  # the free slots are one run at the end of chunk 1
+    block = next(b for r in m.rows for b in r.blocks if b.address == objects[0])
+    assert block.serial == 1 and "test_object_pool_map" in block.site
+    titles = svg_titles(pool.heapmap())
+    assert any(t.startswith(f"0x{objects[4]:x}: 40 bytes, live") and "allocated at test_object_pool_map" in t for t in titles)
+    for o in objects[:1] + objects[3:]:
+        pool.put(o)
+    pool.destroy()
+    gone = pool.layout_map()
+    assert gone.rows == () and gone.notes == ("destroyed",)
+    assert svg_titles(pool.heapmap())
+
+
+def test_object_pool_map_fragmentation_counts_runs_of_free_slots(heap: memguard.GuardedHeap) -> None:
+    pool = memguard.ObjectPool(16, objects_per_chunk=8, heap=heap, quarantine=0)
+    objects = [pool.get() for _ in range(8)]
+    for o in objects[::2]:
+        pool.put(o)
+    m = pool.layout_map()
+    assert m.totals()["free"][0] == 4 and m.fragmentation == pytest.approx(0.75)
+    for o in objects[1::2]:
+        pool.put(o)
+    pool.destroy()
+
+
+def test_buddy_map_unbacked_offsets_only() -> None:
+    buddy = memguard.BuddyAllocator(min_size=1 << 20, classes=3, factor=4)  # 1, 4, 16 MiB
+    a = buddy.allocate(1 << 20)
+    b = buddy.allocate(3 << 20)
+    m = buddy.layout_map()
+    (row,) = m.rows
+    assert row.address == 0 and row.size == 16 << 20
+    # a split 16 MiB parent is not drawn: its children cover it
+    assert [(x.offset, x.size, x.state) for x in row.blocks] == [
+        (0, 1 << 20, "live"), (1 << 20, 1 << 20, "free"), (2 << 20, 1 << 20, "free"), (3 << 20, 1 << 20, "free"),
+        (4 << 20, 4 << 20, "live"), (8 << 20, 4 << 20, "free"), (12 << 20, 4 << 20, "free"),
+    ]
+    assert sum(x.size for x in row.blocks) == row.size
+    assert m.fragmentation == pytest.approx(1 - 4 / 11)
+    titles = svg_titles(buddy.heapmap())
+    assert any(t.startswith("0x400000: 4194304 bytes, live, serial 2") for t in titles)
+    buddy.release(a)
+    buddy.release(b)
+    m = buddy.layout_map()
+    assert [(x.offset, x.size, x.state) for x in m.rows[0].blocks] == [(0, 16 << 20, "free")] and m.fragmentation == 0
+    buddy.destroy()
+    assert buddy.layout_map().rows == () and svg_titles(buddy.heapmap())
+
+
+def test_buddy_map_backed_has_addresses_and_sites(heap: memguard.GuardedHeap, tmp_path: Path) -> None:
+    buddy = memguard.BuddyAllocator(min_size=4096, classes=3, factor=2, backing=heap)
+    r = buddy.allocate(5000)
+    m = buddy.layout_map(leaked={r.address})
+    (row,) = m.rows
+    assert row.address == buddy.base and m.totals()["leaked"] == (1, 8192) and m.totals()["free"] == (1, 8192)
+    leaked = next(b for b in row.blocks if b.state == "leaked")
+    assert leaked.address == r.address and "test_buddy_map_backed" in leaked.site
+    ET.parse(memguard.heapmap(buddy, tmp_path / "buddy.svg"))
+    buddy.release(r)
+    buddy.destroy()
+
+
+def test_bufpool_map_budget_row_by_address(heap: memguard.GuardedHeap) -> None:
+    pool = memguard.BufPool(buffer_size=64, max_memory=4096, heap=heap, name="bufs")
+    one = pool.allocate(3)
+    two = pool.allocate(2)
+    m = pool.layout_map(leaked={two.address})
+    (row,) = m.rows
+    assert row.size == 4096 and m.fragmentation == 0.0
+    t = m.totals()
+    assert t["live"] == (1, 192) and t["leaked"] == (1, 128) and t["free"] == (1, 4096 - 320)
+    assert [b.address for b in row.blocks if b.state != "free"] == sorted([one.address, two.address])
+    titles = svg_titles(pool.heapmap())
+    tip = next(x for x in titles if x.startswith(f"0x{one.address:x}: 192 bytes, live, serial 1"))
+    assert "3 buffer(s) of 64 bytes" in tip and "allocated at test_bufpool_map" in tip
+    one.release()
+    two.release()
+    pool.close()
+    assert pool.layout_map().rows == () and pool.layout_map().notes == ("closed",)
+
+
+def test_string_table_map_escapes_the_strings(heap: memguard.GuardedHeap, tmp_path: Path) -> None:
+    table = memguard.StringTable(heap, name="names")
+    evil = table.intern(EVIL_NAME)
+    plain = table.intern("hello")
+    table.intern("hello")
+    m = table.layout_map(leaked={plain.address})
+    (row,) = m.rows
+    assert row.size == len(EVIL_NAME) + 1 + 6 and m.totals()["live"] == (1, len(EVIL_NAME) + 1)
+    assert m.totals()["leaked"] == (1, 6)
+    tip = next(b for b in row.blocks if b.address == plain.address)
+    assert tip.what == "string 'hello', 2 reference(s)" and "test_string_table_map" in tip.site
+    svg = table.heapmap()
+    assert "<script>" not in svg and "&lt;script&gt;alert(1)&lt;/script&gt;" in svg
+    titles = svg_titles(svg)
+    assert any(t.startswith(f"0x{evil.address:x}: {len(EVIL_NAME) + 1} bytes, live") and EVIL_NAME in t for t in titles)
+    page = Path(memguard.heapmap(table, tmp_path / "strings.html")).read_text()
+    doc = parse_html(page)
+    assert len(scripts(doc)) == 1 and "alert" not in scripts(doc)[0]
+    assert not [e for e in doc.iter() if e.tag.endswith("script") and "alert" in (e.text or "")]
+    # JSON keeps what a block holds (a ninth field) and reads it back
+    again = HeapMap.from_dict(json.loads(json.dumps(m.to_dict())))
+    assert again == m
+    # a string whose bytes changed is drawn corrupt
+    ctypes_memset(plain.address, 0x58, 1)
+    assert any(b.state == "corrupt" for b in table.layout_map().rows[0].blocks)
+    table.verify()  # restores the bytes
+    table.release(evil)
+    table.release(plain)
+    table.release(plain)
+    table.close()
+    assert table.layout_map().rows == () and svg_titles(table.heapmap())
+
+
+def ctypes_memset(address: int, value: int, n: int) -> None:
+    import ctypes
+
+    ctypes.memset(address, value, n)
+
+
+def test_every_allocator_in_one_page_and_in_the_exit_report(heap: memguard.GuardedHeap, tmp_path: Path) -> None:
+    objs = memguard.ObjectPool(32, objects_per_chunk=4, heap=heap)
+    bufs = memguard.BufPool(buffer_size=64, max_memory=1024, heap=heap)
+    buddy = memguard.BuddyAllocator(min_size=4096, classes=2, factor=2, backing=heap)
+    table = memguard.StringTable(heap)
+    keep = (objs.get(), bufs.allocate(1), buddy.allocate(10), table.intern("x"))
+    page = memguard.heapmap([heap, objs, bufs, buddy, table], tmp_path / "all.html")
+    doc = parse_html(Path(page).read_text())
+    assert len(list(doc.iter(f"{SVG}svg"))) == 5
+    result = build_report(heap, Options(report_format="json"))
+    titles = [m.title for m in result.heap_maps]
+    for name in ("object pool", "buffer pool", "buddy allocator", "string table"):
+        assert any(t.startswith(name) for t in titles), (name, titles)
+    assert not any(t.startswith("pool ") for t in titles)  # each allocator's MemPool is drawn by its owner
+    parse_report_text(render_json(result))
+    objs.put(keep[0])
+    keep[1].release()
+    buddy.release(keep[2])
+    table.release(keep[3])
+    for a in (objs, bufs, buddy, table):
+        a.close()

@@ -17,7 +17,7 @@ from typing import Any, Iterator
 import pytest
 
 import memguard
-from memguard.reporting.html import render_html
+from memguard.reporting.html import render_html, render_pytest_html
 
 from hostile_program import EVIL_NAME, hostile_report
 
@@ -138,3 +138,74 @@ def test_heapmap_svg_and_defrag_page_render(browser: tuple[Any, bool], tmp_path:
 
 def test_skip_reason_says_how_to_install() -> None:
     assert "apt-get install -y chromium chromium-driver" in INSTALL
+
+
+def _pytest_doc() -> dict[str, Any]:
+    def leak(name: str, size: int, count: int) -> dict[str, Any]:
+        return {"stack": [{"filename": f"{name}.py", "lineno": 1, "name": name}], "size": size, "count": count,
+                "addresses": []}
+
+    tests = [
+        {"nodeid": "t.py::mid", "leaked_bytes": 500, "allocations": 7, "peak_bytes": 900},
+        {"nodeid": "t.py::none", "leaked_bytes": 0, "allocations": 30, "peak_bytes": 10},
+        {"nodeid": "t.py::most", "leaked_bytes": 70000, "allocations": 1, "peak_bytes": 70000, "failed": True,
+         "reason": "leak", "leaks": [leak("alpha", 70000, 1)]},
+        {"nodeid": "t.py::" + EVIL_NAME, "leaked_bytes": 20, "allocations": 2, "peak_bytes": 40},
+    ]
+    session = {"failed": True, "reason": "leaks outside any test",
+               "leaks": [leak("big", 100, 1), leak("many", 50, 5), leak("aaa_few", 10, 2)]}
+    return {"tests": tests, "session": session, "totals": {"tests": 4}}
+
+
+def test_pytest_page_sorts_with_javascript_and_reads_without(browser: tuple[Any, bool], tmp_path: Path) -> None:
+    from selenium.webdriver.common.by import By
+
+    driver, javascript = browser
+    heap = memguard.GuardedHeap(on_error="report", name="pytest-page")
+    try:
+        keep = [heap.malloc(n) for n in (16, 300, 9000)]
+        page = tmp_path / "pytest.html"
+        page.write_text(render_pytest_html(_pytest_doc(), [heap.layout_map(width=1000)]))
+        heap.free(keep[0])
+    finally:
+        heap.close(check=False)
+    driver.get(page.as_uri())
+
+    def tests() -> list[str]:
+        return [r.find_element(By.TAG_NAME, "code").text.split("::")[1]
+                for r in driver.find_elements(By.CSS_SELECTOR, "#mg-tests tr.mg-test")]
+
+    def sites() -> list[str]:
+        tree = driver.find_elements(By.CSS_SELECTOR, ".mg-tree")[-1]
+        return [d.get_attribute("data-site").split()[0] for d in tree.find_elements(By.XPATH, "./details")]
+
+    run_order = ["mid", "none", "most", EVIL_NAME]
+    assert tests() == run_order and EVIL_NAME in driver.title + driver.find_element(By.ID, "mg-tests").text
+    assert sites() == ["big", "many", "aaa_few"]  # by bytes, without script too
+    rows = driver.find_elements(By.CSS_SELECTOR, "#mg-maps svg.mg-heapmap g.mg-row")
+    assert rows and rows[0].is_displayed()
+    buttons = driver.find_elements(By.CSS_SELECTOR, "button.mg-sort")
+    if not javascript:
+        assert not buttons and not driver.find_elements(By.CLASS_NAME, "mg-sortbar")
+    else:
+        def header(text: str) -> Any:
+            return driver.find_element(By.XPATH, f"//table[@id='mg-tests']//th/button[text()='{text}']")
+
+        header("leaked").click()
+        assert tests() == ["most", "mid", EVIL_NAME, "none"]
+        assert header("leaked").find_element(By.XPATH, "..").get_attribute("aria-sort") == "descending"
+        header("leaked").click()
+        assert tests() == ["none", EVIL_NAME, "mid", "most"]
+        header("allocations").click()
+        assert tests() == ["none", "mid", EVIL_NAME, "most"]
+        header("test").click()
+        assert tests()[0] == EVIL_NAME  # "<" sorts before letters
+        bar = driver.find_elements(By.CSS_SELECTOR, ".mg-sortbar")[-1]
+        bar.find_element(By.XPATH, "./button[text()='blocks']").click()
+        assert sites() == ["many", "aaa_few", "big"]
+        bar.find_element(By.XPATH, "./button[text()='site']").click()
+        assert sites() == ["aaa_few", "big", "many"]
+        bar.find_element(By.XPATH, "./button[text()='bytes']").click()
+        assert sites() == ["big", "many", "aaa_few"]
+    assert not errors(driver)
+    assert not_blank(driver.get_screenshot_as_png())

@@ -25,6 +25,7 @@ import bisect
 import itertools
 import threading
 from dataclasses import dataclass, field
+from typing import Container
 
 from memguard.allocators.mempool import MemPool
 from memguard.arguments import int_arg
@@ -38,6 +39,7 @@ from memguard.errors import (
     NotEnoughSpaceError,
 )
 from memguard.heap.guarded import GuardedHeap
+from memguard.heapmaps import DEFAULT_WIDTH, HeapMap, MapBlock, MapRow, fragmentation_of, render_svg, site_text
 from memguard.kinds import error_for
 from memguard.report import Report
 
@@ -294,6 +296,51 @@ class BuddyAllocator(Checker):
         if c >= self.classes:
             raise InvalidMemoryClassError("invalid memory class", size_class=c)
         return c
+
+    # ------------------------------------------------------------------ heap map
+    def layout_map(self, leaked: Container[int] = (), width: int | None = None) -> HeapMap:
+        """The allocator as a :class:`~memguard.heapmaps.HeapMap`: one row for the offset space.
+
+        Regions handed out are ``"live"`` (``"leaked"`` when their address, or their offset
+        for an unbacked allocator, is in ``leaked``), free regions ``"free"``; split parents
+        are not drawn (their children cover them).  Unbacked, the row starts at 0 and
+        addresses in tooltips are offsets; backed, it starts at the backing block and
+        tooltips carry the allocation site.  Fragmentation is ``1 - largest free region /
+        free bytes`` (buddies are not merged unless their parent is).  ``width`` merges
+        sub-pixel regions as :meth:`HeapMap.aggregated` does.  A destroyed allocator's map
+        has no row.
+        """
+        mode = "backed" if self.mempool is not None else "offsets only"
+        title = f"buddy allocator {self.name!r}"
+        with self._lock:
+            if self._destroyed:
+                return HeapMap(title, (), 0.0, ("destroyed",))
+            busy = [r for regions in self._busy for r in regions.values()]
+            free = [(offset, self._sizes[c]) for c in range(self.classes) for offset in self._free[c]]
+        base = self.base
+        blocks = [MapBlock(offset, size, "free", address=base + offset if base else 0) for offset, size in free]
+        for r in busy:
+            address = base + r.offset
+            site = self._site_of(MapBlock(r.offset, r.size, "live", address=address)) if width is None else ""
+            blocks.append(MapBlock(r.offset, r.size, "leaked" if address in leaked else "live", r.serial, site,
+                                   address=address if base else 0))
+        blocks.sort()
+        row = MapRow(f"offset space ({mode}, {self.classes} classes of {self.min_size}*{self.factor}**c bytes)",
+                     base, self.total, tuple(blocks))
+        m = HeapMap(title, (row,), fragmentation_of(size for _, size in free))
+        return m if width is None else m.aggregated(width, self._site_of)
+
+    def heapmap(self, width: int = DEFAULT_WIDTH) -> str:
+        """The allocator's heap map as SVG text (see :meth:`layout_map`)."""
+        return render_svg(self.layout_map(), width)
+
+    def _site_of(self, b: MapBlock) -> str:
+        if self.mempool is None or b.state == "free" or not b.address:
+            return ""
+        try:
+            return site_text(self.mempool.region(b.address).alloc_stack)
+        except (MemguardError, ValueError):
+            return ""
 
     # ------------------------------------------------------------------ the checker contract
     def verify(self) -> list[Report]:

@@ -33,13 +33,14 @@ import time
 import weakref
 from collections import deque
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Container, Iterator
 
 from memguard.arguments import int_arg
 from memguard.checker import Checker
 from memguard.errors import BufPoolClosedError, BufPoolTimeoutError
 from memguard.findings import thread_label
 from memguard.heap.guarded import GuardedHeap
+from memguard.heapmaps import DEFAULT_WIDTH, HeapMap, MapBlock, MapRow, render_svg, site_text
 from memguard.report import Report
 from memguard.stacks import Stack, StackTable
 
@@ -489,6 +490,43 @@ class BufPool(Checker):
             return [self._info(r) for r in self._live.values()]
         finally:
             self._leave()
+
+    def layout_map(self, leaked: Container[int] = (), width: int | None = None) -> HeapMap:
+        """The pool as a :class:`~memguard.heapmaps.HeapMap`: its budget as one row, the live allocations by address.
+
+        Each live allocation (its own block of the guarded heap) is drawn ``"live"``
+        (``"leaked"`` when its address is in ``leaked``), in address order, end to end from
+        the row's start, over its ``n * buffer_size`` bytes; the rest of the budget
+        (``max_memory``) is drawn ``"free"``.  Tooltips give each allocation's address,
+        buffers, serial and allocation site.  The budget does not fragment (each allocation
+        is a heap block of its own): fragmentation is 0.  ``width`` merges sub-pixel
+        allocations as :meth:`HeapMap.aggregated` does.  A closed pool's map has no row.
+        """
+        title = f"buffer pool {self.name!r}"
+        self._enter()
+        try:
+            if self._closed:
+                return HeapMap(title, (), 0.0, ("closed",))
+            live = sorted((r.address, r.nbytes, r.length, r.serial, r.asid) for r in self._live.values() if r.address)
+            sites = {asid: site_text(self._stacks.get(asid)) for *_, asid in live}
+        finally:
+            self._leave()
+        blocks = []
+        off = 0
+        for address, nbytes, length, serial, asid in live:
+            blocks.append(MapBlock(off, nbytes, "leaked" if address in leaked else "live", serial, sites[asid],
+                                   address=address, what=f"{length} buffer(s) of {self.buffer_size} bytes"))
+            off += nbytes
+        if off < self.max_memory:
+            blocks.append(MapBlock(off, self.max_memory - off, "free", what="budget not reserved"))
+        row = MapRow(f"budget of {self.max_memory} bytes: live allocations by address", 0, max(self.max_memory, off),
+                     tuple(blocks))
+        m = HeapMap(title, (row,), 0.0, (f"{len(live)} live allocation(s) of {self.buffer_size}-byte buffers",))
+        return m if width is None else m.aggregated(width)
+
+    def heapmap(self, width: int = DEFAULT_WIDTH) -> str:
+        """The pool's heap map as SVG text (see :meth:`layout_map`)."""
+        return render_svg(self.layout_map(), width)
 
     def verify(self) -> list[Report]:
         """Nothing of its own: the buffers are heap blocks, which the heap verifies."""

@@ -20,10 +20,12 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
+from typing import Container
 
 from memguard.allocators.mempool import MemPool
 from memguard.checker import Checker
 from memguard.heap.guarded import GuardedHeap
+from memguard.heapmaps import DEFAULT_WIDTH, HeapMap, MapBlock, MapRow, fragmentation_of, render_svg
 from memguard.kinds import error_for
 from memguard.report import Report
 
@@ -213,6 +215,52 @@ class ObjectPool(Checker):
                 chunks=len(self._chunks),
                 reserved_bytes=len(self._chunks) * self.stride * self.objects_per_chunk,
             )
+
+    def layout_map(self, leaked: Container[int] = (), width: int | None = None) -> HeapMap:
+        """The pool as a :class:`~memguard.heapmaps.HeapMap`: a row per chunk (by address), each object in its slot.
+
+        An object handed out is ``"live"`` (``"leaked"`` when its address is in ``leaked``),
+        one put back and still poisoned ``"quarantined"``, one ready to be handed out
+        ``"free"``; each is drawn over its ``object_size`` bytes, so the redzones between
+        objects are unused.  Fragmentation is over the runs of free slots of each chunk.
+        ``width`` merges sub-pixel objects as :meth:`HeapMap.aggregated` does.  A destroyed
+        pool has no chunk: its map has no row.
+        """
+        title = f"object pool {self.name!r}"
+        with self._lock:
+            if self._destroyed:
+                return HeapMap(title, (), 0.0, ("destroyed",))
+            held = {b.address: b for r in self.mempool.layout_map(leaked).rows for b in r.blocks}
+            free = set(self._free)
+            chunks = sorted((c, i) for i, c in enumerate(self._chunks))
+        size, stride, per = self.object_size, self.stride, self.objects_per_chunk
+        rows = []
+        runs: list[int] = []
+        for chunk, index in chunks:
+            blocks = []
+            run = 0
+            for k in range(per):
+                address = chunk + k * stride
+                b = held.get(address)
+                if b is None and address in free:
+                    b = MapBlock(k * stride, size, "free", address=address)
+                if b is not None and b.state == "free":
+                    run += stride
+                elif run:
+                    runs.append(run)
+                    run = 0
+                if b is not None:
+                    blocks.append(b._replace(offset=k * stride))
+            if run:
+                runs.append(run)
+            rows.append(MapRow(f"chunk {index}", chunk, stride * per, tuple(blocks)))
+        m = HeapMap(title, tuple(rows), fragmentation_of(runs),
+                    (f"{size}-byte objects every {stride} bytes, {per} a chunk",))
+        return m if width is None else m.aggregated(width)
+
+    def heapmap(self, width: int = DEFAULT_WIDTH) -> str:
+        """The pool's heap map as SVG text (see :meth:`layout_map`)."""
+        return render_svg(self.layout_map(), width)
 
     def check(self) -> list[Report]:
         """Verify every object's redzones and every returned object's poison now."""

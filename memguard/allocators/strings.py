@@ -36,7 +36,7 @@ import threading
 import weakref
 from types import FrameType
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Union
+from typing import Any, Container, Iterator, Union
 
 from memguard.allocators.mempool import MemPool
 from memguard.arguments import int_arg
@@ -44,6 +44,7 @@ from memguard.checker import Checker
 from memguard.errors import HeapClosedError
 from memguard.findings import bad_span, memory_window, thread_label
 from memguard.heap.guarded import GuardedHeap
+from memguard.heapmaps import DEFAULT_WIDTH, HeapMap, MapBlock, MapRow, render_svg, site_text
 from memguard.kinds import error_for
 from memguard.refaudit import Ref, RefAudit
 from memguard.report import Report
@@ -456,6 +457,55 @@ class StringTable(Checker):
         """Every entry now (handles that take no reference), oldest first."""
         with self._lock:
             return [InternedString(e.address, d, len(d), None, e, self) for d, e in self._entries.items()]
+
+    #: Characters of an entry's string shown in its heap-map tooltip.
+    MAP_TEXT = 200
+
+    def layout_map(self, leaked: Container[int] = (), width: int | None = None) -> HeapMap:
+        """The table as a :class:`~memguard.heapmaps.HeapMap`: its entries as one row, by address.
+
+        Each entry (its own heap block of ``length + 1`` bytes) is drawn end to end in
+        address order, ``"live"`` (``"leaked"`` when its address is in ``leaked``,
+        ``"corrupt"`` when its bytes changed since it was interned); its tooltip gives its
+        address, size, serial, reference count, where it was interned and the string itself
+        (its first :attr:`MAP_TEXT` characters, as a Python literal; escaped in the SVG).
+        Entries are separate heap blocks, so fragmentation is 0 (the heap's map shows
+        theirs).  ``width`` merges sub-pixel entries as :meth:`HeapMap.aggregated` does.
+        A closed table's map has no row.
+        """
+        title = f"string table {self.name!r}"
+        with self._lock:
+            if self._closed:
+                return HeapMap(title, (), 0.0, ("closed",))
+            readable = not self.heap.closed
+            entries = sorted(((e.address, e.data, e.ref.count, readable and e.view != e.stored)
+                              for e in self._entries.values()), key=lambda t: t[0])
+            regions: dict[int, Any] = {}
+            if readable:
+                for address, *_ in entries:
+                    try:
+                        regions[address] = self.pool.region(address)
+                    except ValueError:
+                        continue
+        blocks = []
+        off = 0
+        for address, data, count, changed in entries:
+            region = regions.get(address)
+            text = data[: self.MAP_TEXT * 4].decode("utf-8", "backslashreplace")
+            shown = repr(text[: self.MAP_TEXT]) + ("…" if len(text) > self.MAP_TEXT or len(data) > self.MAP_TEXT * 4 else "")
+            state = "corrupt" if changed else "leaked" if address in leaked else "live"
+            blocks.append(MapBlock(off, len(data) + 1, state, region.serial if region else 0,
+                                   site_text(region.alloc_stack) if region else "", address=address,
+                                   what=f"string {shown}, {count} reference(s)"))
+            off += len(data) + 1
+        row = MapRow(f"entries by address ({len(entries)})", entries[0][0] if len(entries) == 1 else 0, off,
+                     tuple(blocks))
+        m = HeapMap(title, (row,) if entries else (), 0.0)
+        return m if width is None else m.aggregated(width)
+
+    def heapmap(self, width: int = DEFAULT_WIDTH) -> str:
+        """The table's heap map as SVG text (see :meth:`layout_map`)."""
+        return render_svg(self.layout_map(), width)
 
     def stats(self) -> StringTableStats:
         """The table's counters."""

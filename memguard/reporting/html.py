@@ -4,9 +4,12 @@
 HTML file: the summary, each finding (its ASan text: stacks and hexdump), the leak groups
 as a collapsible tree by call site with sizes (``<details>``, from the outermost caller
 down to the allocation site, as memray's tree view), and the heap maps (inline SVG).
-Everything is inline (CSS, SVG, a few lines of script that add a filter box); nothing is
-fetched, and the page reads the same with JavaScript disabled.  A Content-Security-Policy
-allows only that script (by its hash) and inline styles.
+Everything is inline (CSS, SVG, a few lines of script that add a filter box, sort buttons on
+the tables' headers and a "sort leak sites by" bar over each leak tree); nothing is fetched,
+and the page reads the same with JavaScript disabled (tables and trees come sorted by size,
+largest first, except the tests table, in run order).  A Content-Security-Policy allows
+only that script (by its SHA-256, computed from :data:`_SCRIPT` when the page is made) and
+inline styles.
 
 Every string that came from the program (file, function and program names, arguments,
 messages, labels) is escaped, so a report of a hostile program runs none of its script.
@@ -54,6 +57,11 @@ ol.mg-chain{margin:2px 0 2px 18px;padding-left:18px;color:#444;font:12px ui-mono
 code{font:12px ui-monospace,monospace}.mg-maps svg{max-width:100%;height:auto}
 .mg-side{display:grid;grid-template-columns:1fr 1fr;gap:12px}body:has(.mg-side){max-width:none}
 #mg-filter{margin:6px 0;padding:3px 6px;width:320px}.mg-hidden{display:none}
+button.mg-sort{font:inherit;font-weight:bold;border:0;background:none;padding:0;cursor:pointer;color:inherit;
+text-decoration:underline dotted}
+th[aria-sort=descending] button.mg-sort::after{content:" \\25BC"}th[aria-sort=ascending] button.mg-sort::after{content:" \\25B2"}
+.mg-sortbar{margin:4px 0;color:#555}.mg-sortbar button.mg-sort{margin:0 6px;font-weight:normal}
+.mg-sortbar button.mg-sort[aria-pressed=true]{font-weight:bold}
 """
 
 _SCRIPT = """
@@ -67,6 +75,49 @@ _SCRIPT = """
     document.querySelectorAll('.mg-finding,.mg-tree>details').forEach(function(el){
       el.classList.toggle('mg-hidden',q!==''&&el.textContent.toLowerCase().indexOf(q)<0);
     });
+  });
+})();
+(function(){
+  var each=Array.prototype.forEach;
+  function num(el,name){var v=parseFloat(el.getAttribute(name));return isNaN(v)?0:v;}
+  function key(cell){var v=cell.getAttribute('data-sort');return v===null?cell.textContent.toLowerCase():parseFloat(v);}
+  function cmp(a,b){return a<b?-1:a>b?1:0;}
+  function button(text){var b=document.createElement('button');b.type='button';b.className='mg-sort';b.textContent=text;return b;}
+  document.querySelectorAll('table.mg-sortable').forEach(function(table){
+    if(!table.tHead||!table.tBodies.length)return;
+    var heads=table.tHead.rows[0].cells;
+    each.call(heads,function(th,col){
+      var b=button(th.textContent);th.textContent='';th.appendChild(b);
+      b.addEventListener('click',function(){
+        var body=table.tBodies[0],rows=Array.prototype.slice.call(body.rows),was=th.getAttribute('aria-sort');
+        var desc=was?was==='ascending':rows.length>0&&rows[0].cells[col].hasAttribute('data-sort');
+        each.call(heads,function(h){h.removeAttribute('aria-sort');});
+        th.setAttribute('aria-sort',desc?'descending':'ascending');
+        rows.sort(function(x,y){var r=cmp(key(x.cells[col]),key(y.cells[col]));return desc?-r:r;});
+        rows.forEach(function(r){body.appendChild(r);});
+      });
+    });
+  });
+  function sortTree(node,by){
+    var kids=Array.prototype.filter.call(node.children,function(c){return c.tagName==='DETAILS';});
+    kids.sort(function(x,y){
+      if(by==='site')return cmp(x.getAttribute('data-site'),y.getAttribute('data-site'));
+      return num(y,'data-'+by)-num(x,'data-'+by)||num(y,'data-size')-num(x,'data-size');
+    });
+    kids.forEach(function(c){node.appendChild(c);sortTree(c,by);});
+  }
+  document.querySelectorAll('.mg-tree').forEach(function(tree){
+    var bar=document.createElement('div');bar.className='mg-sortbar';
+    bar.appendChild(document.createTextNode('sort leak sites by'));
+    [['size','bytes'],['count','blocks'],['site','site']].forEach(function(k){
+      var b=button(k[1]);b.setAttribute('data-by',k[0]);b.setAttribute('aria-pressed',k[0]==='size'?'true':'false');
+      b.addEventListener('click',function(){
+        each.call(bar.querySelectorAll('button'),function(o){o.setAttribute('aria-pressed',o===b?'true':'false');});
+        sortTree(tree,k[0]);
+      });
+      bar.appendChild(b);
+    });
+    tree.parentNode.insertBefore(bar,tree);
   });
 })();
 """
@@ -151,7 +202,8 @@ def _tree_html(node: LeakNode, total: int, level: int, out: list[str]) -> None:
         assert last.frame is not None
         width = max(1, round(120 * child.size / total)) if total else 1
         out.append(
-            f'<details{" open" if level < 2 else ""}><summary><span class="mg-bar" style="width:{width}px"></span>'
+            f'<details{" open" if level < 2 else ""} data-size="{child.size}" data-count="{child.count}" '
+            f'data-site="{escape(last.frame.name)} {escape(last.frame.filename)}:{last.frame.lineno}"><summary><span class="mg-bar" style="width:{width}px"></span>'
             f'<span class="mg-size">{escape(_fmt_bytes(child.size))}</span> in {child.count} block(s): {_frame(last.frame)}'
             + (f" <small>(+{len(chain) - 1} caller frame(s))</small>" if len(chain) > 1 else "")
             + "</summary>"
@@ -201,10 +253,10 @@ def _suppressions(result: ExitReport) -> str:
         return ""
     cells = "".join(
         f"<tr><td><code>{escape(rule.text)}</code></td><td>{escape(rule.filename)}:{rule.lineno}</td>"
-        f"<td>{n}</td><td>{escape(_fmt_bytes(b))}</td></tr>" for rule, n, b in rows
+        f'<td data-sort="{n}">{n}</td><td data-sort="{b}">{escape(_fmt_bytes(b))}</td></tr>' for rule, n, b in rows
     )
-    return ('<h2 id="mg-suppressed">Suppressions used</h2><table class="mg-summary">'
-            f"<tr><th>rule</th><th>file</th><th>count</th><th>bytes</th></tr>{cells}</table>")
+    return ('<h2 id="mg-suppressed">Suppressions used</h2><table class="mg-summary mg-sortable">'
+            f"<thead><tr><th>rule</th><th>file</th><th>count</th><th>bytes</th></tr></thead><tbody>{cells}</tbody></table>")
 
 
 def render_html(result: ExitReport, width: int = DEFAULT_WIDTH) -> str:
@@ -253,7 +305,8 @@ def _as_map(obj: Any, width: int) -> HeapMap:
     layout = getattr(obj, "layout_map", None)
     if layout is None:
         raise TypeError(f"cannot draw a heap map of {type(obj).__name__}: a GuardedHeap, an allocator "
-                        "(BlockAllocator, MemPool), a HeapMap or a dump_stats() document is needed")
+                        "(BlockAllocator, MemPool, ObjectPool, BufPool, BuddyAllocator, StringTable), "
+                        "a HeapMap or a dump_stats() document is needed")
     return layout(width=width)  # type: ignore[no-any-return]
 
 
@@ -261,7 +314,8 @@ def heapmap(obj: Any, path: str | os.PathLike[str], width: int = DEFAULT_WIDTH) 
     """Write the heap map of ``obj`` to ``path``: SVG for ``.svg``, a page for ``.html``/``.htm``.
 
     ``obj`` is a :class:`~memguard.GuardedHeap`, an allocator with ``layout_map()``
-    (:class:`~memguard.BlockAllocator`, :class:`~memguard.MemPool`), a
+    (:class:`~memguard.BlockAllocator`, :class:`~memguard.MemPool`, :class:`~memguard.ObjectPool`,
+    :class:`~memguard.BufPool`, :class:`~memguard.BuddyAllocator`, :class:`~memguard.StringTable`), a
     :class:`~memguard.heapmaps.HeapMap`, a ``BlockAllocator.dump_stats()`` document, or a
     list of them (an HTML page shows them one after the other; SVG takes one).  The file
     is new, 0600, renamed into place.  Returns the path written.
@@ -342,12 +396,21 @@ def _findings_and_leaks(findings: Sequence[Any], leaks: Sequence[Any], out: list
         out.append(f'<div class="mg-tree">{"".join(tree)}</div>')
 
 
-def render_pytest_html(doc: Mapping[str, Any]) -> str:
+def _int(value: Any) -> int:
+    try:
+        return max(0, int(value or 0))
+    except (TypeError, ValueError):
+        return 0
+
+
+def render_pytest_html(doc: Mapping[str, Any], heap_maps: Sequence[HeapMap] = (), width: int = DEFAULT_WIDTH) -> str:
     """The pytest plugin's run report (the ``--memguard-report`` document) as one HTML page.
 
-    A table of the checked tests (verdict, leaked bytes, allocations, peak), then, for each
-    test that failed or warned and for the session itself, its findings and its leaks as a
-    tree by call site.
+    A table of the checked tests (verdict, leaked bytes, allocations, peak; with
+    JavaScript, sortable by any column), then, for each test that failed or warned and for
+    the session itself, its findings and its leaks as a tree by call site, then
+    ``heap_maps``: the maps of the process heap and of the allocators registered with it
+    at the end of the session (the plugin passes them; the JSON document has none).
     """
     totals = doc.get("totals") or {}
     tests = list(doc.get("tests") or ())
@@ -364,13 +427,15 @@ def render_pytest_html(doc: Mapping[str, Any]) -> str:
     for t in tests:
         verdict = "failed" if t.get("failed") else "warned" if t.get("warned") else "passed"
         cls = "mg-bad" if verdict == "failed" else "mg-ok" if verdict == "passed" else ""
+        leaked, allocations, peak = (_int(t.get(k)) for k in ("leaked_bytes", "allocations", "peak_bytes"))
         cells.append(
             f'<tr class="mg-test"><td><code>{escape(t.get("nodeid", ""))}</code></td><td class="{cls}">{verdict}</td>'
-            f'<td>{escape(_fmt_bytes(int(t.get("leaked_bytes", 0))))}</td><td>{int(t.get("allocations", 0))}</td>'
-            f'<td>{escape(_fmt_bytes(int(t.get("peak_bytes", 0))))}</td><td>{escape(t.get("reason", ""))}</td></tr>'
+            f'<td data-sort="{leaked}">{escape(_fmt_bytes(leaked))}</td><td data-sort="{allocations}">{allocations}</td>'
+            f'<td data-sort="{peak}">{escape(_fmt_bytes(peak))}</td><td>{escape(t.get("reason", ""))}</td></tr>'
         )
-    body.append('<table class="mg-summary" id="mg-tests"><tr><th>test</th><th>memguard</th><th>leaked</th>'
-                "<th>allocations</th><th>peak</th><th>reason</th></tr>" + "".join(cells) + "</table>")
+    body.append('<table class="mg-summary mg-sortable" id="mg-tests"><thead><tr><th>test</th><th>memguard</th>'
+                "<th>leaked</th><th>allocations</th><th>peak</th><th>reason</th></tr></thead><tbody>"
+                + "".join(cells) + "</tbody></table>")
     body.append('<div id="mg-findings">')
     for t in tests:
         if not (t.get("findings") or t.get("leaks")):
@@ -385,5 +450,12 @@ def render_pytest_html(doc: Mapping[str, Any]) -> str:
         _findings_and_leaks(session.get("findings") or (), session.get("leaks") or (), out)
         body.append(f'<details class="mg-finding" open><summary><b>outside any test</b> '
                     f'{escape(session.get("reason", ""))}</summary>{"".join(out)}</details>')
+    body.append("</div>")
+    body.append(f'<h2 id="mg-maps-h">Heap maps at the end of the session ({len(heap_maps)})</h2>'
+                '<div class="mg-maps" id="mg-maps">')
+    body.extend(render_svg(m, width, standalone=False) for m in heap_maps)
+    if not heap_maps:
+        body.append("<p>No heap map: the process heap was not used in this process (not run with --memguard, "
+                    "or the tests ran in xdist workers).</p>")
     body.append("</div>")
     return _page("memguard: pytest run", "\n".join(body))
