@@ -69,12 +69,19 @@ def test_stray_write_before_a_block_no_longer_changes_its_allocation_stack(heap)
     assert [r.kind for r in heap.reports] == ["heap-header-corruption"]
 
 
+def _flip(address: int, n: int) -> None:
+    """Change every one of ``n`` bytes at ``address`` (a fixed fill would leave the redzone
+    bytes that happen to equal it, keyed at random per heap, unchanged: 1 in 256 each)."""
+    old = ctypes.string_at(address, n)
+    ctypes.memmove(address, bytes(x ^ 0xFF for x in old), n)
+
+
 def _overflow_into_next(heap: memguard.GuardedHeap) -> tuple[int, int]:
     a = heap.malloc(13)
     b = heap.malloc(13)
     assert b - a == heap.redzone + HEADER_SIZE + 16 + heap.redzone  # neighbours in one arena
     # From a's end through its padding and rear redzone, then 8 bytes of b's header.
-    ctypes.memset(a + 13, 0x42, 3 + heap.redzone + 8)
+    _flip(a + 13, 3 + heap.redzone + 8)
     return a, b
 
 
@@ -100,7 +107,7 @@ def test_use_after_free_write_into_the_next_header_is_blamed_on_the_freed_block(
     a = heap.malloc(13)
     b = heap.malloc(13)
     heap.free(a)
-    ctypes.memset(a, 0x42, 16 + heap.redzone + 4)
+    _flip(a, 16 + heap.redzone + 4)
     heap.check()
     kinds = {(r.kind, r.address) for r in heap.reports}
     assert kinds == {("heap-use-after-free", a)}
