@@ -478,10 +478,16 @@ class BlocksModel(RuleBasedStateMachine):
         assert (after.allocations, after.allocation_bytes) == (before.allocations, before.allocation_bytes)
         assert after.pages == before.pages - stats.pages_freed
         assert after.page_bytes == before.page_bytes - stats.bytes_freed
-        # Complete: a new defragmentation with the same settings finds nothing more to move.
-        # (Fragmentation itself may rise a little: VMA's rule moves an allocation to the lowest
-        # offset that fits, which can split a free range; Hypothesis found such a case.)
-        assert self.blocks.defragment(algorithm, max_bytes, max_allocs).allocations_moved == 0
+        # Complete: a new defragmentation with the same settings finds nothing more to move,
+        # unless this one released pages: with one page left its allocations may move within
+        # it (the first page is never a source while there are several), and then one more
+        # finds nothing.  (Fragmentation itself may rise a little: VMA's rule moves an
+        # allocation to the lowest offset that fits, which can split a free range.)
+        again = self.blocks.defragment(algorithm, max_bytes, max_allocs)
+        if stats.pages_freed == 0:
+            assert again.allocations_moved == 0
+        else:
+            assert self.blocks.defragment(algorithm, max_bytes, max_allocs).allocations_moved == 0
 
     @rule(data=st.data(), algorithm=st.sampled_from(["fast", "full", "balanced"]), max_allocs=st.sampled_from([0, 2]))
     def one_pass_with_ops(self, data: st.DataObject, algorithm: str, max_allocs: int) -> None:
