@@ -682,7 +682,7 @@ def test_pytest_fails_a_leaking_test_and_a_collected_view_write(pytester: pytest
     result = pytester.runpytest_subprocess("--memguard", "-p", "no:cacheprovider", "-rf")
     result.assert_outcomes(passed=1, failed=2)
     text = result.stdout.str()
-    assert "test_x.py:14" in text  # the leaking line
+    assert "test_x.py:13 in test_leaks" in text  # the leaking line
     assert "pool-use-after-free" in text and "garbage_collect()" in text
 
 
