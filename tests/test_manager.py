@@ -551,10 +551,11 @@ class ManagerModel(RuleBasedStateMachine):
 
     @rule(size=st.integers(1, 3000), lifetime=st.sampled_from(["short", "medium"]), byte=st.integers(0, 255))
     def allocate(self, size: int, lifetime: str, byte: int) -> None:
+        if self._used() + size > 20_000:
+            self._expire()  # the manager collects before refusing
         try:
             aid, view = self.mm.allocate(size, lifetime=lifetime)
         except BudgetExceededError:
-            self._expire()
             assert self._used() + size > 20_000
             return
         view[:] = bytes([byte]) * size
@@ -562,10 +563,12 @@ class ManagerModel(RuleBasedStateMachine):
 
     @rule(byte=st.integers(0, 255))
     def from_pool(self, byte: int) -> None:
+        pooled = sum(1 for v in self.live.values() if v[3])
+        if pooled == self.chunks and (self.chunks >= 6 or self._used() + 300 > 20_000):
+            self._expire()  # a full pool, or growth over budget: the manager collects first
         try:
             aid, view = self.mm.allocate_from_pool("p")
         except (BudgetExceededError, PoolExhaustedError):
-            self._expire()
             return
         view[:] = bytes([byte]) * 300
         self.live[aid] = (300, "medium", byte, True, self.clock.now, 0)

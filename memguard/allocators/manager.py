@@ -33,11 +33,26 @@ import threading
 import time
 import weakref
 from collections import OrderedDict, deque
-from dataclasses import dataclass
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Callable, Container, Mapping
+from typing import Any, Callable, Container
 
-from memguard.allocators.blocks import Allocation, BlockAllocator
+from memguard.allocators.blocks import BlockAllocator
+from memguard.allocators.manager_records import (
+    ADAPTIVE_IDLE,
+    GC_STRATEGIES,
+    LIFETIMES,
+    POOL_STRATEGIES,
+    RETIRED_MEMORY,
+    USAGES,
+    AllocationInfo,
+    MemoryPool,
+    MemoryStats,
+    Chunk,
+    choice_arg,
+    Entry,
+    PoolRecord,
+    str_arg,
+)
 from memguard.arguments import int_arg
 from memguard.checker import Checker
 from memguard.errors import (
@@ -53,148 +68,9 @@ from memguard.heapmaps import DEFAULT_WIDTH, HeapMap, MapBlock, MapRow, render_s
 from memguard.report import Report
 from memguard.stacks import StackTable
 
-if TYPE_CHECKING:
-    from memguard.stacks import Frame
-
 __all__ = ["MemoryManager", "AllocationInfo", "MemoryPool", "MemoryStats", "LIFETIMES", "USAGES",
            "POOL_STRATEGIES", "GC_STRATEGIES", "ADAPTIVE_IDLE"]
-
-#: Seconds an unreferenced allocation of each lifetime survives its last access.
-LIFETIMES: Mapping[str, float] = MappingProxyType({"short": 60.0, "medium": 300.0, "long": 1800.0})
-#: What an allocation's view allows (``"read_only"`` views are read-only).
-USAGES = ("read_only", "write_only", "read_write")
-#: How a pool picks the free chunk it hands out.
-POOL_STRATEGIES = ("fifo", "lifo", "lru", "adaptive")
-#: ``"generational"``: lifetimes expire; ``"none"``: only allocations whose owner died are collected.
-GC_STRATEGIES = ("generational", "none")
-#: Seconds a free chunk of an ``"adaptive"`` pool stays unused before a collection frees it.
-ADAPTIVE_IDLE = 60.0
-#: Retired ids remembered for ``manager-double-free`` findings (the oldest are forgotten).
-RETIRED_MEMORY = 1 << 16
 _getframe = sys._getframe
-
-
-@dataclass(frozen=True)
-class AllocationInfo:
-    """One live allocation of a :class:`MemoryManager` (times by the manager's clock).
-
-    :ivar pool: the pool it was taken from (``None`` for :meth:`MemoryManager.allocate`).
-    :ivar alloc_stack: where it was allocated.
-    """
-
-    id: str
-    size: int
-    type: str
-    usage: str
-    lifetime: str
-    allocated_at: float
-    last_accessed: float
-    reference_count: int
-    pool: str | None = None
-    alloc_stack: tuple[Frame, ...] = ()
-
-
-@dataclass(frozen=True)
-class MemoryPool:
-    """One pool of a :class:`MemoryManager`: ``available + allocated == chunk_count``."""
-
-    id: str
-    chunk_size: int
-    chunk_count: int
-    max_chunks: int
-    available: int
-    allocated: int
-    strategy: str
-    created_at: float
-    initial_count: int = 0
-
-
-@dataclass(frozen=True)
-class MemoryStats:
-    """A manager's counters (bytes).
-
-    ``allocated`` is the live allocations' bytes plus every pool chunk's; ``available`` is
-    ``total_budget - allocated``; ``allocation_count`` counts live allocations (pooled
-    ones too); ``fragmentation_ratio`` is the block allocator's ``1 - largest free range
-    / free bytes`` (0.0 when nothing is free).
-    """
-
-    total_budget: int
-    allocated: int
-    available: int
-    peak_usage: int
-    allocation_count: int
-    pool_stats: Mapping[str, MemoryPool]
-    fragmentation_ratio: float
-
-
-class _Chunk:
-    __slots__ = ("block", "last_accessed", "entry")
-
-    def __init__(self, block: Allocation, now: float) -> None:
-        self.block = block
-        self.last_accessed = now
-        self.entry: _Entry | None = None
-
-
-class _Pool:
-    __slots__ = ("id", "chunk_size", "initial", "max", "strategy", "created_at", "chunks", "free")
-
-    def __init__(self, pid: str, chunk_size: int, initial: int, maximum: int, strategy: str, now: float) -> None:
-        self.id = pid
-        self.chunk_size = chunk_size
-        self.initial = initial
-        self.max = maximum
-        self.strategy = strategy
-        self.created_at = now
-        self.chunks: list[_Chunk] = []
-        self.free: deque[_Chunk] = deque()
-
-    def take(self) -> _Chunk:
-        if self.strategy == "fifo":
-            return self.free.popleft()
-        if self.strategy == "lru":
-            best = min(self.free, key=lambda c: c.last_accessed)
-            self.free.remove(best)
-            return best
-        return self.free.pop()
-
-    def value(self) -> MemoryPool:
-        n = len(self.chunks)
-        return MemoryPool(self.id, self.chunk_size, n, self.max, len(self.free), n - len(self.free), self.strategy,
-                          self.created_at, self.initial)
-
-
-class _Entry:
-    __slots__ = ("id", "size", "type", "usage", "lifetime", "allocated_at", "last_accessed", "refs", "block",
-                 "chunk", "pool", "owner", "asid")
-
-    def __init__(self, aid: str, size: int, kind: str, usage: str, lifetime: str, now: float, asid: int) -> None:
-        self.id = aid
-        self.size = size
-        self.type = kind
-        self.usage = usage
-        self.lifetime = lifetime
-        self.allocated_at = now
-        self.last_accessed = now
-        self.refs = 0
-        self.block: Allocation | None = None
-        self.chunk: _Chunk | None = None
-        self.pool: _Pool | None = None
-        self.owner: weakref.ref[Any] | None = None
-        self.asid = asid
-
-
-def _str_arg(value: object, what: str) -> str:
-    if not isinstance(value, str) or not value:
-        raise TypeError(f"{what} must be a non-empty str, got {value!r}")
-    return value
-
-
-def _choice(value: object, what: str, allowed: tuple[str, ...] | Mapping[str, float]) -> str:
-    if value not in allowed:
-        raise ValueError(f"{what} must be one of {', '.join(allowed)}, got {value!r}")
-    return str(value)
 
 
 class MemoryManager(Checker):
@@ -216,11 +92,11 @@ class MemoryManager(Checker):
         budget = int_arg(total_budget, "total_budget")
         if budget < 1:
             raise ValueError(f"total_budget must be > 0, got {budget}")
-        self.pool_strategy = _choice(pool_strategy, "pool_strategy", POOL_STRATEGIES)
-        self.gc_strategy = _choice(gc_strategy, "gc_strategy", GC_STRATEGIES)
+        self.pool_strategy = choice_arg(pool_strategy, "pool_strategy", POOL_STRATEGIES)
+        self.gc_strategy = choice_arg(gc_strategy, "gc_strategy", GC_STRATEGIES)
         if not callable(clock):
             raise TypeError(f"clock must be callable, got {clock!r}")
-        name = _str_arg(name, "name")
+        name = str_arg(name, "name")
         self._blocks = BlockAllocator(page_size=page_size, heap=heap, name=name, margin=16)
         self.heap = self._blocks.heap
         super().__init__(name=name, heap=self.heap, on_error=None)
@@ -229,9 +105,9 @@ class MemoryManager(Checker):
         self._allocated = 0
         self._peak = 0
         self._lock = threading.RLock()
-        self._entries: dict[str, _Entry] = {}
-        self._generations: dict[str, OrderedDict[str, _Entry]] = {k: OrderedDict() for k in LIFETIMES}
-        self._pools: dict[str, _Pool] = {}
+        self._entries: dict[str, Entry] = {}
+        self._generations: dict[str, OrderedDict[str, Entry]] = {k: OrderedDict() for k in LIFETIMES}
+        self._pools: dict[str, PoolRecord] = {}
         self._retired: OrderedDict[str, tuple[int, int, str]] = OrderedDict()
         self._dead: deque[str] = deque()
         self._stacks = StackTable(self.heap.stack_depth)
@@ -256,7 +132,7 @@ class MemoryManager(Checker):
     def _now(self) -> float:
         return float(self._clock())
 
-    def _entry(self, aid: object) -> _Entry:
+    def _entry(self, aid: object) -> Entry:
         e = self._entries.get(aid) if isinstance(aid, str) else None
         if e is not None:
             return e
@@ -266,7 +142,7 @@ class MemoryManager(Checker):
         why = f" (it was retired by {gone[2]})" if gone is not None else ""
         raise AllocationNotFoundError(f"memory manager {self.name!r} holds no allocation {aid!r}{why}", self.name, aid)
 
-    def _pool(self, pid: object) -> _Pool:
+    def _pool(self, pid: object) -> PoolRecord:
         p = self._pools.get(pid) if isinstance(pid, str) else None
         if p is None:
             raise PoolNotFoundError(f"memory manager {self.name!r} has no pool {pid!r}", self.name, str(pid))
@@ -288,21 +164,21 @@ class MemoryManager(Checker):
         if self._allocated > self._peak:
             self._peak = self._allocated
 
-    def _view(self, e: _Entry) -> memoryview:
+    def _view(self, e: Entry) -> memoryview:
         block = e.block if e.chunk is None else e.chunk.block
         assert block is not None
         view = block.view()[: e.size]
         return view.toreadonly() if e.usage == "read_only" else view
 
-    def _new_entry(self, size: int, kind: object, usage: object, lifetime: object, depth: int) -> _Entry:
-        kind = _str_arg(kind, "type")
-        usage = _choice(usage, "usage", USAGES)
-        lifetime = _choice(lifetime, "lifetime", LIFETIMES)
+    def _new_entry(self, size: int, kind: object, usage: object, lifetime: object, depth: int) -> Entry:
+        kind = str_arg(kind, "type")
+        usage = choice_arg(usage, "usage", USAGES)
+        lifetime = choice_arg(lifetime, "lifetime", LIFETIMES)
         self._serial += 1
         asid = self._stacks.capture(_getframe(depth))
-        return _Entry(f"{self.name}-{self._serial}", size, kind, usage, lifetime, self._now(), asid)
+        return Entry(f"{self.name}-{self._serial}", size, kind, usage, lifetime, self._now(), asid)
 
-    def _watch(self, e: _Entry, owner: object) -> None:
+    def _watch(self, e: Entry, owner: object) -> None:
         """Hold ``owner`` weakly; when it dies, ``e`` is queued for the next collection."""
         if owner is not None:
             dead = self._dead
@@ -312,11 +188,11 @@ class MemoryManager(Checker):
             except TypeError:
                 raise TypeError(f"owner must be weakly referenceable, got {type(owner).__name__}") from None
 
-    def _register(self, e: _Entry) -> None:
+    def _register(self, e: Entry) -> None:
         self._entries[e.id] = e
         self._generations[e.lifetime][e.id] = e
 
-    def _retire(self, e: _Entry, how: str, sid: int) -> None:
+    def _retire(self, e: Entry, how: str, sid: int) -> None:
         """Forget ``e`` and give its memory back (to its pool, or to the block allocator)."""
         del self._entries[e.id]
         del self._generations[e.lifetime][e.id]
@@ -326,13 +202,14 @@ class MemoryManager(Checker):
         if e.chunk is not None:
             assert e.pool is not None
             e.chunk.entry = None
+            e.chunk.returned_at = self._now()
             e.pool.free.append(e.chunk)
             return
         assert e.block is not None
         self._blocks.free(e.block, note=f"freed by {how} of memory manager {self.name!r} ({e.id}, type {e.type!r})")
         self._allocated -= e.size
 
-    def _finding(self, kind: str, e_or_aid: _Entry | str, message: str, alloc: int, freed: int,
+    def _finding(self, kind: str, e_or_aid: Entry | str, message: str, alloc: int, freed: int,
                  **extra: Any) -> Report:
         stacks = self._stacks
         aid = e_or_aid if isinstance(e_or_aid, str) else e_or_aid.id
@@ -376,7 +253,7 @@ class MemoryManager(Checker):
         with self._lock:
             return self._info(self._entry(aid))
 
-    def _info(self, e: _Entry) -> AllocationInfo:
+    def _info(self, e: Entry) -> AllocationInfo:
         return AllocationInfo(e.id, e.size, e.type, e.usage, e.lifetime, e.allocated_at, e.last_accessed, e.refs,
                               e.pool.id if e.pool is not None else None, self._stacks.get(e.asid))
 
@@ -447,11 +324,11 @@ class MemoryManager(Checker):
     def create_pool(self, pool_id: str, chunk_size: int, initial_count: int = 0, max_count: int | None = None,
                     strategy: str | None = None) -> MemoryPool:
         """A pool of ``chunk_size``-byte chunks: ``initial_count`` made now, up to ``max_count`` on demand."""
-        pool_id = _str_arg(pool_id, "pool_id")
+        pool_id = str_arg(pool_id, "pool_id")
         chunk_size = int_arg(chunk_size, "chunk_size")
         initial = int_arg(initial_count, "initial_count")
         maximum = max(initial, 1) if max_count is None else int_arg(max_count, "max_count")
-        strategy = self.pool_strategy if strategy is None else _choice(strategy, "strategy", POOL_STRATEGIES)
+        strategy = self.pool_strategy if strategy is None else choice_arg(strategy, "strategy", POOL_STRATEGIES)
         if chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
         if maximum < max(initial, 1):
@@ -462,15 +339,15 @@ class MemoryManager(Checker):
                 raise PoolExistsError(f"memory manager {self.name!r} already has a pool {pool_id!r}", self.name,
                                       pool_id)
             self._reserve(initial * chunk_size, f"create_pool({pool_id!r}) of {initial} x {chunk_size} bytes")
-            pool = _Pool(pool_id, chunk_size, initial, maximum, strategy, self._now())
+            pool = PoolRecord(pool_id, chunk_size, initial, maximum, strategy, self._now())
             for _ in range(initial):
                 self._grow(pool)
             self._pools[pool_id] = pool
             self._announce("create_pool", None)
             return pool.value()
 
-    def _grow(self, pool: _Pool) -> _Chunk:
-        chunk = _Chunk(self._blocks.allocate(pool.chunk_size, align=16), self._now())
+    def _grow(self, pool: PoolRecord) -> Chunk:
+        chunk = Chunk(self._blocks.allocate(pool.chunk_size, align=16), self._now())
         pool.chunks.append(chunk)
         pool.free.append(chunk)
         self._charge(pool.chunk_size)
@@ -483,12 +360,17 @@ class MemoryManager(Checker):
 
     def allocate_from_pool(self, pool_id: str, type: str = "generic", usage: str = "read_write",
                            lifetime: str = "medium", owner: object = None) -> tuple[str, memoryview]:
-        """A chunk of the pool, picked by its strategy (growing it within ``max_count`` and the budget)."""
+        """A chunk of the pool, picked by its strategy (growing it within ``max_count`` and the budget).
+
+        A full pool at ``max_count`` is garbage-collected before :class:`PoolExhaustedError` is raised.
+        """
         with self.hold_errors(), self._lock:
             self._usable()
             pool = self._pool(pool_id)
             e = self._new_entry(pool.chunk_size, type, usage, lifetime, 2)
             self._watch(e, owner)
+            if not pool.free and len(pool.chunks) >= pool.max:
+                self._collect(self._now())  # expired allocations of the pool go back to it
             if not pool.free:
                 if len(pool.chunks) >= pool.max:
                     raise PoolExhaustedError(
@@ -562,8 +444,8 @@ class MemoryManager(Checker):
                 self._shrink(pool, now)
         return freed
 
-    def _shrink(self, pool: _Pool, now: float) -> None:
-        idle = [c for c in pool.free if now - c.last_accessed >= ADAPTIVE_IDLE]
+    def _shrink(self, pool: PoolRecord, now: float) -> None:
+        idle = [c for c in pool.free if now - max(c.last_accessed, c.returned_at) >= ADAPTIVE_IDLE]
         for c in idle[: max(0, len(pool.chunks) - pool.initial)]:
             pool.free.remove(c)
             pool.chunks.remove(c)
@@ -641,14 +523,17 @@ class MemoryManager(Checker):
                     items.append(b)
                 rows.append(MapRow(row.label, row.address, row.size, tuple(items)))
         m = HeapMap(title or f"memory manager {self.name!r}", tuple(rows), base.fragmentation)
-        return m if width is None else m.aggregated(width, self._site_of)
+        if width is None:
+            return m
+
+        def site_of(b: MapBlock) -> str:
+            return by_address.get(b.address, ("", ""))[1] if b.state != "free" else ""
+
+        return m.aggregated(width, site_of)
 
     def heapmap(self, width: int = DEFAULT_WIDTH) -> str:
         """The manager's heap map as SVG text (see :meth:`layout_map`)."""
         return render_svg(self.layout_map(), width)
-
-    def _site_of(self, b: MapBlock) -> str:
-        return site_text(self._blocks.mempool.region(b.address).alloc_stack) if b.state != "free" else ""
 
     # ------------------------------------------------------------------ the checker contract
     def verify(self) -> list[Report]:
@@ -666,7 +551,7 @@ class MemoryManager(Checker):
             if self._closed:
                 return []
             self._closed = True
-            groups: dict[tuple[str, int], list[_Entry]] = {}
+            groups: dict[tuple[str, int], list[Entry]] = {}
             for e in self._entries.values():
                 groups.setdefault((e.type, e.asid), []).append(e)
             entries, self._entries = self._entries, {}
@@ -688,7 +573,7 @@ class MemoryManager(Checker):
             self._blocks.close()
         return reports
 
-    def _leak(self, kind: str, asid: int, entries: list[_Entry]) -> Report:
+    def _leak(self, kind: str, asid: int, entries: list[Entry]) -> Report:
         stack = self._stacks.get(asid)
         total = sum(e.size for e in entries)
         ids = ", ".join(e.id for e in entries[:5]) + (" …" if len(entries) > 5 else "")
