@@ -107,6 +107,16 @@ _EXPORTS: dict[str, str] = {
     "RString": "memguard.allocators.strings",
     "CowString": "memguard.allocators.strings",
     "StringError": "memguard.errors",
+    "MemoryManager": "memguard.allocators.manager",
+    "AllocationInfo": "memguard.allocators.manager",
+    "MemoryPool": "memguard.allocators.manager",
+    "MemoryStats": "memguard.allocators.manager",
+    "MemoryManagerError": "memguard.errors",
+    "BudgetExceededError": "memguard.errors",
+    "AllocationNotFoundError": "memguard.errors",
+    "PoolExistsError": "memguard.errors",
+    "PoolNotFoundError": "memguard.errors",
+    "PoolExhaustedError": "memguard.errors",
     "RefAudit": "memguard.refaudit",
     "Ref": "memguard.refaudit",
     # C libraries on the guarded heap (memguard.clibs holds the adapters)
@@ -124,6 +134,7 @@ if TYPE_CHECKING:
     from memguard.allocators.blocks import Allocation, BlockAllocator, BlockStats, PageInfo
     from memguard.allocators.defrag import DefragStats, Defragmenter, Move
     from memguard.allocators.bufpool import BufAllocation, BufAllocationInfo, BufPool, BufPoolStats
+    from memguard.allocators.manager import AllocationInfo, MemoryManager, MemoryPool, MemoryStats
     from memguard.allocators.mempool import MemPool, MemPoolStats, Region, all_leaks
     from memguard.allocators.buddy import BuddyAllocator, BuddyRegion, class_size, memory_class
     from memguard.allocators.objpool import ObjectPool, PoolStats
@@ -132,6 +143,12 @@ if TYPE_CHECKING:
     from memguard.clibs.common import CLibraryError
     from memguard.heap.c_allocator import CAllocator
     from memguard.errors import (
+        AllocationNotFoundError,
+        BudgetExceededError,
+        MemoryManagerError,
+        PoolExhaustedError,
+        PoolExistsError,
+        PoolNotFoundError,
         BuddyError,
         BufPoolClosedError,
         BufPoolTimeoutError,

@@ -37,6 +37,12 @@ __all__ = [
     "EmptyPoolError",
     "DefragmentationError",
     "StringError",
+    "MemoryManagerError",
+    "BudgetExceededError",
+    "AllocationNotFoundError",
+    "PoolExistsError",
+    "PoolNotFoundError",
+    "PoolExhaustedError",
 ]
 
 
@@ -223,3 +229,76 @@ class DefragmentationError(MemguardError):
         super().__init__(message)
         self.allocator = allocator
         self.pass_number = pass_number
+
+
+class MemoryManagerError(MemguardError):
+    """Misuse or exhaustion of a :class:`~memguard.MemoryManager`.
+
+    :ivar manager: the manager's name.
+    """
+
+    def __init__(self, message: str, manager: str = "") -> None:
+        super().__init__(message)
+        self.manager = manager
+
+
+class BudgetExceededError(MemoryManagerError, MemoryError):
+    """A request would take a manager's allocated bytes over its budget.
+
+    :ivar requested: the bytes asked for (for ``set_budget``, the budget asked for).
+    :ivar budget: the manager's ``total_budget``.
+    :ivar allocated: the bytes allocated when the request was refused.
+    """
+
+    def __init__(self, message: str, manager: str = "", requested: int = 0, budget: int = 0,
+                 allocated: int = 0) -> None:
+        super().__init__(message, manager)
+        self.requested = requested
+        self.budget = budget
+        self.allocated = allocated
+
+
+class AllocationNotFoundError(MemoryManagerError, LookupError):
+    """An allocation id the manager does not hold (never handed out, or retired).
+
+    :ivar allocation_id: the id asked for.
+    """
+
+    def __init__(self, message: str, manager: str = "", allocation_id: str = "") -> None:
+        super().__init__(message, manager)
+        self.allocation_id = allocation_id
+
+
+class PoolExistsError(MemoryManagerError, ValueError):
+    """``create_pool`` with the id of a pool the manager already has.
+
+    :ivar pool: the pool id.
+    """
+
+    def __init__(self, message: str, manager: str = "", pool: str = "") -> None:
+        super().__init__(message, manager)
+        self.pool = pool
+
+
+class PoolNotFoundError(MemoryManagerError, LookupError):
+    """A pool id the manager does not have.
+
+    :ivar pool: the pool id.
+    """
+
+    def __init__(self, message: str, manager: str = "", pool: str = "") -> None:
+        super().__init__(message, manager)
+        self.pool = pool
+
+
+class PoolExhaustedError(MemoryManagerError, MemoryError):
+    """A pool has no free chunk and already holds ``max_count`` chunks.
+
+    :ivar pool: the pool id.
+    :ivar max_count: its maximum number of chunks.
+    """
+
+    def __init__(self, message: str, manager: str = "", pool: str = "", max_count: int = 0) -> None:
+        super().__init__(message, manager)
+        self.pool = pool
+        self.max_count = max_count

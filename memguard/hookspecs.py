@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from memguard.leaks import LeakGroup
     from memguard.allocators.bufpool import BufAllocationInfo, BufPool, BufPoolStats
     from memguard.allocators.defrag import Defragmenter, Move
+    from memguard.allocators.manager import MemoryManager, MemoryStats
     from memguard.allocators.mempool import MemPool, Region
     from memguard.refaudit import Ref, RefAudit
     from memguard.report import Report
@@ -234,6 +235,21 @@ def memguard_defrag_pass(context: Defragmenter, phase: str, moves: Sequence[Move
     :param context: the :class:`~memguard.Defragmenter` (``context.allocator``, ``context.pass_number``).
     :param phase: ``"begin"``, ``"apply"`` or ``"end"``.
     :param moves: the pass's :class:`~memguard.Move` values.
+    """
+
+
+@hookspec
+def memguard_manager_event(manager: MemoryManager, event: str, allocation_id: str | None, stats: MemoryStats) -> None:
+    """A :class:`~memguard.MemoryManager` changed: its counters right after the change.
+
+    Called under the manager's lock (the implementation may call ``manager.snapshot()``,
+    ``manager.get_stats()``); events of different threads arrive in the order they happened.
+
+    :param manager: the manager (``manager.name``, ``manager.heap``, ``manager.total_budget``).
+    :param event: ``"allocate"``, ``"allocate_from_pool"``, ``"return_to_pool"``, ``"deallocate"``,
+        ``"release"``, ``"create_pool"``, ``"garbage_collect"``, ``"defragment"`` or ``"set_budget"``.
+    :param allocation_id: the allocation concerned (``None`` for the events of the whole manager).
+    :param stats: the manager's :class:`~memguard.MemoryStats` after the event.
     """
 
 

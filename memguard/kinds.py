@@ -229,5 +229,14 @@ _declare(
     ("rstr-use-after-release", (), "a reference was taken to a refcounted string after its final release"),
     labels=("created here:", "released here:"),
 )
+_declare(
+    PoolError,
+    ("manager-wrong-pool", (), "an allocation was returned to a memory-manager pool it does not come from"),
+    ("manager-double-free", (), "a memory-manager allocation was deallocated or returned twice"),
+)
+_declare(RefcountError, ("manager-over-release", (), "a memory-manager allocation was released with no reference"),
+         labels=("allocated here:", "retired here:"))
+_declare(LeakError, ("manager-leak", (), "memory-manager allocations were still live when the manager closed"),
+         leak=True, labels=("allocated here:", ""))
 _declare(PluginError, ("plugin-error", (), "a plugin raised inside a hook"))
 _declare(CallbackError, ("callback-error", (), "an allocator callback called from C failed"))

@@ -14,4 +14,5 @@ __all__ = ["FIRST_PARTY"]
 
 #: Importable names of every first-party plugin module.
 FIRST_PARTY: tuple[str, ...] = ("memguard_plugins.pool_invariants", "memguard_plugins.bufpool_budget",
-                               "memguard_plugins.defrag_verifier", "memguard_plugins.strtab_invariants")
+                               "memguard_plugins.defrag_verifier", "memguard_plugins.strtab_invariants",
+                               "memguard_plugins.manager_budget")

@@ -622,3 +622,26 @@ def test_pluggy_is_the_engine() -> None:
     assert isinstance(heap.plugins.pm, pluggy.PluginManager)
     assert heap.plugins.pm.project_name == "memguard"
     heap.close()
+
+
+def test_memguard_manager_event_sees_every_change_with_its_stats() -> None:
+    seen: list[tuple[str, str | None, int]] = []
+
+    class Spy:
+        @hookimpl
+        def memguard_manager_event(self, manager, event, allocation_id, stats):
+            seen.append((event, allocation_id, stats.allocated))
+
+    heap = GuardedHeap(plugins=[Spy()])
+    mm = memguard.MemoryManager(1 << 20, heap=heap, name="mm")
+    aid, _ = mm.allocate(100)
+    mm.create_pool("p", 64, initial_count=1)
+    pid, _ = mm.allocate_from_pool("p")
+    mm.return_to_pool("p", pid)
+    mm.deallocate(aid)
+    mm.garbage_collect()
+    mm.close()
+    heap.close()
+    assert [e for e, _, _ in seen] == ["allocate", "create_pool", "allocate_from_pool", "return_to_pool",
+                                       "deallocate", "garbage_collect"]
+    assert seen[0] == ("allocate", aid, 100) and seen[4] == ("deallocate", aid, 64)

@@ -32,6 +32,7 @@ DECLARED = {
     "bufpool_budget": "memguard_plugins.bufpool_budget",
     "defrag_verifier": "memguard_plugins.defrag_verifier",
     "strtab_invariants": "memguard_plugins.strtab_invariants",
+    "manager_budget": "memguard_plugins.manager_budget",
 }
 
 

@@ -429,8 +429,12 @@ class BlockAllocator(Checker):
         self._bytes += size
         return a
 
-    def free(self, allocation: Allocation) -> None:
-        """Free ``allocation`` (a second free is a ``pool-double-free`` finding)."""
+    def free(self, allocation: Allocation, note: str = "") -> None:
+        """Free ``allocation`` (a second free is a ``pool-double-free`` finding).
+
+        ``note`` (who freed it, in words) is added to a later ``pool-use-after-free`` finding
+        about its bytes.
+        """
         if not isinstance(allocation, Allocation):
             raise TypeError(f"allocation must be an Allocation, got {type(allocation).__name__}")
         if allocation._owner is not self:
@@ -441,9 +445,9 @@ class BlockAllocator(Checker):
                 self.emit([self._double_free(allocation, self.mempool.heap.stack_depth)])
                 return
             self.generation += 1
-            self._free(allocation)
+            self._free(allocation, note)
 
-    def _free(self, a: Allocation) -> None:
+    def _free(self, a: Allocation, note: str = "") -> None:
         page = a._page
         assert page is not None
         address = page.address + a.offset
@@ -451,7 +455,7 @@ class BlockAllocator(Checker):
         self._count -= 1
         self._bytes -= a.size
         a._page = None
-        self.mempool.free(address)
+        self.mempool.free(address, note)
         try:
             region = self.mempool.region(address)
             a._gone = (region.alloc_stack, region.free_stack)

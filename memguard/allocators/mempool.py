@@ -542,10 +542,11 @@ class MemPool(Checker):
                 self.notify("memguard_pool_alloc", pool=self, region=self._info(r))
         return address, reports
 
-    def free(self, address: int) -> list[int] | None:
+    def free(self, address: int, note: str = "") -> list[int] | None:
         """Declare the region at ``address`` returned: verify its redzones, poison it, quarantine it.
 
-        Returns the addresses of the regions that left the quarantine (their poison
+        ``note`` (who returned it, in words) is added to the findings about the returned
+        region, as :meth:`move`'s is.  Returns the addresses of the regions that left the quarantine (their poison
         verified), which the pool may now reuse; ``None`` when the return itself was a
         finding (``pool-double-free``, ``pool-bad-free``).
         """
@@ -555,6 +556,11 @@ class MemPool(Checker):
             address = self._int(address, "address")
         sid = self._stacks.capture(_getframe(1))
         released, reports = self._free(address, sid)
+        if note and released is not None:
+            with self._lock:
+                r = self._regions.get(address)
+                if r is not None and r.state != _LIVE:
+                    r.note = note
         self.emit(reports)
         return released
 
