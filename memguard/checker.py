@@ -37,6 +37,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Iterator, TypeVar
 
 from memguard.errors import HeapClosedError
+from memguard.heapmaps import DEFAULT_WIDTH, render_svg
 from memguard.kinds import error_for
 from memguard.report import Report
 from memguard.seams import NO_SEAMS, Seams
@@ -355,6 +356,17 @@ class Checker(metaclass=_Registering):
         closed it returns nothing.
         """
         return []
+
+    def heapmap(self, width: int = DEFAULT_WIDTH) -> str:
+        """This checker's heap map as SVG text: its ``layout_map()`` drawn by
+        :func:`memguard.heapmaps.render_svg` (see ``docs/heapmap.md``).
+
+        :raises TypeError: the checker draws no map (it has no ``layout_map()``).
+        """
+        layout = getattr(self, "layout_map", None)
+        if layout is None:
+            raise TypeError(f"{type(self).__name__} draws no heap map (it has no layout_map())")
+        return render_svg(layout(), width)
 
     def verify_registered(self) -> list[Report]:
         """:meth:`verify` of every live checker registered with this one (and theirs)."""

@@ -515,3 +515,16 @@ def test_every_allocator_in_one_page_and_in_the_exit_report(heap: memguard.Guard
     table.release(keep[3])
     for a in (objs, bufs, buddy, table):
         a.close()
+
+
+def test_every_checker_draws_its_map_through_one_method_and_a_checker_without_one_says_so() -> None:
+    heap = memguard.GuardedHeap()
+    pool = memguard.ObjectPool(32, heap=heap)
+    obj = pool.get()
+    svg = pool.heapmap()
+    assert svg.startswith("<svg") and type(pool).heapmap is memguard.Checker.heapmap
+    with pytest.raises(TypeError, match="RefAudit draws no heap map"):
+        memguard.RefAudit().heapmap()
+    pool.put(obj)
+    pool.destroy()
+    heap.close(check=False)

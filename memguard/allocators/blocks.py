@@ -33,7 +33,7 @@ from memguard.arguments import int_arg
 from memguard.checker import Checker
 from memguard.errors import HeapClosedError
 from memguard.heap.guarded import GuardedHeap, InvalidAddressError
-from memguard.heapmaps import DEFAULT_WIDTH, HeapMap, MapBlock, MapRow, render_svg, site_text
+from memguard.heapmaps import HeapMap, MapBlock, MapRow, site_text
 from memguard.kinds import error_for
 from memguard.report import Report
 
@@ -524,10 +524,6 @@ class BlockAllocator(Checker):
             frag = self.stats().fragmentation
         m = HeapMap(title or f"block allocator {self.name!r}", tuple(rows), frag)
         return m if width is None else m.aggregated(width, self._site_of)
-
-    def heapmap(self, width: int = DEFAULT_WIDTH) -> str:
-        """The allocator's heap map as SVG text (see :meth:`layout_map`)."""
-        return render_svg(self.layout_map(), width)
 
     def _site_of(self, b: MapBlock) -> str:
         if b.state == "free" or not b.address:

@@ -39,7 +39,7 @@ from memguard.errors import (
     NotEnoughSpaceError,
 )
 from memguard.heap.guarded import GuardedHeap
-from memguard.heapmaps import DEFAULT_WIDTH, HeapMap, MapBlock, MapRow, fragmentation_of, render_svg, site_text
+from memguard.heapmaps import HeapMap, MapBlock, MapRow, fragmentation_of, site_text
 from memguard.kinds import error_for
 from memguard.report import Report
 
@@ -329,10 +329,6 @@ class BuddyAllocator(Checker):
                      base, self.total, tuple(blocks))
         m = HeapMap(title, (row,), fragmentation_of(size for _, size in free))
         return m if width is None else m.aggregated(width, self._site_of)
-
-    def heapmap(self, width: int = DEFAULT_WIDTH) -> str:
-        """The allocator's heap map as SVG text (see :meth:`layout_map`)."""
-        return render_svg(self.layout_map(), width)
 
     def _site_of(self, b: MapBlock) -> str:
         if self.mempool is None or b.state == "free" or not b.address:

@@ -40,7 +40,7 @@ from memguard.checker import Checker
 from memguard.errors import BufPoolClosedError, BufPoolTimeoutError
 from memguard.findings import thread_label
 from memguard.heap.guarded import GuardedHeap
-from memguard.heapmaps import DEFAULT_WIDTH, HeapMap, MapBlock, MapRow, render_svg, site_text
+from memguard.heapmaps import HeapMap, MapBlock, MapRow, site_text
 from memguard.report import Report
 from memguard.stacks import Stack, StackTable
 
@@ -523,10 +523,6 @@ class BufPool(Checker):
                      tuple(blocks))
         m = HeapMap(title, (row,), 0.0, (f"{len(live)} live allocation(s) of {self.buffer_size}-byte buffers",))
         return m if width is None else m.aggregated(width)
-
-    def heapmap(self, width: int = DEFAULT_WIDTH) -> str:
-        """The pool's heap map as SVG text (see :meth:`layout_map`)."""
-        return render_svg(self.layout_map(), width)
 
     def verify(self) -> list[Report]:
         """Nothing of its own: the buffers are heap blocks, which the heap verifies."""

@@ -64,7 +64,7 @@ from memguard.errors import (
     PoolNotFoundError,
 )
 from memguard.heap.guarded import GuardedHeap
-from memguard.heapmaps import DEFAULT_WIDTH, HeapMap, MapBlock, MapRow, render_svg, site_text
+from memguard.heapmaps import HeapMap, MapBlock, MapRow, site_text
 from memguard.report import Report
 from memguard.stacks import StackTable
 
@@ -530,10 +530,6 @@ class MemoryManager(Checker):
             return by_address.get(b.address, ("", ""))[1] if b.state != "free" else ""
 
         return m.aggregated(width, site_of)
-
-    def heapmap(self, width: int = DEFAULT_WIDTH) -> str:
-        """The manager's heap map as SVG text (see :meth:`layout_map`)."""
-        return render_svg(self.layout_map(), width)
 
     # ------------------------------------------------------------------ the checker contract
     def verify(self) -> list[Report]:

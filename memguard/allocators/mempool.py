@@ -50,7 +50,7 @@ from memguard.checker import Checker
 from memguard.errors import MemguardError
 from memguard.findings import bad_span, memory_window, thread_label
 from memguard.heap.layout import BlockInfo
-from memguard.heapmaps import DEFAULT_WIDTH, HeapMap, MapBlock, MapRow, fragmentation_of, render_svg, site_text
+from memguard.heapmaps import HeapMap, MapBlock, MapRow, fragmentation_of, site_text
 from memguard.heap.guarded import GuardedHeap, InvalidAddressError
 from memguard.leaks import BlockRecord, LeakGroup, group_records
 from memguard.report import Report
@@ -730,10 +730,6 @@ class MemPool(Checker):
                 rows.append(MapRow(f"chunk {len(rows)}", c.start, c.end - c.start, tuple(blocks)))
         m = HeapMap(f"pool {self.name!r}", tuple(rows), fragmentation_of(gaps))
         return m if width is None else m.aggregated(width, self._site_of)
-
-    def heapmap(self, width: int = DEFAULT_WIDTH) -> str:
-        """The pool's heap map as SVG text (see :meth:`layout_map`)."""
-        return render_svg(self.layout_map(), width)
 
     def _site_of(self, b: MapBlock) -> str:
         with self._lock:

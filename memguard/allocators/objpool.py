@@ -25,7 +25,7 @@ from typing import Container
 from memguard.allocators.mempool import MemPool
 from memguard.checker import Checker
 from memguard.heap.guarded import GuardedHeap
-from memguard.heapmaps import DEFAULT_WIDTH, HeapMap, MapBlock, MapRow, fragmentation_of, render_svg
+from memguard.heapmaps import HeapMap, MapBlock, MapRow, fragmentation_of
 from memguard.kinds import error_for
 from memguard.report import Report
 
@@ -257,10 +257,6 @@ class ObjectPool(Checker):
         m = HeapMap(title, tuple(rows), fragmentation_of(runs),
                     (f"{size}-byte objects every {stride} bytes, {per} a chunk",))
         return m if width is None else m.aggregated(width)
-
-    def heapmap(self, width: int = DEFAULT_WIDTH) -> str:
-        """The pool's heap map as SVG text (see :meth:`layout_map`)."""
-        return render_svg(self.layout_map(), width)
 
     def check(self) -> list[Report]:
         """Verify every object's redzones and every returned object's poison now."""

@@ -44,7 +44,7 @@ from memguard.checker import Checker
 from memguard.errors import HeapClosedError
 from memguard.findings import bad_span, memory_window, thread_label
 from memguard.heap.guarded import GuardedHeap
-from memguard.heapmaps import DEFAULT_WIDTH, HeapMap, MapBlock, MapRow, render_svg, site_text
+from memguard.heapmaps import HeapMap, MapBlock, MapRow, site_text
 from memguard.kinds import error_for
 from memguard.refaudit import Ref, RefAudit
 from memguard.report import Report
@@ -502,10 +502,6 @@ class StringTable(Checker):
                      tuple(blocks))
         m = HeapMap(title, (row,) if entries else (), 0.0)
         return m if width is None else m.aggregated(width)
-
-    def heapmap(self, width: int = DEFAULT_WIDTH) -> str:
-        """The table's heap map as SVG text (see :meth:`layout_map`)."""
-        return render_svg(self.layout_map(), width)
 
     def stats(self) -> StringTableStats:
         """The table's counters."""
