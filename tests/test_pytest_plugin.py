@@ -13,23 +13,11 @@ from pathlib import Path
 import pytest
 
 import memguard
+from pytest_samples import LEAKY
 from report_schema import read_report
 
 pytest_plugins = ["pytester"]
 
-LEAKY = """
-import memguard
-
-def helper(n):
-    return memguard.malloc(n)
-
-def test_leaks():
-    for _ in range(3):
-        helper(24)
-
-def test_clean():
-    memguard.free(memguard.malloc(16))
-"""
 
 OVERFLOW = """
 import ctypes, memguard

@@ -10,23 +10,11 @@ import pytest
 import memguard
 from memguard.reporting.limits import format_size
 from memguard.reporting.verdicts import parse_size
+from pytest_samples import LEAKY
 from report_schema import read_report
 
 pytest_plugins = ["pytester"]
 
-LEAKY = """
-import memguard
-
-def helper(n):
-    return memguard.malloc(n)
-
-def test_leaks():
-    for _ in range(3):
-        helper(24)
-
-def test_clean():
-    memguard.free(memguard.malloc(16))
-"""
 
 
 @pytest.fixture(autouse=True)
