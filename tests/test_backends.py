@@ -314,3 +314,34 @@ def test_the_backend_option() -> None:
     assert Options.resolve(env="backend=mimalloc").heap_kwargs()["backend"] == "mimalloc"
     with pytest.raises(OptionsError, match="jemalloc"):
         Options.resolve(env="backend=tcmalloc")
+
+
+# ----------------------------------------------------------------------------- pytest
+pytest_plugins = ["pytester"]
+
+
+def test_the_pytest_marker_and_ini_choose_the_backend(pytester: pytest.Pytester) -> None:
+    _mimalloc()
+    pytester.makeini("[pytest]\nmemguard_options = backend=mimalloc\n")
+    pytester.makepyfile(test_b="""
+        import pytest
+
+        def test_ini(guarded_heap):
+            assert guarded_heap.backend.name == "mimalloc"
+
+        @pytest.mark.memguard(backend="libc")
+        def test_marker(guarded_heap):
+            assert guarded_heap.backend.name == "libc"
+    """)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=2)
+    pytester.makepyfile(test_b="""
+        import pytest
+
+        @pytest.mark.memguard(backend="tcmalloc")
+        def test_bad(guarded_heap):
+            pass
+    """)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    assert result.ret != 0
+    result.stderr.fnmatch_lines(["*bad value 'tcmalloc' for 'backend': expected libc, windows, mimalloc or jemalloc*"])
