@@ -30,9 +30,12 @@ which caches the declared library for the process; a missing library raises
 
 from __future__ import annotations
 
-from memguard.native import allocator, backend, libbz2, libexpat, liblzma, libsqlite3, libz, prototypes
+from memguard.native import allocator, backend, jemalloc, libbz2, libexpat, liblzma, libsqlite3, libz, mimalloc, prototypes, windows
 from memguard.native.allocator import *  # noqa: F403
 from memguard.native.backend import *  # noqa: F403
+from memguard.native.jemalloc import *  # noqa: F403
+from memguard.native.mimalloc import *  # noqa: F403
+from memguard.native.windows import *  # noqa: F403
 from memguard.native.libbz2 import *  # noqa: F403
 from memguard.native.libexpat import *  # noqa: F403
 from memguard.native.liblzma import *  # noqa: F403
@@ -46,6 +49,9 @@ from memguard.native.prototypes import *  # noqa: F403
 __all__ = [
     *allocator.__all__,
     *backend.__all__,
+    *windows.__all__,
+    *mimalloc.__all__,
+    *jemalloc.__all__,
     *prototypes.__all__,
     *libz.__all__,
     *libbz2.__all__,

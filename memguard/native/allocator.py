@@ -20,7 +20,7 @@ import functools
 import sys
 from typing import Any, Callable, Final
 
-from memguard.native.backend import DEFAULT_BACKEND, Backend, get_backend
+from memguard.native.backend import DEFAULT_BACKEND, Backend, get_backend, process_symbols
 from memguard.native.loader import declare
 
 __all__ = [
@@ -63,7 +63,7 @@ PLATFORM: Final = "windows" if _default.name == "windows" else "posix"
 if sys.platform == "win32":  # pragma: no cover - exercised on Windows only
     _memcmp = declare(ctypes.CDLL("ucrtbase"), "memcmp", ctypes.c_int, _vp, _vp, _sz)
 else:
-    _memcmp = declare(ctypes.CDLL(None), "memcmp", ctypes.c_int, _vp, _vp, _sz)
+    _memcmp = declare(process_symbols(), "memcmp", ctypes.c_int, _vp, _vp, _sz)
 
 #: ``malloc(size)`` of the platform backend: the address, or ``None`` on failure.
 raw_malloc = _default.malloc

@@ -25,6 +25,7 @@ package that installs it; memguard never falls back to another allocator.
 from __future__ import annotations
 
 import ctypes
+import functools
 import sys
 from dataclasses import dataclass
 from typing import Any, Callable, Final
@@ -32,7 +33,7 @@ from typing import Any, Callable, Final
 from memguard.errors import BackendError
 from memguard.native.loader import cached, declare, require
 
-__all__ = ["Backend", "BACKEND_NAMES", "DEFAULT_BACKEND", "get_backend", "libc_backend"]
+__all__ = ["Backend", "BACKEND_NAMES", "DEFAULT_BACKEND", "get_backend", "libc_backend", "posix_backend", "process_symbols"]
 
 _vp = ctypes.c_void_p
 _sz = ctypes.c_size_t
@@ -113,13 +114,19 @@ def posix_backend(lib: Any, name: str, library: str, prefix: str = "") -> Backen
     )
 
 
+@functools.lru_cache(maxsize=None)
+def process_symbols() -> ctypes.CDLL:
+    """The process's global symbol table, ``ctypes.CDLL(None)`` (opened once; no library is loaded)."""
+    return ctypes.CDLL(None)
+
+
 def libc_backend() -> Backend:
     """The platform allocator through the process's global symbols (``ctypes.CDLL(None)``).
 
     No library is opened: an allocator preloaded with ``LD_PRELOAD`` (AddressSanitizer's
     runtime, jemalloc, tcmalloc) is the one this backend calls, so the two compose.
     """
-    return posix_backend(ctypes.CDLL(None), "libc", "the process's malloc (ctypes.CDLL(None))")
+    return posix_backend(process_symbols(), "libc", "the process's malloc (ctypes.CDLL(None))")
 
 
 def _load(name: str) -> Backend:

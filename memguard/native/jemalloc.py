@@ -21,7 +21,7 @@ from typing import Any, Final
 from memguard.errors import BackendUnavailableError
 from memguard.native.backend import Backend, posix_backend
 
-__all__ = ["SONAMES", "PACKAGE", "TLS_TUNABLE", "jemalloc_backend", "load"]
+__all__ = ["jemalloc_backend"]
 
 #: The file names tried, in order.
 SONAMES: Final = ("libjemalloc.so.2", "libjemalloc.so", "libjemalloc.2.dylib", "jemalloc.dll")

@@ -14,7 +14,7 @@ from memguard.errors import BackendUnavailableError
 from memguard.native.backend import Backend
 from memguard.native.loader import declare, require
 
-__all__ = ["SONAMES", "PACKAGE", "mimalloc_backend", "load"]
+__all__ = ["mimalloc_backend"]
 
 #: The file names tried, in order.
 SONAMES: Final = ("libmimalloc.so.2", "libmimalloc.so.2.0", "libmimalloc.so", "libmimalloc.dylib", "mimalloc.dll")

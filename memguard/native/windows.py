@@ -18,7 +18,7 @@ from memguard.errors import BackendUnavailableError
 from memguard.native.backend import Backend
 from memguard.native.loader import require
 
-__all__ = ["HEAP_ZERO_MEMORY", "windows_backend", "load"]
+__all__ = ["HEAP_ZERO_MEMORY", "windows_backend"]
 
 #: ``HeapAlloc`` flag: the block is zeroed.
 HEAP_ZERO_MEMORY: Final = 0x00000008
