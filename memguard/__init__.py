@@ -53,6 +53,8 @@ _EXPORTS: dict[str, str] = {
     "PoolError": "memguard.errors",
     "CallbackError": "memguard.errors",
     "LibraryNotFoundError": "memguard.errors",
+    "BackendError": "memguard.errors",
+    "BackendUnavailableError": "memguard.errors",
     "KindError": "memguard.errors",
     # the process-wide heap, options, suppressions
     "install": "memguard.process",
@@ -144,6 +146,8 @@ if TYPE_CHECKING:
     from memguard.heap.c_allocator import CAllocator
     from memguard.errors import (
         AllocationNotFoundError,
+        BackendError,
+        BackendUnavailableError,
         BudgetExceededError,
         MemoryManagerError,
         PoolExhaustedError,

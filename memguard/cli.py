@@ -274,6 +274,21 @@ def _join_threads() -> None:
             t.join()
 
 
+def _reexec_for_jemalloc(argv: Sequence[str]) -> None:
+    """Start ``memguard run`` again with the glibc tunable jemalloc needs to be opened
+    after start-up (see :mod:`memguard.native.jemalloc`), unless the process has it or
+    preloads jemalloc."""
+    from memguard.native.jemalloc import TLS_TUNABLE
+
+    tunables = os.environ.get("GLIBC_TUNABLES", "")
+    if sys.platform != "linux" or TLS_TUNABLE in tunables or "jemalloc" in os.environ.get("LD_PRELOAD", ""):
+        return
+    os.environ["GLIBC_TUNABLES"] = f"{tunables}:{TLS_TUNABLE}" if tunables else TLS_TUNABLE
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, [sys.executable, "-m", "memguard", "run", *argv])
+
+
 def _cmd_run(argv: Sequence[str]) -> int:
     try:
         spec = parse_run_args(argv)
@@ -288,6 +303,8 @@ def _cmd_run(argv: Sequence[str]) -> int:
         return USAGE_ERROR
     try:
         options = Options.resolve(**spec.options)
+        if options.backend == "jemalloc":
+            _reexec_for_jemalloc(argv)
         process.install(**spec.options)
     except MemguardError as exc:
         sys.stderr.write(f"{_PROG} run: {exc}\n")

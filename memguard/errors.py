@@ -27,6 +27,8 @@ __all__ = [
     "BufPoolClosedError",
     "BufPoolTimeoutError",
     "LibraryNotFoundError",
+    "BackendError",
+    "BackendUnavailableError",
     "OptionsError",
     "SuppressionsError",
     "KindError",
@@ -146,6 +148,35 @@ class BufPoolTimeoutError(MemguardError, TimeoutError):
 
 class LibraryNotFoundError(MemguardError, OSError):
     """A C library (zlib, libbz2, liblzma, libexpat, libsqlite3, …) is not installed."""
+
+
+class BackendError(MemguardError, ValueError):
+    """An allocator backend memguard does not know (a name not in ``BACKEND_NAMES``),
+    or a value that is not a backend.
+
+    :ivar name: what was asked for.
+    :ivar known: the names memguard knows.
+    """
+
+    def __init__(self, message: str, name: str = "", known: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.name = name
+        self.known = known
+
+
+class BackendUnavailableError(LibraryNotFoundError):
+    """A known allocator backend whose library cannot be loaded in this process.
+
+    :ivar backend: the backend's name (``"jemalloc"``).
+    :ivar library: the shared library it needs (``"libjemalloc.so.2"``).
+    :ivar package: the Debian package that installs it (``"libjemalloc2"``).
+    """
+
+    def __init__(self, message: str, backend: str = "", library: str = "", package: str = "") -> None:
+        super().__init__(message)
+        self.backend = backend
+        self.library = library
+        self.package = package
 
 
 class OptionsError(MemguardError, ValueError):

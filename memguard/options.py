@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Final, Mapping
 
 from memguard.errors import OptionsError
+from memguard.native.backend import BACKEND_NAMES
 
 __all__ = [
     "Options",
@@ -97,6 +98,19 @@ def _choice(*choices: str) -> Callable[[Any], str]:
     return convert
 
 
+def _backend(value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise TypeError("expected a backend name")
+    v = value.strip().lower()
+    if not v:
+        return None
+    if v not in BACKEND_NAMES:
+        raise ValueError("not a known backend")
+    return v
+
+
 def _path(value: Any) -> str | None:
     if value is None:
         return None
@@ -133,6 +147,8 @@ _SPECS: tuple[OptionSpec, ...] = (
                _choice("report", "raise", "abort")),
     OptionSpec("canary", "keyed", "keyed or fixed",
                "redzone pattern: per-block keyed bytes, or the fixed 0xFD", _choice("keyed", "fixed")),
+    OptionSpec("backend", None, f"{', '.join(BACKEND_NAMES[:-1])} or {BACKEND_NAMES[-1]} (default: the platform's)",
+               "the native allocator the heap's arenas and large blocks come from (docs/backends.md)", _backend),
     OptionSpec("leak_check", True, "0 or 1 (also true/false, yes/no, on/off)",
                "report blocks still live at exit", _bool),
     OptionSpec("inherited_leaks", False, "0 or 1",
@@ -241,6 +257,7 @@ class Options:
     stack_depth: int = 8
     on_error: str = "report"
     canary: str = "keyed"
+    backend: str | None = None
     leak_check: bool = True
     inherited_leaks: bool = False
     exitcode: int = 23
@@ -292,6 +309,7 @@ class Options:
             "stack_depth": self.stack_depth,
             "on_error": self.on_error,
             "canary": self.canary,
+            "backend": self.backend,
         }
 
     def to_dict(self) -> dict[str, Any]:

@@ -214,7 +214,7 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers",
         "memguard(leaks='fail'|'warn'|'ignore', max_peak=None, max_allocations=None, **heap_options): check this "
         "test with memguard; limit its peak live bytes (e.g. '24 MiB') and its allocations "
-        "(heap options: redzone, quarantine_mb, stack_depth, on_error, canary)",
+        "(heap options: redzone, quarantine_mb, stack_depth, on_error, canary, backend)",
     )
     config.addinivalue_line(
         "markers",

@@ -105,6 +105,7 @@ def test_heap_kwargs_build_a_heap() -> None:
     opts = Options(redzone=32, quarantine_mb=2, stack_depth=4, on_error="raise", canary="fixed")
     assert opts.heap_kwargs() == {
         "redzone": 32, "quarantine_bytes": 2 << 20, "stack_depth": 4, "on_error": "raise", "canary": "fixed",
+            "backend": None,
     }
     heap = memguard.GuardedHeap(**opts.heap_kwargs())
     try:

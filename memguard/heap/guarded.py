@@ -138,7 +138,7 @@ class _Carving:
 
 
 class GuardedHeap(BlockVerifier, Checker):
-    """A debug heap over the platform allocator.
+    """A debug heap over a native allocator (the platform's, or another backend).
 
     :param redzone: bytes of canary on each side of every block (a multiple of 16).
     :param quarantine_bytes: freed bytes kept poisoned before their memory is reused.
@@ -147,6 +147,11 @@ class GuardedHeap(BlockVerifier, Checker):
         carry on) or ``"abort"`` (print the report to stderr and abort the process).
     :param canary: ``"keyed"`` (per-block patterns, the default) or ``"fixed"`` (0xFD).
     :param plugins: objects implementing memguard hooks, registered on this heap.
+    :param backend: the native allocator every arena and large block comes from and goes
+        back to: a name (``"libc"``, the platform default; ``"windows"``, ``"mimalloc"``,
+        ``"jemalloc"``) or a :class:`memguard.native.Backend`.  An unknown name raises
+        :class:`~memguard.errors.BackendError`, a backend whose library cannot be loaded
+        :class:`~memguard.errors.BackendUnavailableError`; there is no fallback.
     """
 
     def __init__(
@@ -158,6 +163,7 @@ class GuardedHeap(BlockVerifier, Checker):
         canary: Literal["keyed", "fixed"] = "keyed",
         plugins: tuple[object, ...] | list[object] = (),
         name: str = "heap",
+        backend: str | native.Backend | None = None,
     ) -> None:
         for arg, value in (("redzone", redzone), ("quarantine_bytes", quarantine_bytes), ("stack_depth", stack_depth)):
             if type(value) is not int:
@@ -168,6 +174,8 @@ class GuardedHeap(BlockVerifier, Checker):
             raise ValueError(f"quarantine_bytes must be >= 0, got {quarantine_bytes}")
         if not 0 <= stack_depth <= 256:
             raise ValueError(f"stack_depth must be between 0 and 256, got {stack_depth}")
+        #: The native allocator of this heap's arenas and large blocks.
+        self.backend: native.Backend = native.get_backend(backend)
         secret = int.from_bytes(os.urandom(8), "little")
         super().__init__(name=name, on_error=on_error)
         self.redzone = redzone
@@ -266,7 +274,7 @@ class GuardedHeap(BlockVerifier, Checker):
         stride = uoff + body + rz
         # The buffer runs one slot past ARENA_SIZE so that reading the header of the
         # partial slot at the end reads bytes memguard owns.
-        address, view = native.owned_buffer(ARENA_SIZE + stride, ARENA_SIZE, self._release_native)
+        address, view = native.owned_buffer(ARENA_SIZE + stride, ARENA_SIZE, self._release_native, self.backend)
         self._mapped.add(address)
         native.memset(address, 0xDD, ARENA_SIZE + stride)
         # Reading a slot at free: size, serial, alloc stack, seal, state, front redzone, the
@@ -461,7 +469,7 @@ class GuardedHeap(BlockVerifier, Checker):
                 pre = -uoff % alignment
                 total = pre + uoff + round16(size) + self.redzone
                 try:
-                    address, native_view = native.owned_buffer(total, max(alignment, 16), self._release_native)
+                    address, native_view = native.owned_buffer(total, max(alignment, 16), self._release_native, self.backend)
                 except MemoryError:
                     raise MemoryError(
                         f"cannot allocate {size} bytes (alignment {alignment}): the native allocator returned NULL"

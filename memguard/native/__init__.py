@@ -9,6 +9,11 @@ module                      concept
 ==========================  ==========================================================
 :mod:`.allocator`           the platform allocator (``malloc``, ``free``,
                             :func:`owned_buffer`, :func:`address_space` …)
+:mod:`.backend`             allocator backends: :class:`Backend` (the raw operations
+                            of one allocator), :func:`get_backend` by name
+:mod:`.windows`             the Win32 process heap backend (libraries injected)
+:mod:`.mimalloc`            the mimalloc backend (``mi_*``, by soname)
+:mod:`.jemalloc`            the jemalloc backend (plain or ``je_`` names, by soname)
 :mod:`.prototypes`          the C function-pointer prototypes of allocator hooks
 :mod:`.loader`              finding a C library and declaring its functions
 :mod:`.libz`                zlib: ``z_stream``, :class:`ZlibLib`, :func:`zlib`
@@ -25,8 +30,12 @@ which caches the declared library for the process; a missing library raises
 
 from __future__ import annotations
 
-from memguard.native import allocator, libbz2, libexpat, liblzma, libsqlite3, libz, prototypes
+from memguard.native import allocator, backend, jemalloc, libbz2, libexpat, liblzma, libsqlite3, libz, mimalloc, prototypes, windows
 from memguard.native.allocator import *  # noqa: F403
+from memguard.native.backend import *  # noqa: F403
+from memguard.native.jemalloc import *  # noqa: F403
+from memguard.native.mimalloc import *  # noqa: F403
+from memguard.native.windows import *  # noqa: F403
 from memguard.native.libbz2 import *  # noqa: F403
 from memguard.native.libexpat import *  # noqa: F403
 from memguard.native.liblzma import *  # noqa: F403
@@ -35,10 +44,14 @@ from memguard.native.libz import *  # noqa: F403
 from memguard.native.loader import load_library
 from memguard.native.prototypes import *  # noqa: F403
 
-#: Every public name of the modules above (the platform allocator, the prototypes, each C
+#: Every public name of the modules above (the platform allocator, the backends, the prototypes, each C
 #: library's structures, functions and loader) and ``load_library``.
 __all__ = [
     *allocator.__all__,
+    *backend.__all__,
+    *windows.__all__,
+    *mimalloc.__all__,
+    *jemalloc.__all__,
     *prototypes.__all__,
     *libz.__all__,
     *libbz2.__all__,

@@ -1,10 +1,11 @@
 """The platform allocator: native ``malloc``/``free`` and the memory views over them.
 
-On POSIX the allocator functions are resolved through ``ctypes.CDLL(None)``, the
-process's global symbol table (no library is opened), so an allocator preloaded with
-``LD_PRELOAD`` (AddressSanitizer's runtime, jemalloc, tcmalloc) is the one memguard
-uses and the two compose.  On Windows the process heap (``HeapAlloc`` and friends) and
-the CRT's ``_aligned_malloc``/``_aligned_free`` are used.
+The module-level functions call the platform's backend (:mod:`memguard.native.backend`):
+on POSIX ``libc``, resolved through ``ctypes.CDLL(None)``, the process's global symbol
+table (no library is opened), so an allocator preloaded with ``LD_PRELOAD``
+(AddressSanitizer's runtime, jemalloc, tcmalloc) is the one memguard uses and the two
+compose; on Windows the process heap (``HeapAlloc`` and friends) and the CRT's
+``_aligned_malloc``/``_aligned_free``.  :func:`owned_buffer` takes any backend.
 
 Public functions return plain ``int`` addresses and raise :class:`MemoryError`
 naming the size when the native allocator returns NULL.  The ``raw_*`` functions are
@@ -19,6 +20,7 @@ import functools
 import sys
 from typing import Any, Callable, Final
 
+from memguard.native.backend import DEFAULT_BACKEND, Backend, get_backend, process_symbols
 from memguard.native.loader import declare
 
 __all__ = [
@@ -54,88 +56,34 @@ _vp = ctypes.c_void_p
 _sz = ctypes.c_size_t
 
 
+#: The platform's backend (``libc`` through ``ctypes.CDLL(None)``, or ``windows``), which
+#: the module-level functions below call.
+_default: Final = get_backend(DEFAULT_BACKEND)
+PLATFORM: Final = "windows" if _default.name == "windows" else "posix"
 if sys.platform == "win32":  # pragma: no cover - exercised on Windows only
-    PLATFORM: Final = "windows"
-    _kernel32 = ctypes.WinDLL("kernel32", use_last_error=True)
-    _crt = ctypes.CDLL("ucrtbase")
-    _GetProcessHeap = declare(_kernel32, "GetProcessHeap", _vp)
-    _HeapAlloc = declare(_kernel32, "HeapAlloc", _vp, _vp, ctypes.c_uint32, _sz)
-    _HeapReAlloc = declare(_kernel32, "HeapReAlloc", _vp, _vp, ctypes.c_uint32, _vp, _sz)
-    _HeapFree = declare(_kernel32, "HeapFree", ctypes.c_int, _vp, ctypes.c_uint32, _vp)
-    _HeapSize = declare(_kernel32, "HeapSize", _sz, _vp, ctypes.c_uint32, _vp)
-    _aligned_malloc = declare(_crt, "_aligned_malloc", _vp, _sz, _sz)
-    _aligned_free_fn = declare(_crt, "_aligned_free", None, _vp)
-    _memcmp = declare(_crt, "memcmp", ctypes.c_int, _vp, _vp, _sz)
-    _HEAP_ZERO_MEMORY = 0x00000008
-    _heap = _GetProcessHeap()
-
-    def raw_malloc(size: int) -> int | None:
-        """Allocate ``size`` bytes; ``None`` on failure."""
-        return _HeapAlloc(_heap, 0, size or 1)
-
-    def raw_calloc(count: int, size: int) -> int | None:
-        """Allocate zeroed memory; ``None`` on failure."""
-        return _HeapAlloc(_heap, _HEAP_ZERO_MEMORY, (count * size) or 1)
-
-    def raw_realloc(address: int, size: int) -> int | None:
-        """Resize a block; ``None`` on failure (the old block is untouched)."""
-        if not address:
-            return raw_malloc(size)
-        return _HeapReAlloc(_heap, 0, address, size or 1)
-
-    def raw_free(address: int) -> None:
-        """Release a block obtained from :func:`raw_malloc`."""
-        if address:
-            _HeapFree(_heap, 0, address)
-
-    def raw_aligned_alloc(alignment: int, size: int) -> int | None:
-        """Allocate ``size`` bytes aligned to ``alignment``; ``None`` on failure."""
-        return _aligned_malloc(size or 1, alignment)
-
-    def aligned_free(address: int) -> None:
-        """Release a block obtained from :func:`aligned_alloc`."""
-        if address:
-            _aligned_free_fn(address)
-
-    def usable_size(address: int) -> int | None:
-        """Bytes usable in a block from :func:`malloc`."""
-        return _HeapSize(_heap, 0, address)
-
+    _memcmp = declare(ctypes.CDLL("ucrtbase"), "memcmp", ctypes.c_int, _vp, _vp, _sz)
 else:
-    PLATFORM: Final = "posix"  # type: ignore[misc]
-    _libc = ctypes.CDLL(None)
-    _malloc = declare(_libc, "malloc", _vp, _sz)
-    _calloc = declare(_libc, "calloc", _vp, _sz, _sz)
-    _realloc = declare(_libc, "realloc", _vp, _vp, _sz)
-    _free = declare(_libc, "free", None, _vp)
-    _posix_memalign = declare(_libc, "posix_memalign", ctypes.c_int, ctypes.POINTER(_vp), _sz, _sz)
-    _malloc_usable_size = declare(_libc, "malloc_usable_size", _sz, _vp) or declare(
-        _libc, "malloc_size", _sz, _vp
-    )
-    _memcmp = declare(_libc, "memcmp", ctypes.c_int, _vp, _vp, _sz)
+    _memcmp = declare(process_symbols(), "memcmp", ctypes.c_int, _vp, _vp, _sz)
 
-    raw_malloc = _malloc  # type: ignore[assignment]
-    raw_calloc = _calloc  # type: ignore[assignment]
-    raw_realloc = _realloc  # type: ignore[assignment]
-    raw_free = _free  # type: ignore[assignment]
+#: ``malloc(size)`` of the platform backend: the address, or ``None`` on failure.
+raw_malloc = _default.malloc
+#: ``calloc(count, size)`` of the platform backend: the address, or ``None`` on failure.
+raw_calloc = _default.calloc
+#: ``realloc(address, size)`` of the platform backend: ``None`` on failure (the old block is untouched).
+raw_realloc = _default.realloc
+#: ``free(address)`` of the platform backend.
+raw_free = _default.free
+#: ``aligned_alloc(alignment, size)`` of the platform backend: ``None`` on failure.
+raw_aligned_alloc = _default.aligned_alloc
+#: Releases a block obtained from :func:`aligned_alloc`.
+aligned_free = _default.aligned_free
 
-    def raw_aligned_alloc(alignment: int, size: int) -> int | None:
-        """Allocate ``size`` bytes aligned to ``alignment``; ``None`` on failure."""
-        out = _vp()
-        if _posix_memalign(ctypes.byref(out), alignment, size or 1) != 0:
-            return None
-        return out.value
 
-    def aligned_free(address: int) -> None:
-        """Release a block obtained from :func:`aligned_alloc`."""
-        if address:
-            _free(address)
-
-    def usable_size(address: int) -> int | None:
-        """Bytes usable in a block from :func:`malloc`, or ``None`` when unknown."""
-        if _malloc_usable_size is None:  # pragma: no cover - glibc has it
-            return None
-        return int(_malloc_usable_size(address))
+def usable_size(address: int) -> int | None:
+    """Bytes usable in a block from :func:`malloc`, or ``None`` when unknown."""
+    if _default.usable_size is None:  # pragma: no cover - glibc has it
+        return None
+    return int(_default.usable_size(address))
 
 
 def _check_size(size: int) -> None:
@@ -258,7 +206,10 @@ def _owned_type(size: int) -> type:
 
 
 def owned_buffer(
-    size: int, alignment: int = 0, gate: Callable[[int, Callable[[int], None]], None] | None = None
+    size: int,
+    alignment: int = 0,
+    gate: Callable[[int, Callable[[int], None]], None] | None = None,
+    backend: Backend | None = None,
 ) -> tuple[int, memoryview]:
     """Allocate ``size`` native bytes owned by the returned memoryview.
 
@@ -267,17 +218,29 @@ def owned_buffer(
     (including slices handed to users) is gone, so no view can ever outlive the memory
     it points at.  ``alignment`` of 0 means the allocator's natural alignment.
 
+    ``backend`` (default: the platform's) makes the memory and releases it: the release
+    is the one matching the allocation (``aligned_free`` for an aligned one), of the
+    backend that made it, whatever happens to be current when the view goes.
+
     With ``gate``, the release is ``gate(address, free)`` instead of ``free(address)``:
     the gate decides whether the memory goes back to the allocator (it may keep it, for
     memory that something outside Python still uses; the garbage collector may finalize
     the owner while other objects it is collecting still point into the memory).
     """
+    source = _default if backend is None else backend
+    _check_size(size)
     if alignment:
-        address = aligned_alloc(alignment, size)
-        release: Callable[[int], None] = aligned_free
+        if alignment < POINTER_SIZE or alignment & (alignment - 1):
+            raise ValueError(f"alignment must be a power of two >= {POINTER_SIZE}, got {alignment}")
+        address = source.aligned_alloc(alignment, size)
+        release: Callable[[int], None] = source.aligned_free
     else:
-        address = malloc(size)
-        release = free
+        address = source.malloc(size or 1)
+        release = source.free
+    if not address:
+        raise MemoryError(
+            f"native allocation of {size} bytes (alignment {alignment}) failed: {source.name} returned NULL"
+        )
     _watch_lost_interrupts()
     owner = _owned_type(size).from_address(address)
     owner.release = release if gate is None else functools.partial(gate, free=release)
