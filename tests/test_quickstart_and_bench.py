@@ -38,6 +38,18 @@ def test_heap_benchmark_quick_run_reports_every_figure() -> None:
     assert data["rss_1m_blocks"]["slot_bytes"] == 80
 
 
+def test_backends_benchmark_quick_run_measures_every_backend_present() -> None:
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "bench_backends.py"), "--quick", "--json"],
+        capture_output=True, text=True, timeout=300, check=True,
+    )
+    data = json.loads(out.stdout)
+    assert set(data) == {"libc", "mimalloc", "jemalloc"}
+    assert data["libc"]["pair_ratio"] > 1.0 and data["libc"]["memset_ratio"] > 1.0
+    for name, figures in data.items():  # a backend missing here is said, not skipped silently
+        assert isinstance(figures, str) or (figures["backend"] == name and figures["raw_pair_ns"] > 0), name
+
+
 def test_bufpool_benchmark_quick_run_reports_every_figure() -> None:
     out = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "bench_bufpool.py"), "--quick", "--json"],
