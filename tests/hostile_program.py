@@ -25,7 +25,10 @@ def evil_function(body: Callable[[], Any]) -> Callable[[], Any]:
     ns: dict[str, Any] = {"body": body}
     exec(compile("def f():\n    return body()\n", EVIL_FILE, "exec"), ns)
     f = ns["f"]
-    f.__code__ = f.__code__.replace(co_name=EVIL_NAME, co_qualname=EVIL_NAME)
+    names = {"co_name": EVIL_NAME}
+    if hasattr(f.__code__, "co_qualname"):  # Python 3.11+
+        names["co_qualname"] = EVIL_NAME
+    f.__code__ = f.__code__.replace(**names)
     return f  # type: ignore[no-any-return]
 
 

@@ -52,7 +52,9 @@ def texts(doc: Any) -> str:
 
 # ---------------------------------------------------------------------------- the SVG
 def test_guarded_heap_svg_is_well_formed_xml_with_legend_totals_and_tooltips(heap: memguard.GuardedHeap) -> None:
-    live = [heap.malloc(n) for n in (16, 48, 100, 5000)]
+    live = []
+    for n in (16, 48, 100, 5000):  # (a loop, not a comprehension: its own frame before 3.12)
+        live.append(heap.malloc(n))
     freed = heap.malloc(32)
     heap.free(freed)
     svg = heap.heapmap()
@@ -366,7 +368,9 @@ def svg_titles(svg: str) -> list[str]:
 
 def test_object_pool_map_a_row_per_chunk(heap: memguard.GuardedHeap) -> None:
     pool = memguard.ObjectPool(40, objects_per_chunk=8, heap=heap, name="objs")
-    objects = [pool.get() for _ in range(10)]
+    objects = []
+    for _ in range(10):  # (a loop, not a comprehension: its own frame before 3.12)
+        objects.append(pool.get())
     pool.put(objects[1])
     pool.put(objects[2])
     m = pool.layout_map(leaked={objects[3]})
