@@ -357,6 +357,22 @@ class Checker(metaclass=_Registering):
         """
         return []
 
+    # ------------------------------------------------------------------ fork
+    def fork_locks(self) -> list[Any]:
+        """The locks held across a ``fork()``, so that a forked child never finds one held
+        by a thread it does not have: the checker's own ``_lock``, when it has one.
+
+        Taken before the fork (outer checkers before the ones registered over them, all
+        before their heap's) and given back after it in the parent and in the child; see
+        :mod:`memguard.heap.fork`.
+        """
+        lock = getattr(self, "_lock", None)
+        return [lock] if lock is not None and hasattr(lock, "acquire") else []
+
+    def after_fork_in_child(self) -> None:
+        """In a forked child, once the locks are back: forget what only other parent
+        threads had (a queue of waiters, say).  Nothing by default."""
+
     def heapmap(self, width: int = DEFAULT_WIDTH) -> str:
         """This checker's heap map as SVG text: its ``layout_map()`` drawn by
         :func:`memguard.heapmaps.render_svg` (see ``docs/heapmap.md``).

@@ -165,3 +165,71 @@ def test_leaks_in_a_child_leave_out_inherited_blocks_unless_asked(tmp_path: os.P
     proc = run(tmp_path, PROGRAM, "leak", "leaks-api", options="leak_check=0")
     assert proc.returncode == 0, proc.stderr
     assert "child [77] [77, 48]" in proc.stdout, proc.stdout
+
+
+ALLOCATORS = """
+    import os, signal, sys, threading
+    import memguard
+    from memguard.heap import fork
+
+    fork.ACQUIRE_TIMEOUT = 0.2
+    heap = memguard.GuardedHeap(on_error="raise")
+    made = {
+        "bufpool": lambda: memguard.BufPool(buffer_size=4096, max_memory=1 << 14, heap=heap),
+        "strings": lambda: memguard.StringTable(heap=heap),
+        "blocks": lambda: memguard.BlockAllocator(heap=heap),
+        "manager": lambda: memguard.MemoryManager(total_budget=1 << 20, heap=heap),
+        "buddy": lambda: memguard.BuddyAllocator(),
+    }
+    use = {
+        "bufpool": lambda o: o.allocate(1).release(),
+        "strings": lambda o: o.release(o.intern("x")),
+        "blocks": lambda o: o.free(o.allocate(8)),
+        "manager": lambda o: o.deallocate(o.allocate(64)[0]),
+        "buddy": lambda o: o.release(o.allocate(1 << 20)),
+    }
+    statuses = {}
+    for name in sys.argv[1:]:
+        obj = made[name]()
+        waiter = None
+        if name == "bufpool":  # one caller queued for room in the parent
+            big = obj.allocate(4)
+            waiter = threading.Thread(target=lambda: obj.allocate(4, timeout=10).release())
+            waiter.start()
+            while obj.stats().waiting != 1:
+                pass
+        held, stop = threading.Event(), threading.Event()
+
+        def holder():
+            with obj._lock:  # a parent thread inside the allocator at the fork
+                held.set()
+                stop.wait()
+
+        t = threading.Thread(target=holder)
+        t.start()
+        held.wait()
+        pid = os.fork()
+        if pid == 0:
+            signal.alarm(10)
+            if name == "bufpool":
+                big.release()
+            use[name](obj)
+            os._exit(0)
+        statuses[name] = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+        stop.set()
+        t.join()
+        if waiter is not None:
+            big.release()
+            waiter.join()
+    print(statuses, flush=True)
+"""
+
+
+def test_a_child_forked_while_a_parent_thread_holds_an_allocators_lock_still_uses_it(tmp_path: os.PathLike[str]) -> None:
+    """Each allocator's own lock is held across the fork like the heap's: a child forked
+    while another parent thread is inside the allocator (or, for the buffer pool, queued in
+    it) uses it at once instead of waiting forever for a thread it does not have."""
+    names = ("bufpool", "strings", "blocks", "manager", "buddy")
+    r = run(tmp_path, ALLOCATORS, *names)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == str({name: 0 for name in names}), r.stdout + r.stderr

@@ -38,6 +38,7 @@ from memguard.errors import (
     NotAllocatedError,
     NotEnoughSpaceError,
 )
+from memguard.heap import fork
 from memguard.heap.guarded import GuardedHeap
 from memguard.heapmaps import HeapMap, MapBlock, MapRow, fragmentation_of, site_text
 from memguard.kinds import error_for
@@ -146,6 +147,8 @@ class BuddyAllocator(Checker):
         self.heap = backing
         self._owner = next(_owners)
         self._lock = threading.Lock()
+        if backing is None:  # over no heap: made consistent across forks on its own
+            fork.track_checker(self)
         self._free: list[list[int]] = [[] for _ in range(classes)]
         self._busy: list[dict[int, BuddyRegion]] = [{} for _ in range(classes)]
         self._split: list[set[int]] = [set() for _ in range(classes)]

@@ -528,6 +528,10 @@ class BufPool(Checker):
         """Nothing of its own: the buffers are heap blocks, which the heap verifies."""
         return []
 
+    def after_fork_in_child(self) -> None:
+        """In a forked child: the callers waiting in the parent's other threads are not there."""
+        self._queue.clear()
+
     # ------------------------------------------------------------------ lifetime
     @property
     def closed(self) -> bool:

@@ -29,30 +29,46 @@ from typing import TYPE_CHECKING, Any, Callable
 from memguard.heap.mutex import Mutex
 
 if TYPE_CHECKING:
+    from memguard.checker import Checker
     from memguard.heap.guarded import GuardedHeap
 
-__all__ = ["ACQUIRE_TIMEOUT", "track", "after_fork_in_child"]
+__all__ = ["ACQUIRE_TIMEOUT", "track", "track_checker", "after_fork_in_child"]
 
 #: Seconds the parent waits, before a fork, for another thread to leave a heap.
 ACQUIRE_TIMEOUT = 2.0
 
 _heaps: weakref.WeakSet[GuardedHeap] = weakref.WeakSet()
+#: Checkers over no heap (an allocator that manages offsets only), with locks of their own.
+_standalone: weakref.WeakSet[Checker] = weakref.WeakSet()
 _registered = False
 _registry_lock = threading.Lock()
-#: What the handler before the fork took: ``(heap, [(release, reset) ...])`` per heap.
-_taken: list[tuple[GuardedHeap, list[tuple[Callable[[], None], Callable[[], None]]]]] = []
+#: What the handler before the fork took: ``(heap or None, its checkers, [(release, reset) ...])``.
+_taken: list[tuple[GuardedHeap | None, list[Checker], list[tuple[Callable[[], None], Callable[[], None]]]]] = []
 #: Called in the child after the heaps are reset (the process heap's own state).
 _child_hooks: list[Callable[[], None]] = []
 
 
 def track(heap: GuardedHeap) -> None:
-    """Have ``heap`` made consistent across forks (held weakly); registers the handlers once."""
-    global _registered
+    """Have ``heap`` made consistent across forks (held weakly), with every checker registered
+    over it (their :meth:`~memguard.Checker.fork_locks`); registers the handlers once."""
     with _registry_lock:
         _heaps.add(heap)
-        if not _registered and hasattr(os, "register_at_fork"):
-            os.register_at_fork(before=_before, after_in_parent=_after_in_parent, after_in_child=_after_in_child)
-            _registered = True
+        _register()
+
+
+def track_checker(checker: Checker) -> None:
+    """The same for a checker over no heap (held weakly)."""
+    with _registry_lock:
+        _standalone.add(checker)
+        _register()
+
+
+def _register() -> None:
+    """Register the handlers, once (with the registry lock held)."""
+    global _registered
+    if not _registered and hasattr(os, "register_at_fork"):
+        os.register_at_fork(before=_before, after_in_parent=_after_in_parent, after_in_child=_after_in_child)
+        _registered = True
 
 
 def after_fork_in_child(hook: Callable[[], None]) -> None:
@@ -86,24 +102,45 @@ def _take_lock(lock: Any, deadline: float) -> tuple[Callable[[], None], Callable
     return (lambda: None), lock._at_fork_reinit
 
 
+def _checkers_over(owner: Checker) -> list[Checker]:
+    """The checkers registered over ``owner``, outermost first (the newest made first: an
+    allocator makes the ones it uses before it is registered itself), each followed by
+    its own: the order in which they take each other's locks."""
+    found: list[Checker] = []
+    for checker in reversed(owner.registered()):
+        found.append(checker)
+        found.extend(_checkers_over(checker))
+    return found
+
+
+def _take_all(parts: list[Any], deadline: float) -> list[tuple[Callable[[], None], Callable[[], None]]]:
+    taken = []
+    for part in parts:
+        got = _take_mutex(part, deadline) if isinstance(part, Mutex) else _take_lock(part, deadline)
+        if got is not None:
+            taken.append(got)
+    return taken
+
+
 def _before() -> None:
-    """Before ``fork()``: take every heap's locks (evictor, then lock, as the heap does)."""
+    """Before ``fork()``: take every checker's locks, then every heap's (evictor, then
+    lock, as the heap does)."""
     _registry_lock.acquire()
     deadline = time.monotonic() + ACQUIRE_TIMEOUT
     _taken.clear()
+    for checker in list(_standalone):
+        checkers = [checker, *_checkers_over(checker)]
+        _taken.append((None, checkers, _take_all([p for c in checkers for p in c.fork_locks()], deadline)))
     for heap in list(_heaps):
-        taken = []
-        for part in heap.fork_locks():
-            got = _take_mutex(part, deadline) if isinstance(part, Mutex) else _take_lock(part, deadline)
-            if got is not None:
-                taken.append(got)
-        _taken.append((heap, taken))
+        checkers = [] if heap.closed else _checkers_over(heap)
+        parts = [p for c in checkers for p in c.fork_locks()] + heap.fork_locks()
+        _taken.append((heap, checkers, _take_all(parts, deadline)))
 
 
 def _after_in_parent() -> None:
     """After ``fork()``, in the parent: give every lock back."""
     try:
-        for _, taken in reversed(_taken):
+        for _, _, taken in reversed(_taken):
             for release, _ in reversed(taken):
                 release()
     finally:
@@ -116,10 +153,13 @@ def _after_in_child() -> None:
     the parent's blocks and findings marked as inherited."""
     global _registry_lock
     try:
-        for heap, taken in reversed(_taken):
+        for heap, checkers, taken in reversed(_taken):
             for _, reset in reversed(taken):
                 reset()
-            heap.mark_inherited()
+            if heap is not None:
+                heap.mark_inherited()
+            for checker in checkers:
+                checker.after_fork_in_child()
     finally:
         _taken.clear()
         _registry_lock = threading.Lock()

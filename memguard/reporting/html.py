@@ -305,7 +305,7 @@ def _as_map(obj: Any, width: int) -> HeapMap:
     layout = getattr(obj, "layout_map", None)
     if layout is None:
         raise TypeError(f"cannot draw a heap map of {type(obj).__name__}: a GuardedHeap, an allocator "
-                        "(BlockAllocator, MemPool, ObjectPool, BufPool, BuddyAllocator, StringTable), "
+                        "(BlockAllocator, MemPool, ObjectPool, BufPool, BuddyAllocator, StringTable, MemoryManager), "
                         "a HeapMap or a dump_stats() document is needed")
     return layout(width=width)  # type: ignore[no-any-return]
 
