@@ -413,16 +413,14 @@ class GuardedHeap(BlockVerifier, Checker):
             raise
         return new
 
-    _int_arg = staticmethod(int_arg)
-
     def _size_arg(self, value: object, what: str) -> int:
-        size = self._int_arg(value, what)
+        size = int_arg(value, what)
         if size > SIZE_MAX:
             raise MemoryError(f"cannot allocate {size} bytes: larger than SIZE_MAX")
         return size
 
     def _address_arg(self, value: object) -> int:
-        return 0 if value is None else self._int_arg(value, "address")
+        return 0 if value is None else int_arg(value, "address")
 
     def _alloc(self, size: int, alignment: int, fill: bytes | None, frame: FrameType | None) -> int:
         """General allocation path: any size, any alignment, 0xCD or zero fill.
