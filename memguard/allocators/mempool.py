@@ -46,6 +46,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Container, Iterator
 
+from memguard.arguments import int_arg
 from memguard.checker import Checker
 from memguard.errors import MemguardError
 from memguard.findings import bad_span, memory_window, thread_label
@@ -199,16 +200,6 @@ class MemPool(Checker):
             raise MemguardError(f"the pool {self.name!r} was destroyed")
         if self.heap.closed:
             raise MemguardError(f"the heap {self.heap.name!r} of pool {self.name!r} is closed")
-
-    @staticmethod
-    def _int(value: object, what: str) -> int:
-        if type(value) is not int:
-            if isinstance(value, bool) or not hasattr(value, "__index__") or isinstance(value, (float, str, bytes)):
-                raise TypeError(f"{what} must be an int, got {type(value).__name__}")
-            value = int(value.__index__())  # type: ignore[attr-defined]
-        if value < 0:
-            raise ValueError(f"{what} must be >= 0, got {value}")
-        return value
 
     def _chunk_of(self, address: int) -> _Chunk | None:
         i = bisect.bisect_right(self._chunk_starts, address) - 1
@@ -400,11 +391,11 @@ class MemPool(Checker):
         pool hands them out with :meth:`alloc`.  Returns the chunk's first address.
         """
         self._alive()
-        address = self._int(address, "address")
-        offset = self._int(offset, "offset")
+        address = int_arg(address, "address")
+        offset = int_arg(offset, "offset")
         view = self.heap.view(address)  # raises InvalidAddressError for a non-live block
         serial = self.heap.live_serial(address)
-        n = len(view) - offset if size is None else self._int(size, "size")
+        n = len(view) - offset if size is None else int_arg(size, "size")
         if n <= 0 or offset + n > len(view):
             raise ValueError(
                 f"chunk [{offset}, {offset + n}) does not fit in the {len(view)}-byte block 0x{address:x}"
@@ -428,7 +419,7 @@ class MemPool(Checker):
         returned); it must hold no live region (:class:`ValueError` otherwise).
         """
         self._alive()
-        start = self._int(start, "start")
+        start = int_arg(start, "start")
         sid = self._stacks.capture(_getframe(1))
         reports: list[Report] = []
         with self._lock:
@@ -472,9 +463,9 @@ class MemPool(Checker):
         if self._destroyed or self.heap.closed:
             self._alive()
         if type(address) is not int or address < 0:
-            address = self._int(address, "address")
+            address = int_arg(address, "address")
         if type(size) is not int or size < 0:
-            size = self._int(size, "size")
+            size = int_arg(size, "size")
         if size == 0:
             raise ValueError("a region must be at least 1 byte")
         if fill is not None and (type(fill) is not int or not 0 <= fill <= 255):
@@ -553,7 +544,7 @@ class MemPool(Checker):
         if self._destroyed or self.heap.closed:
             self._alive()
         if type(address) is not int or address < 0:
-            address = self._int(address, "address")
+            address = int_arg(address, "address")
         sid = self._stacks.capture(_getframe(1))
         released, reports = self._free(address, sid)
         if note and released is not None:
@@ -650,8 +641,8 @@ class MemPool(Checker):
         what :meth:`free` returns.
         """
         self._alive()
-        old = self._int(old, "old")
-        new = self._int(new, "new")
+        old = int_arg(old, "old")
+        new = int_arg(new, "new")
         sid = self._stacks.capture(_getframe(1))
         with self._lock:
             r = self._regions.get(old)
@@ -683,7 +674,7 @@ class MemPool(Checker):
     # ------------------------------------------------------------------ inspection
     def region(self, address: int) -> Region:
         """What the pool knows about the region at ``address`` (live or quarantined)."""
-        address = self._int(address, "address")
+        address = int_arg(address, "address")
         with self._lock:
             r = self._regions.get(address)
             if r is None:
