@@ -16,7 +16,10 @@ from typing import Any, Callable, Sequence
 
 from memguard._location import PACKAGE_DIR, framework_dirs, is_framework_file
 
-__all__ = ["Frame", "Stack", "StackTable", "format_stack", "current_stack", "hide_framework_frames", "is_user_frame"]
+__all__ = [
+    "Frame", "Stack", "StackTable", "format_stack", "current_stack", "frame_record", "hide_framework_frames",
+    "is_user_frame",
+]
 
 _getframe = sys._getframe
 
@@ -60,6 +63,12 @@ def _lineno(code: CodeType, lasti: int) -> int:
                 break
         _line_cache[key] = line
     return line
+
+
+def frame_record(frame: FrameType) -> Frame:
+    """The :class:`Frame` of a running frame: its file, current line and function."""
+    code = frame.f_code
+    return Frame(code.co_filename, _lineno(code, frame.f_lasti), getattr(code, "co_qualname", code.co_name))
 
 
 def is_user_frame(frame: FrameType) -> bool:

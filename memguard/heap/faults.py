@@ -1,0 +1,126 @@
+"""The fault handler of guard pages: a ``SIGSEGV``/``SIGBUS`` in a guard page becomes a finding.
+
+One handler per process, installed (``sigaction`` with ``SA_SIGINFO``) when the first
+heap with guard pages is made, and kept.  It is a ctypes callback, so it runs in the
+faulting thread, with the GIL: when that thread holds the GIL (a fault inside the
+interpreter's own C code, such as a memoryview write or ``ctypes.string_at``) the
+callback's GIL-ensure nests; when the thread released it (``ctypes.memmove``, any
+foreign function) the callback takes it, like any callback from C.
+
+The handler does as little as it can, and takes no lock of memguard's: it looks the
+faulting page up in :data:`PAGES` (a dict read), appends a :class:`Fault` to the owner's
+list of faults (a list append), makes the block's pages accessible again (``mprotect``)
+and returns, so the access completes and the program runs on.  The finding itself is
+built later, at the next memguard call (:meth:`GuardPages.drain
+<memguard.heap.guardpages.GuardPages.drain>`).
+
+A fault at an address that is in no guard page is not memguard's: the handler puts the
+previous action back (faulthandler's, or the default) and returns, so the access faults
+again and the process crashes exactly as it would have without memguard.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import sys
+import threading
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from memguard._location import PACKAGE_DIR
+from memguard.native import mman
+from memguard.stacks import Frame, frame_record
+
+if TYPE_CHECKING:
+    from memguard.heap.guardpages import GuardBlock
+
+__all__ = ["Fault", "PAGES", "install", "page_shift"]
+
+_getframe = sys._getframe
+
+
+class Fault(NamedTuple):
+    """One access to a guard page, as the handler recorded it."""
+
+    #: the block whose page was touched
+    block: GuardBlock
+    #: the faulting address
+    address: int
+    #: whether the block was freed when it was touched
+    freed: bool
+    #: whether the access was a write (None: the platform does not tell)
+    write: bool | None
+    #: the Python stack of the access, most recent call first (memguard's own frames left out)
+    stack: tuple[Frame, ...]
+    #: the thread that made it, as ``"name (T<ident>)"``
+    thread: str
+
+
+#: Page number (address >> page shift) -> the guard block that page belongs to, for every
+#: page of every guard block (its guard page, and its data pages once it is freed).
+PAGES: dict[int, GuardBlock] = {}
+#: The handler, kept alive for the rest of the process once installed.
+_HANDLER: list[Any] = []
+_STACK_DEPTH = 16
+_CTYPES_DIR = os.path.dirname(ctypes.__file__) + os.sep
+
+
+def page_shift() -> int:
+    """log2 of the page size."""
+    return mman.require().page_size.bit_length() - 1
+
+
+def _stack_here() -> tuple[Frame, ...]:
+    """The faulting thread's Python stack above the handler: memguard's frames left out, and
+    ctypes' own Python wrappers (``string_at``) at its top, so it starts at the line that
+    made the access."""
+    frames: list[Frame] = []
+    f = _getframe(2)
+    while f is not None and f.f_code.co_filename.startswith(_CTYPES_DIR):
+        f = f.f_back
+    while f is not None and len(frames) < _STACK_DEPTH:
+        if not f.f_code.co_filename.startswith(PACKAGE_DIR):
+            frames.append(frame_record(f))
+        f = f.f_back
+    return tuple(frames)
+
+
+def _thread() -> str:
+    ident = threading.get_ident()
+    t = threading._active.get(ident)  # type: ignore[attr-defined]  # (no lock, unlike current_thread() for a dummy)
+    return f"{t.name if t is not None else 'thread'} (T{ident})"
+
+
+def _on_fault(signo: int, info: int, context: int) -> None:
+    """The handler: record a fault in a guard page and open the page, or step aside."""
+    m = _MM[0]
+    address = m.fault_address(info)
+    block = PAGES.get(address >> _SHIFT[0])
+    if block is None:
+        m.restore_previous(signo)
+        return
+    if block.opened:
+        return  # another thread opened it a moment ago: the access goes through now
+    block.opened = True
+    try:
+        block.owner.faults.append(Fault(block, address, block.freed, m.fault_is_write(context), _stack_here(), _thread()))
+    finally:
+        m.protect(block.base, block.length, mman.PROT_RW)
+
+
+_MM: list[mman.Mman] = []
+_SHIFT: list[int] = []
+_INSTALL_LOCK = threading.Lock()
+
+
+def install() -> None:
+    """Install the handler for SIGSEGV and SIGBUS (once per process)."""
+    with _INSTALL_LOCK:
+        if _HANDLER:
+            return
+        m = mman.require()
+        _MM.append(m)
+        _SHIFT.append(page_shift())
+        handler = mman.FAULT_FN(_on_fault)
+        m.install_handler(handler)
+        _HANDLER.append(handler)
