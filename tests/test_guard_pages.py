@@ -20,6 +20,8 @@ import pytest
 import memguard
 from memguard.native import mman
 
+pytest_plugins = ["pytester"]
+
 pytestmark = pytest.mark.skipif(not mman.SUPPORTED, reason="guard pages need Linux x86-64 or aarch64")
 
 X86 = mman._X86_64
@@ -427,3 +429,120 @@ dump(heap)
 """
     found = findings(run(body, env={"MEMGUARD_OPTIONS": "guard=all:leak_check=0"}))
     assert [(r["kind"], r["line"]) for r in found] == [("heap-buffer-overflow", line_of(body, "# ACCESS"))]
+
+
+# --------------------------------------------------------------------------- check_every, break_on
+def test_check_every_reports_the_window_that_contains_the_corrupting_line() -> None:
+    heap = memguard.GuardedHeap(on_error="report", check_every=2)
+    a = heap.malloc(24)
+    b = heap.malloc(24)  # operation 2: a check, clean
+    c = heap.malloc(8)  # operation 3
+    start = sys._getframe().f_lineno
+    ctypes.memset(b + 24, 0x41, 1)  # the corrupting line
+    heap.free(a)  # operation 4: a check finds it
+    end = sys._getframe().f_lineno - 1
+    (r,) = heap.reports
+    assert r.kind == "heap-buffer-overflow" and r.serial == 2
+    window = r.extra["check_window"]
+    assert (window["from"]["operation"], window["to"]["operation"]) == (2, 4)
+    assert (window["from"]["serial"], window["to"]["serial"]) == (2, 1)
+    from_line = int(window["from"]["line"].split(":")[1].split()[0])
+    to_line = int(window["to"]["line"].split(":")[1].split()[0])
+    assert from_line < start + 1 < to_line == end
+    assert "corrupted between operation #2 (malloc of allocation #2" in r.message
+    assert "operation #4 (free of allocation #1" in r.message
+    for p in (b, c):
+        heap.free(p)
+    assert len(heap.reports) == 1  # repaired: reported once
+    heap.close()
+
+
+def test_check_every_counts_every_kind_of_operation_and_raises_under_raise() -> None:
+    heap = memguard.GuardedHeap(on_error="raise", check_every=3)
+    a = heap.calloc(2, 8)
+    b = heap.memalign(64, 16)
+    ctypes.memset(a - 1, 0, 1)
+    with pytest.raises(memguard.HeapCorruptionError) as info:
+        heap.realloc(b, 32)
+    assert info.value.kind == "heap-buffer-underflow"
+    assert "check_every=3" in info.value.report.message
+    heap.close(check=False)
+
+
+def test_break_on_raises_once_before_that_allocation() -> None:
+    heap = memguard.GuardedHeap(on_error="raise", break_on=3)
+    heap.malloc(8)
+    heap.calloc(1, 8)
+    line = sys._getframe().f_lineno + 2
+    with pytest.raises(memguard.BreakOnAllocation) as info:
+        heap.malloc(77)
+    assert (info.value.serial, info.value.size, heap.serial) == (3, 77, 2)
+    assert f"{__file__}:{line} in " in str(info.value)
+    assert heap.malloc(5) and heap.serial == 3  # once only
+    heap.close(check=False)
+
+
+def test_break_on_the_serial_a_report_printed() -> None:
+    heap = memguard.GuardedHeap(on_error="report")
+    heap.malloc(8)
+    leaked = heap.malloc(8)
+    serial = heap.block(leaked).serial
+    assert f"allocation #{serial}" in str(heap.leaks()[0]) or serial == 2
+    again = memguard.GuardedHeap(on_error="report", break_on=serial, guard="all")
+    again.malloc(8)
+    with pytest.raises(memguard.BreakOnAllocation):
+        again.malloc(8)
+    heap.close(check=False)
+    again.close(check=False)
+
+
+def test_break_on_action_pdb_stops_in_the_callers_frame() -> None:
+    body = """\
+heap = memguard.GuardedHeap(break_on=2, break_on_action="pdb")
+heap.malloc(1)
+marker = "in the caller"
+p = heap.malloc(2)  # BREAK
+print("allocated", heap.serial)
+print("done")
+"""
+    proc = subprocess.run(
+        [sys.executable, "-c", PRELUDE + body], input="p marker\nc\n", capture_output=True, text=True, timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "break_on=2: allocation #2 (2 bytes)" in proc.stderr
+    assert "(Pdb) 'in the caller'" in proc.stdout
+    assert "allocated 2" in proc.stdout
+
+
+def test_marker_arguments_configure_the_guarded_heap_fixture(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_g='''
+import ctypes
+import pytest
+
+
+@pytest.mark.memguard(guard="all", guard_max=8)
+def test_overflow(guarded_heap):
+    p = guarded_heap.malloc(16)
+    ctypes.memset(p + 16, 0, 1)  # THE ACCESS
+    guarded_heap.free(p)
+
+
+@pytest.mark.memguard(guard="underflow", check_every=5, break_on=0)
+def test_clean(guarded_heap):
+    for _ in range(20):
+        guarded_heap.free(guarded_heap.malloc(8))
+
+''', test_bad='''
+import pytest
+
+
+@pytest.mark.memguard(guard="sometimes")
+def test_bad(guarded_heap):
+    pass
+''')
+    result = pytester.runpytest_subprocess("test_g.py")
+    result.assert_outcomes(passed=1, failed=1)
+    out = result.stdout.str()
+    assert "heap-buffer-overflow" in out and "test_g.py:9" in out
+    bad = pytester.runpytest_subprocess("test_bad.py")
+    assert "bad value 'sometimes' for 'guard'" in bad.stdout.str() + bad.stderr.str()

@@ -160,7 +160,8 @@ class _Wrapper:
             self._break(frame, size)
 
     def _break(self, frame: FrameType | None, size: object) -> None:
-        serial = self.break_on
+        """Stop once, before allocation ``break_on``: raise, or enter pdb in the caller's frame."""
+        serial, self.break_on = self.break_on, 0
         where = user_frame(frame)
         if self.pdb:
             import pdb
@@ -170,7 +171,9 @@ class _Wrapper:
                 f"is about to be made at {where}",
                 file=sys.stderr,
             )
-            pdb.Pdb().set_trace(frame)
+            debugger = pdb.Pdb()
+            debugger.reset()
+            debugger.interaction(frame, None)  # at the caller's line; `c` goes on with the allocation
             return
         __tracebackhide__ = True
         raise BreakOnAllocation(
