@@ -546,3 +546,28 @@ def test_bad(guarded_heap):
     assert "heap-buffer-overflow" in out and "test_g.py:9" in out
     bad = pytester.runpytest_subprocess("test_bad.py")
     assert "bad value 'sometimes' for 'guard'" in bad.stdout.str() + bad.stderr.str()
+
+
+def _helper_alloc(heap: memguard.GuardedHeap, n: int) -> int:
+    return heap.malloc(n)
+
+
+def test_stacks_through_the_wrapped_entry_points_are_the_users_at_the_asked_depth() -> None:
+    for kwargs in ({"guard_sample": 1}, {"guard_sample": 10_000}, {"check_every": 1000}, {"guard": "all"}):
+        heap = memguard.GuardedHeap(on_error="report", stack_depth=2, **kwargs)  # type: ignore[arg-type]
+        blocks = []
+        for _ in range(3):
+            line = sys._getframe().f_lineno + 1
+            blocks.append(_helper_alloc(heap, 8))
+        line2 = sys._getframe().f_lineno + 1
+        blocks += [heap.calloc(1, 8), heap.memalign(32, 8)]
+        for p in blocks[:3]:
+            stack = heap.block(p).alloc_stack
+            assert [f.name for f in stack] == ["_helper_alloc", "test_stacks_through_the_wrapped_entry_points_are_the_users_at_the_asked_depth"], kwargs
+            assert stack[1].lineno == line
+        for p in blocks[3:]:
+            stack = heap.block(p).alloc_stack
+            assert len(stack) == 2 and stack[0].lineno == line2 and stack[0].filename == __file__, kwargs
+        (group,) = [g for g in heap.leaks() if g.count == 3]
+        assert group.stack[0].name == "_helper_alloc"
+        heap.close(check=False)

@@ -131,11 +131,45 @@ class _Wrapper:
 
     def install(self) -> None:
         heap = self.heap
+        for method in (_Wrapper.malloc, _Wrapper.calloc, _Wrapper.memalign, _Wrapper.realloc, _Wrapper.free):
+            heap._stacks.pass_through(method.__code__)
         for name in ("malloc", "calloc", "memalign", "realloc"):
             method = getattr(self, name)
             setattr(heap, name, method)
         if self.every:
             heap.free = self.free  # type: ignore[method-assign]
+        elif self.sample and not self.break_on:
+            heap.malloc = self._sampled_malloc()  # type: ignore[method-assign]
+
+    def _sampled_malloc(self) -> Callable[[int], int]:
+        """``malloc`` for sampling alone: a countdown and one test before the heap's own malloc."""
+        inner = self.inner_malloc
+        guard = self.guard
+        assert guard is not None
+        faults = guard.faults  # (emptied in place, never replaced)
+        countdown = self.countdown
+        heap = self.heap
+        allocate, size_arg, hook = guard.allocate, heap._size_arg, self._hook
+
+        def malloc(size: int) -> int:
+            """Allocate ``size`` bytes filled with 0xCD; return the user address."""
+            nonlocal countdown
+            countdown -= 1
+            if countdown > 0 and not faults:
+                return inner(size)
+            if faults:
+                __tracebackhide__ = True
+                heap.emit(guard.drain())
+            if countdown <= 0:
+                countdown = guard.next_countdown()
+                p = allocate(size_arg(size, "size"), 16, False, _getframe(0))
+                if p:
+                    hook(p)
+                    return p
+            return inner(size)
+
+        self.heap._stacks.pass_through(malloc.__code__)
+        return malloc
 
     # ------------------------------------------------------------------ the decisions
     def _guarded(self) -> bool:
@@ -171,9 +205,12 @@ class _Wrapper:
                 f"is about to be made at {where}",
                 file=sys.stderr,
             )
+            caller = frame
+            while caller is not None and caller.f_code.co_filename.startswith(PACKAGE_DIR):
+                caller = caller.f_back
             debugger = pdb.Pdb()
             debugger.reset()
-            debugger.interaction(frame, None)  # at the caller's line; `c` goes on with the allocation
+            debugger.interaction(caller, None)  # at the caller's line; `c` goes on with the allocation
             return
         __tracebackhide__ = True
         raise BreakOnAllocation(
@@ -220,7 +257,7 @@ class _Wrapper:
     # ------------------------------------------------------------------ the entry points
     def malloc(self, size: int) -> int:
         """Allocate ``size`` bytes filled with 0xCD; return the user address."""
-        frame = _getframe(1)
+        frame = _getframe(0)
         self._before(frame, size)
         p = 0
         if self._guarded():
@@ -234,7 +271,7 @@ class _Wrapper:
 
     def calloc(self, count: int, size: int) -> int:
         """Allocate ``count * size`` zeroed bytes; ``MemoryError`` when the product overflows."""
-        frame = _getframe(1)
+        frame = _getframe(0)
         self._before(frame, size)
         p = 0
         if self._guarded():
@@ -250,7 +287,7 @@ class _Wrapper:
 
     def memalign(self, alignment: int, size: int) -> int:
         """Allocate ``size`` bytes at an address that is a multiple of ``alignment``."""
-        frame = _getframe(1)
+        frame = _getframe(0)
         self._before(frame, size)
         p = 0
         guard = self.guard
@@ -268,7 +305,7 @@ class _Wrapper:
 
     def realloc(self, address: int, size: int) -> int:
         """Resize a block (it always moves); ``realloc(0, n)`` is ``malloc(n)``."""
-        frame = _getframe(1)
+        frame = _getframe(0)
         self._before(frame, size)
         heap = self.heap
         guard = self.guard
@@ -307,7 +344,7 @@ class _Wrapper:
 
     def free(self, address: int) -> None:
         """Free a block (``check_every`` counts it)."""
-        frame = _getframe(1)
+        frame = _getframe(0)
         serial = self._serial_of(address) if (self.ops + 1) % self.every == 0 else 0
         self.inner_free(address)
         self._tick("free", serial, frame)
