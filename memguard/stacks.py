@@ -138,10 +138,11 @@ class StackTable:
     caller's locals alive.  Frames inside the memguard package are skipped, so stacks
     start at the user's code.
 
-    With ``through=1``, a capture walks one frame more, so that a stack captured through
+    With ``through=N``, a capture walks N frames more, so that a stack captured through
     one of memguard's wrappers registered with :meth:`pass_through` (the entry points of
     a heap with a debugging option, :mod:`memguard.heap.debugpaths`) is found by the
-    same cheap lookup; those frames are left out, and stacks cut to ``depth``, when shown.
+    same cheap lookup; those frames, and memguard's own frames above the user's, are left
+    out, and stacks cut to ``depth``, when shown.
     """
 
     __slots__ = ("depth", "_ids", "_raw", "_resolved", "_lock", "_users", "_user_codes", "capture", "_walk", "_through")
@@ -229,6 +230,8 @@ class StackTable:
             if self._walk != self.depth:
                 through = self._through
                 kept = [x for i in range(0, len(raw), 2) if id(raw[i]) not in through for x in raw[i : i + 2]]
+                while kept and kept[0].co_filename.startswith(PACKAGE_DIR):  # (called through memguard)
+                    del kept[:2]
                 raw = kept[: 2 * self.depth]
             stack = _resolve(raw)
             self._resolved[sid] = stack

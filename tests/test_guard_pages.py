@@ -571,3 +571,62 @@ def test_stacks_through_the_wrapped_entry_points_are_the_users_at_the_asked_dept
         (group,) = [g for g in heap.leaks() if g.count == 3]
         assert group.stack[0].name == "_helper_alloc"
         heap.close(check=False)
+
+
+@pytest.mark.parametrize("crash", [False, True])
+def test_faulthandler_enabled_after_the_first_guarded_heap(crash: bool) -> None:
+    body = f"""\
+heap = memguard.GuardedHeap(on_error="report", guard="all")
+faulthandler.disable()
+faulthandler.enable()            # on top of memguard's handler now
+p = heap.malloc(16)              # puts memguard's handler back on top
+ctypes.memset(p + 16, 0, 1)  # ACCESS
+if {crash}:
+    ctypes.string_at(8, 1)  # CRASH
+dump(heap)
+"""
+    proc = run(body, check=not crash)
+    if crash:
+        assert proc.returncode != 0 and "done" not in proc.stdout
+        assert "Fatal Python error: Segmentation fault" in proc.stderr
+        assert f'File "<string>", line {line_of(body, "# CRASH")}' in proc.stderr
+        assert proc.stderr.count("Fatal Python error") == 1
+    else:
+        assert [(r["kind"], r["line"]) for r in findings(proc)] == [("heap-buffer-overflow", line_of(body, "# ACCESS"))]
+
+
+def test_a_segv_sent_by_kill_is_not_swallowed() -> None:
+    body = """\
+import os, signal
+heap = memguard.GuardedHeap(on_error="report", guard="all")
+p = heap.malloc(16)
+os.kill(os.getpid(), signal.SIGSEGV)
+print("not reached")
+"""
+    proc = run(body, check=False)
+    assert proc.returncode != 0 and "not reached" not in proc.stdout
+    assert "Fatal Python error: Segmentation fault" in proc.stderr
+
+
+def test_pytest_with_guard_sampling_on_the_process_heap_fails_the_test_at_the_access(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_p='''
+import ctypes
+import memguard
+
+
+def test_reads_past_the_end():
+    p = memguard.malloc(32)
+    data = ctypes.string_at(p, 33)
+    memguard.free(p)
+    assert len(data) == 33
+
+
+def test_clean():
+    memguard.free(memguard.malloc(32))
+''')
+    result = pytester.runpytest_subprocess("--memguard", "--memguard-options=guard_sample=1")
+    result.assert_outcomes(passed=1, failed=1)
+    out = result.stdout.str()
+    assert "heap-buffer-overflow" in out and "test_p.py:7 in test_reads_past_the_end" in out
+    if X86:
+        assert "READ at 0x" in out

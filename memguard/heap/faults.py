@@ -94,11 +94,15 @@ def _thread() -> str:
 def _on_fault(signo: int, info: int, context: int) -> None:
     """The handler: record a fault in a guard page and open the page, or step aside."""
     m = _MM[0]
-    address = m.fault_address(info)
-    block = PAGES.get(address >> _SHIFT[0])
-    if block is None:
-        m.restore_previous(signo)
+    if m.sent_by_a_process(info):  # kill(), raise(): no access to complete, so send it on
+        _step_aside(m, signo)
+        m.resend(signo)
         return
+    block = PAGES.get(m.fault_address(info) >> _SHIFT[0])
+    if block is None:
+        _step_aside(m, signo)
+        return
+    address = m.fault_address(info)
     if block.opened:
         return  # another thread opened it a moment ago: the access goes through now
     block.opened = True
@@ -108,19 +112,37 @@ def _on_fault(signo: int, info: int, context: int) -> None:
         m.protect(block.base, block.length, mman.PROT_RW)
 
 
+def _step_aside(m: mman.Mman, signo: int) -> None:
+    """Not a guard page: put the previous action back, so the access faults again and crashes
+    as it would have.  Called again for the same signal, the previous action chained back to
+    this handler (faulthandler raises the signal again once it has printed its traceback, and
+    its own previous action is this handler): then the default action ends the process."""
+    if signo in _STEPPED_ASIDE:
+        m.restore_default(signo)
+        return
+    _STEPPED_ASIDE.add(signo)
+    m.restore_previous(signo)
+
+
+#: The signals for which the handler stepped aside (a crash is under way): never installed again.
+_STEPPED_ASIDE: set[int] = set()
 _MM: list[mman.Mman] = []
 _SHIFT: list[int] = []
 _INSTALL_LOCK = threading.Lock()
 
 
 def install() -> None:
-    """Install the handler for SIGSEGV and SIGBUS (once per process)."""
+    """Make the handler the action for SIGSEGV and SIGBUS (made once per process).
+
+    Called again (by every guarded allocation), it puts the handler back on top of an
+    action installed since (``faulthandler.enable()`` after the first guarded heap), which
+    becomes the previous action, the one a fault outside guard pages goes to.
+    """
     with _INSTALL_LOCK:
-        if _HANDLER:
+        if _STEPPED_ASIDE:
             return
-        m = mman.require()
-        _MM.append(m)
-        _SHIFT.append(page_shift())
-        handler = mman.FAULT_FN(_on_fault)
-        m.install_handler(handler)
-        _HANDLER.append(handler)
+        if not _HANDLER:
+            _MM.append(mman.require())
+            _SHIFT.append(page_shift())
+            _HANDLER.append(mman.FAULT_FN(_on_fault))
+        _MM[0].install_handler(_HANDLER[0])

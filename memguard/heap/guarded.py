@@ -207,7 +207,7 @@ class GuardedHeap(BlockVerifier, Checker):
         self._seal_key = secret >> 2  # seals are sums: this keeps them below 2**64
         self._tails = self._canaries.tails
         self._uoff = HEADER_SIZE + redzone
-        self._stacks = StackTable(stack_depth, through=1 if debug.active else 0)
+        self._stacks = StackTable(stack_depth, through=2 if debug.active else 0)
         self._lock = Mutex()
         #: Held by the one thread taking blocks out of the quarantine (and by close()).
         self._evictor = Mutex()

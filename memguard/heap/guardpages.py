@@ -133,6 +133,7 @@ class GuardPages(Checker):
         align = max(alignment, 16)
         span = -(-size // align) * align
         sid = heap._stacks.capture(frame)
+        faults.install()  # (on top again, if faulthandler was enabled since)
         with heap._lock:
             if heap._closed:
                 raise HeapClosedError("the heap is closed")

@@ -48,6 +48,8 @@ _SA_SIGINFO = 4
 #: ``SIGSEGV`` and ``SIGBUS`` (Linux numbers).
 SIGNALS: Final = (11, 7)
 
+#: ``siginfo_t.si_code`` (after si_signo and si_errno).
+_SI_CODE_OFFSET = 8
 #: ``siginfo_t.si_addr`` (after si_signo, si_errno, si_code and the padding to 8 bytes).
 _SI_ADDR_OFFSET = 16
 #: ``ucontext_t.uc_mcontext.gregs[REG_ERR]``: uc_flags (8), uc_link (8), uc_stack (24), then 8 * 19.
@@ -83,8 +85,9 @@ class Mman:
         self._sigaction = declare(
             libc, "sigaction", ctypes.c_int, ctypes.c_int, ctypes.POINTER(_Sigaction), ctypes.POINTER(_Sigaction)
         )
-        if None in (self._mmap, self._munmap, self._mprotect, sysconf, self._sigaction):
-            raise GuardPagesUnavailableError("the C library lacks mmap, munmap, mprotect, sysconf or sigaction")
+        self._raise = declare(libc, "raise", ctypes.c_int, ctypes.c_int)
+        if None in (self._mmap, self._munmap, self._mprotect, sysconf, self._sigaction, self._raise):
+            raise GuardPagesUnavailableError("the C library lacks mmap, munmap, mprotect, sysconf, sigaction or raise")
         #: The size of a page, from ``sysconf(_SC_PAGESIZE)``.
         self.page_size: int = int(sysconf(_SC_PAGESIZE))
         #: The actions replaced by :meth:`install_handler`, by signal number.
@@ -106,13 +109,17 @@ class Mman:
         return bool(self._mprotect(address, length, prot) == 0)
 
     def install_handler(self, handler: Any) -> None:
-        """Install ``handler`` (a :data:`FAULT_FN`) for SIGSEGV and SIGBUS, keeping the previous actions.
-
-        The caller keeps ``handler`` alive for the rest of the process.
+        """Make ``handler`` (a :data:`FAULT_FN`) the action for SIGSEGV and SIGBUS, keeping the
+        action it replaces as the previous one; nothing for a signal whose action it already is
+        (so calling it again puts ``handler`` back on top of one installed since, such as
+        faulthandler's).  The caller keeps ``handler`` alive for the rest of the process.
         """
         address = ctypes.cast(handler, ctypes.c_void_p).value
         for signo in SIGNALS:
-            if signo in self._previous:
+            current = _Sigaction()
+            if self._sigaction(signo, None, ctypes.byref(current)) != 0:
+                raise GuardPagesUnavailableError(f"sigaction({signo}) failed")
+            if current.sa_sigaction == address and current.sa_flags & _SA_SIGINFO:
                 continue
             new, old = _Sigaction(), _Sigaction()
             new.sa_sigaction = address
@@ -122,10 +129,24 @@ class Mman:
             self._previous[signo] = old
 
     def restore_previous(self, signo: int) -> None:
-        """Put back the action :meth:`install_handler` replaced for ``signo`` (before a crash)."""
+        """Put back the action :meth:`install_handler` last replaced for ``signo`` (before a crash)."""
         old = self._previous.get(signo)
         if old is not None:
             self._sigaction(signo, ctypes.byref(old), None)
+
+    def restore_default(self, signo: int) -> None:
+        """Make ``SIG_DFL`` the action for ``signo`` (the process dies of the signal)."""
+        default = _Sigaction()
+        self._sigaction(signo, ctypes.byref(default), None)
+
+    def resend(self, signo: int) -> None:
+        """Send ``signo`` to the calling thread again (``raise``): delivered once the handler returns."""
+        self._raise(signo)
+
+    @staticmethod
+    def sent_by_a_process(info: int) -> bool:
+        """Whether the signal was sent (``kill``, ``raise``: ``si_code <= 0``) rather than caused by an access."""
+        return ctypes.c_int.from_address(info + _SI_CODE_OFFSET).value <= 0
 
     @staticmethod
     def fault_address(info: int) -> int:
