@@ -22,7 +22,7 @@ from memguard.native import mman
 
 pytest_plugins = ["pytester"]
 
-pytestmark = pytest.mark.skipif(not mman.SUPPORTED, reason="guard pages need Linux x86-64 or aarch64")
+pytestmark = pytest.mark.skipif(not mman.GUARD_PAGES_SUPPORTED, reason="guard pages need Linux x86-64 or aarch64")
 
 X86 = mman._X86_64
 
@@ -395,7 +395,7 @@ def test_bad_guard_arguments_raise_clear_errors(kwargs: dict[str, object], error
 
 
 def test_guard_options_raise_a_clear_error_where_unsupported(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(mman, "SUPPORTED", False)
+    monkeypatch.setattr(mman, "GUARD_PAGES_SUPPORTED", False)
     with pytest.raises(memguard.GuardPagesUnavailableError, match="Linux"):
         memguard.GuardedHeap(guard="all")
 

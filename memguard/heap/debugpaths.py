@@ -235,8 +235,8 @@ class _Wrapper:
             heap.emit([self._windowed(r, before, now) for r in reports])
 
     def _windowed(self, report: Report, before: Operation, now: Operation) -> Report:
-        if report.extra.get("guard_page"):
-            return report  # caught at the access: its line is known
+        if "access" in report.extra:
+            return report  # caught at the access by a guard page: its line is known
         window = f"corrupted between {before} and {now} (check_every={self.every})"
         extra = {
             **report.extra,

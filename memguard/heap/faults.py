@@ -67,7 +67,7 @@ _CTYPES_DIR = os.path.dirname(ctypes.__file__) + os.sep
 
 def page_shift() -> int:
     """log2 of the page size."""
-    return mman.require().page_size.bit_length() - 1
+    return mman.require_mman().page_size.bit_length() - 1
 
 
 def _stack_here() -> tuple[Frame, ...]:
@@ -142,7 +142,7 @@ def install() -> None:
         if _STEPPED_ASIDE:
             return
         if not _HANDLER:
-            _MM.append(mman.require())
+            _MM.append(mman.require_mman())
             _SHIFT.append(page_shift())
             _HANDLER.append(mman.FAULT_FN(_on_fault))
         _MM[0].install_handler(_HANDLER[0])

@@ -97,7 +97,7 @@ class GuardPages(Checker):
 
     def __init__(self, heap: GuardedHeap, mode: Literal["overflow", "underflow"], sample: int, max_live: int) -> None:
         super().__init__(name=f"{heap.name} guard pages", heap=heap, on_error=None)
-        self._mm = mman.require()
+        self._mm = mman.require_mman()
         faults.install()
         self._heap = heap
         self.underflow = mode == "underflow"

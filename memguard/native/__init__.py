@@ -16,8 +16,8 @@ module                      concept
 :mod:`.jemalloc`            the jemalloc backend (plain or ``je_`` names, by soname)
 :mod:`.prototypes`          the C function-pointer prototypes of allocator hooks
 :mod:`.mman`                pages and signals for guard pages: ``mmap``, ``mprotect``,
-                            ``sigaction``, the faulting address and access (not
-                            re-exported: ``memguard.native.mman.require()``)
+                            ``sigaction``, the faulting address and access
+                            (:func:`require_mman`)
 :mod:`.loader`              finding a C library and declaring its functions
 :mod:`.libz`                zlib: ``z_stream``, :class:`ZlibLib`, :func:`zlib`
 :mod:`.libbz2`              libbz2: ``bz_stream``, :class:`Bz2Lib`, :func:`bz2`
@@ -38,6 +38,7 @@ from memguard.native.allocator import *  # noqa: F403
 from memguard.native.backend import *  # noqa: F403
 from memguard.native.jemalloc import *  # noqa: F403
 from memguard.native.mimalloc import *  # noqa: F403
+from memguard.native.mman import *  # noqa: F403
 from memguard.native.windows import *  # noqa: F403
 from memguard.native.libbz2 import *  # noqa: F403
 from memguard.native.libexpat import *  # noqa: F403
@@ -56,6 +57,7 @@ __all__ = [
     *mimalloc.__all__,
     *jemalloc.__all__,
     *prototypes.__all__,
+    *mman.__all__,
     *libz.__all__,
     *libbz2.__all__,
     *liblzma.__all__,

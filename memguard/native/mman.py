@@ -6,9 +6,9 @@ with ``sigaction(SA_SIGINFO)``, and the two things a handler reads from what the
 passes it: the faulting address (``siginfo_t.si_addr``) and, on x86-64, whether the access
 was a write (bit 1 of the page-fault error code, ``REG_ERR`` of ``uc_mcontext.gregs``).
 
-Supported on Linux x86-64 and aarch64 (there, READ or WRITE is not told); :data:`SUPPORTED`
-is false elsewhere, and :func:`require` raises a clear error.  Nothing is declared until
-:func:`require` is first called.
+Supported on Linux x86-64 and aarch64 (there, READ or WRITE is not told); :data:`GUARD_PAGES_SUPPORTED`
+is false elsewhere, and :func:`require_mman` raises a clear error.  Nothing is declared until
+:func:`require_mman` is first called.
 """
 
 from __future__ import annotations
@@ -23,18 +23,18 @@ from memguard.native.backend import process_symbols
 from memguard.native.loader import declare
 
 __all__ = [
-    "SUPPORTED",
+    "GUARD_PAGES_SUPPORTED",
     "PROT_NONE",
     "PROT_RW",
-    "SIGNALS",
+    "FAULT_SIGNALS",
     "FAULT_FN",
     "Mman",
-    "require",
+    "require_mman",
 ]
 
 _MACHINE = platform.machine().lower()
 #: Whether guard pages work on this platform (Linux x86-64 or aarch64).
-SUPPORTED: Final = sys.platform.startswith("linux") and _MACHINE in ("x86_64", "amd64", "aarch64", "arm64")
+GUARD_PAGES_SUPPORTED: Final = sys.platform.startswith("linux") and _MACHINE in ("x86_64", "amd64", "aarch64", "arm64")
 _X86_64: Final = _MACHINE in ("x86_64", "amd64")
 
 PROT_NONE: Final = 0
@@ -46,7 +46,7 @@ _MAP_FAILED = ctypes.c_void_p(-1).value
 _SC_PAGESIZE = 30
 _SA_SIGINFO = 4
 #: ``SIGSEGV`` and ``SIGBUS`` (Linux numbers).
-SIGNALS: Final = (11, 7)
+FAULT_SIGNALS: Final = (11, 7)
 
 #: ``siginfo_t.si_code`` (after si_signo and si_errno).
 _SI_CODE_OFFSET = 8
@@ -115,7 +115,7 @@ class Mman:
         faulthandler's).  The caller keeps ``handler`` alive for the rest of the process.
         """
         address = ctypes.cast(handler, ctypes.c_void_p).value
-        for signo in SIGNALS:
+        for signo in FAULT_SIGNALS:
             current = _Sigaction()
             if self._sigaction(signo, None, ctypes.byref(current)) != 0:
                 raise GuardPagesUnavailableError(f"sigaction({signo}) failed")
@@ -164,9 +164,9 @@ class Mman:
 _MMAN: list[Mman] = []
 
 
-def require() -> Mman:
+def require_mman() -> Mman:
     """The process's :class:`Mman` (declared on first use); :class:`GuardPagesUnavailableError` elsewhere."""
-    if not SUPPORTED:
+    if not GUARD_PAGES_SUPPORTED:
         raise GuardPagesUnavailableError(
             f"guard pages need Linux on x86-64 or aarch64; this is {sys.platform} on {_MACHINE or 'an unknown machine'}"
         )
