@@ -630,3 +630,33 @@ def test_clean():
     assert "heap-buffer-overflow" in out and "test_p.py:7 in test_reads_past_the_end" in out
     if X86:
         assert "READ at 0x" in out
+
+
+def test_hooks_see_guarded_blocks_and_a_raising_alloc_hook_frees_the_block() -> None:
+    seen: list[tuple[str, int]] = []
+
+    class Plugin:
+        fail = False
+
+        @memguard.hookimpl
+        def memguard_alloc(self, heap: memguard.GuardedHeap, block: memguard.BlockInfo) -> None:
+            seen.append(("alloc", block.address))
+            if self.fail:
+                raise KeyboardInterrupt
+
+        @memguard.hookimpl
+        def memguard_free(self, heap: memguard.GuardedHeap, block: memguard.BlockInfo) -> None:
+            seen.append(("free", block.address))
+
+    plugin = Plugin()
+    heap = memguard.GuardedHeap(on_error="raise", guard="all", plugins=[plugin])
+    p = heap.malloc(8)
+    heap.free(p)
+    assert seen == [("alloc", p), ("free", p)]
+    plugin.fail = True
+    with pytest.raises(KeyboardInterrupt):
+        heap.malloc(8)
+    q = seen[-1][1]
+    assert heap.block(q).state == "quarantined" and heap.leaks() == []
+    plugin.fail = False
+    heap.close()

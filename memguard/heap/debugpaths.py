@@ -350,7 +350,15 @@ class _Wrapper:
         self._tick("free", serial, frame)
 
     def _hook(self, p: int) -> None:
+        """The ``memguard_alloc`` hook of a new guarded block; if it raises, the block the
+        caller will not get is freed again (its findings deferred to the next ``check()``)."""
         on_alloc = self.heap.seams.on_alloc
-        if on_alloc is not None:
+        if on_alloc is None:
+            return
+        try:
             on_alloc(self.heap, p)
+        except BaseException:
+            with self.heap.deferred_errors():
+                self.guard.free(p, None, hooks=False)  # type: ignore[union-attr]
+            raise
 

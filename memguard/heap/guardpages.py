@@ -174,8 +174,9 @@ class GuardPages(Checker):
         return p
 
     # ------------------------------------------------------------------ free
-    def free(self, p: int, frame: FrameType | None) -> None:
-        """Free the guarded block at ``p``: verify its canary, make it inaccessible, quarantine it."""
+    def free(self, p: int, frame: FrameType | None, hooks: bool = True) -> None:
+        """Free the guarded block at ``p``: verify its canary, make it inaccessible, quarantine it
+        (``hooks=False``: without the ``memguard_free`` hook, for a block its caller never got)."""
         __tracebackhide__ = True
         heap = self._heap
         sid = heap._stacks.capture(frame)
@@ -203,7 +204,7 @@ class GuardPages(Checker):
                 freed = True
                 while len(self._quarantine) > QUARANTINE_BLOCKS:
                     self._unmap(self._quarantine.popleft())
-        on_free = heap.seams.on_free
+        on_free = heap.seams.on_free if hooks else None
         if freed and on_free is not None:
             on_free(heap, p)
         reports = self.drain() + reports
