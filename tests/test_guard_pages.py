@@ -220,7 +220,7 @@ def test_a_clean_guard_all_workload_has_zero_findings() -> None:
     def work(seed: int) -> None:
         try:
             live: list[tuple[int, int]] = []
-            for i in range(400):
+            for i in range(750):
                 n = (seed * 31 + i * 17) % 300
                 op = i % 5
                 if op == 0 and live:
@@ -306,6 +306,7 @@ def test_guarded_blocks_in_stats_leaks_and_block() -> None:
     assert (info.size, info.state, info.serial) == (100, "live", 1)
     assert ctypes.string_at(p, 100) == b"\xcd" * 100
     assert [g.size for g in heap.leaks()] == [100]
+    assert heap.allocated_bytes == 100
     s = heap.stats()
     assert (s.live_blocks, s.live_bytes, s.total_allocs) == (1, 100, 1)
     with pytest.raises(memguard.InvalidAddressError):

@@ -1009,7 +1009,8 @@ class GuardedHeap(BlockVerifier, Checker):
         with self._lock:
             if self._closed:
                 return 0
-            return self._counts()[1] + self._queued()
+            guarded = self._guard.total_bytes if self._guard is not None else 0
+            return self._counts()[1] + self._queued() + guarded
 
     # ------------------------------------------------------------------ fork
     @property

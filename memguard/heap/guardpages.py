@@ -113,6 +113,8 @@ class GuardPages(Checker):
         self._quarantine: deque[GuardBlock] = deque()
         self.live_blocks = 0
         self.live_bytes = 0
+        #: user bytes of every guarded block made so far
+        self.total_bytes = 0
         self.frees = 0
         self._random = random.Random()
 
@@ -166,6 +168,7 @@ class GuardPages(Checker):
                 self.blocks[p] = block
                 self.live_blocks += 1
                 self.live_bytes += size
+                self.total_bytes += size
             except BaseException:
                 if p not in self.blocks:
                     PAGES.pop(guard >> self._shift, None)
