@@ -309,9 +309,14 @@ def test_guarded_blocks_in_stats_leaks_and_block() -> None:
     assert heap.allocated_bytes == 100
     s = heap.stats()
     assert (s.live_blocks, s.live_bytes, s.total_allocs) == (1, 100, 1)
+    view = heap.view(p)
+    assert len(view) == 100 and view.format == "B" and bytes(view[:2]) == b"\xcd\xcd"
+    view[:2] = b"ok"
+    assert ctypes.string_at(p, 2) == b"ok"
+    del view
+    heap.free(p)
     with pytest.raises(memguard.InvalidAddressError):
         heap.view(p)
-    heap.free(p)
     assert heap.block(p).state == "quarantined" and heap.block(p).free_stack
     assert heap.leaks() == []
     assert heap.stats().live_blocks == 0
@@ -661,3 +666,43 @@ def test_hooks_see_guarded_blocks_and_a_raising_alloc_hook_frees_the_block() -> 
     assert heap.block(q).state == "quarantined" and heap.leaks() == []
     plugin.fail = False
     heap.close()
+
+
+def test_a_pool_over_a_guarded_chunk() -> None:
+    heap = memguard.GuardedHeap(on_error="report", guard="all")
+    chunk = heap.malloc(256)
+    assert heap.live_serial(chunk) == 1
+    pool = memguard.MemPool(heap, name="pool")
+    start = pool.add_chunk(chunk)
+    a = pool.alloc(start, 24)
+    b = pool.alloc(start + 64, 24)
+    pool.free(a)
+    assert heap.check() == []
+    ctypes.memset(b, 0, 25)
+    assert [r.kind for r in heap.check()] == ["pool-buffer-overflow"]
+    pool.free(b)
+    pool.destroy()
+    heap.free(chunk)
+    assert heap.live_serial(chunk) == 0
+    heap.close(check=False)
+
+
+def test_a_view_keeps_the_pages_of_a_freed_guarded_block_mapped_and_its_use_is_reported() -> None:
+    body = """\
+from memguard.heap.guardpages import QUARANTINE_BLOCKS
+heap = memguard.GuardedHeap(on_error="report", guard="all")
+p = heap.malloc(64)
+view = heap.view(p)
+heap.free(p)
+for _ in range(QUARANTINE_BLOCKS + 10):
+    heap.free(heap.malloc(8))
+view[3] = 1  # ACCESS
+del view
+for _ in range(QUARANTINE_BLOCKS + 10):
+    heap.free(heap.malloc(8))
+dump(heap)
+"""
+    found = findings(run(body))
+    assert [(r["kind"], r["line"], r["offset"]) for r in found] == [
+        ("heap-use-after-free", line_of(body, "# ACCESS"), 3)
+    ]

@@ -248,11 +248,7 @@ class _Wrapper:
         return dataclasses.replace(report, message=f"{report.message}; {window}" if report.message else window, extra=extra)
 
     def _serial_of(self, p: object) -> int:
-        if type(p) is not int:
-            return 0
-        guard = self.guard
-        block = guard.blocks.get(p) if guard is not None else None
-        return block.serial if block is not None else self.heap.live_serial(p)
+        return self.heap.live_serial(p) if type(p) is int else 0
 
     # ------------------------------------------------------------------ the entry points
     def malloc(self, size: int) -> int:

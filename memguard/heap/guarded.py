@@ -726,9 +726,12 @@ class GuardedHeap(BlockVerifier, Checker):
     def view(self, address: int) -> memoryview:
         """A writable 1-D ``'B'`` memoryview of exactly the user bytes of a live block."""
         p = self._address_arg(address)
-        if self._guard is not None and p in self._guard.blocks:
-            raise InvalidAddressError(f"0x{p:x} is a guard-page block: it has no view (use its address)")
         with self._lock:
+            if self._guard is not None and p in self._guard.blocks:
+                guarded = self._guard.view(p)
+                if guarded is None:
+                    raise InvalidAddressError(f"0x{p:x} is not a live block of this heap")
+                return guarded
             found = self._find(p) if p else None
             if found is not None:
                 view, hoff = found
@@ -770,7 +773,8 @@ class GuardedHeap(BlockVerifier, Checker):
         # view that keeps its memory alive; a block freed meanwhile is the caller's race.
         found = self._find(address)
         if found is None:
-            return 0
+            block = self._guard.blocks.get(address) if self._guard is not None else None
+            return block.serial if block is not None and not block.freed else 0
         _, serial, _, _, state, _ = HDR.unpack_from(*found)
         return serial if state == LIVE else 0  # type: ignore[no-any-return]
 

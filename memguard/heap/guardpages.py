@@ -29,10 +29,12 @@ block here (free, realloc, ``block()``, leaks), and only live blocks' slack is r
 
 from __future__ import annotations
 
+import ctypes
 import random
+import weakref
 from collections import deque
 from types import FrameType
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from memguard import native
 from memguard.checker import Checker
@@ -65,7 +67,7 @@ class GuardBlock:
 
     __slots__ = (
         "owner", "base", "length", "data", "data_len", "address", "size", "serial", "asid", "fsid",
-        "freed", "opened", "canary_at", "canary",
+        "freed", "opened", "canary_at", "canary", "views",
     )
 
     def __init__(
@@ -90,6 +92,8 @@ class GuardBlock:
         #: where the slack canary starts, and its bytes
         self.canary_at = canary_at
         self.canary = canary
+        #: the ctypes arrays behind the memoryviews handed out by ``view()`` (weakly)
+        self.views: list[weakref.ref[Any]] = []
 
 
 class GuardPages(Checker):
@@ -111,6 +115,8 @@ class GuardPages(Checker):
         #: faults the handler recorded and no finding was made of yet, oldest first
         self.faults: list[Fault] = []
         self._quarantine: deque[GuardBlock] = deque()
+        #: blocks out of the quarantine whose pages a view still points at
+        self._held: list[GuardBlock] = []
         self.live_blocks = 0
         self.live_bytes = 0
         #: user bytes of every guarded block made so far
@@ -206,6 +212,10 @@ class GuardPages(Checker):
                 self.frees += 1
                 freed = True
                 while len(self._quarantine) > QUARANTINE_BLOCKS:
+                    if self._held:
+                        held, self._held = self._held, []
+                        for old in held:
+                            self._unmap(old)
                     self._unmap(self._quarantine.popleft())
         on_free = heap.seams.on_free if hooks else None
         if freed and on_free is not None:
@@ -214,7 +224,14 @@ class GuardPages(Checker):
         heap.emit(reports)
 
     def _unmap(self, block: GuardBlock) -> None:
-        """Forget a quarantined block and give its pages back (heap lock held)."""
+        """Forget a quarantined block and give its pages back (heap lock held).
+
+        Pages a memoryview from :meth:`view` still points at stay mapped (inaccessible, so
+        a use through the view is still a use-after-free finding) until the view is gone.
+        """
+        if any(ref() is not None for ref in block.views):
+            self._held.append(block)
+            return
         shift = self._shift
         for page in range(block.base >> shift, (block.base + block.length) >> shift):
             if PAGES.get(page) is block:
@@ -318,6 +335,19 @@ class GuardPages(Checker):
             address=p, size=b.size, serial=b.serial, state="quarantined" if b.freed else "live",
             alloc_stack=stacks.get(b.asid), free_stack=stacks.get(b.fsid) if b.freed else (),
         )
+
+    def view(self, p: int) -> memoryview | None:
+        """A writable ``'B'`` memoryview of the live guarded block at ``p`` (None: not one).
+
+        The view keeps the block's pages mapped after the block is freed and leaves the guard
+        quarantine; a use of it after the free is a use-after-free finding.
+        """
+        b = self.blocks.get(p)
+        if b is None or b.freed:
+            return None
+        array = (ctypes.c_ubyte * b.size).from_address(p)
+        b.views = [ref for ref in b.views if ref() is not None] + [weakref.ref(array)]
+        return memoryview(array).cast("B")
 
     def size_of(self, p: int) -> int | None:
         """The size of the live guarded block at ``p`` (None: not a live guarded block)."""
