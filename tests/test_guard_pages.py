@@ -211,11 +211,26 @@ print("done")
 
 
 # --------------------------------------------------------------------------- in process (no fault)
-def test_a_clean_guard_all_workload_has_zero_findings() -> None:
-    heap = memguard.GuardedHeap(on_error="raise", guard="all", guard_max=512)
+@pytest.mark.parametrize(
+    "options",
+    [{"guard": "all"}, {"guard_sample": 3}, {"guard": "underflow", "guard_sample": 2, "check_every": 97}],
+    ids=["all", "sample", "underflow-check_every"],
+)
+def test_a_clean_guard_all_workload_has_zero_findings(options: dict[str, object]) -> None:
+    heap = memguard.GuardedHeap(on_error="raise", guard_max=512, **options)  # type: ignore[arg-type]
     from memguard.clibs import libz
 
     errors: list[BaseException] = []
+    done = threading.Event()
+
+    def checker() -> None:
+        try:
+            while not done.is_set():
+                assert heap.check() == []
+                heap.leaks()
+                heap.stats()
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
 
     def work(seed: int) -> None:
         try:
@@ -250,10 +265,14 @@ def test_a_clean_guard_all_workload_has_zero_findings() -> None:
             errors.append(exc)
 
     threads = [threading.Thread(target=work, args=(s,)) for s in range(4)]
+    watcher = threading.Thread(target=checker)
+    watcher.start()
     for t in threads:
         t.start()
     for t in threads:
         t.join()
+    done.set()
+    watcher.join()
     assert errors == []
     assert heap.check() == []
     assert heap.leaks() == []
