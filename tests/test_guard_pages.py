@@ -601,9 +601,9 @@ def test_stacks_through_the_wrapped_entry_points_are_the_users_at_the_asked_dept
 @pytest.mark.parametrize("crash", [False, True])
 def test_faulthandler_enabled_after_the_first_guarded_heap(crash: bool) -> None:
     body = f"""\
-heap = memguard.GuardedHeap(on_error="report", guard="all")
 faulthandler.disable()
-faulthandler.enable()            # on top of memguard's handler now
+heap = memguard.GuardedHeap(on_error="report", guard="all")
+faulthandler.enable()            # on top of memguard's handler now (as pytest --memguard does)
 p = heap.malloc(16)              # puts memguard's handler back on top
 ctypes.memset(p + 16, 0, 1)  # ACCESS
 if {crash}:
@@ -725,3 +725,23 @@ dump(heap)
     assert [(r["kind"], r["line"], r["offset"]) for r in found] == [
         ("heap-use-after-free", line_of(body, "# ACCESS"), 3)
     ]
+
+
+def test_a_freed_block_out_of_the_quarantine_whose_mapping_is_kept_is_still_reported() -> None:
+    body = """\
+from memguard.heap.guardpages import QUARANTINE_BLOCKS
+heap = memguard.GuardedHeap(on_error="report", guard="all")
+p = heap.malloc(64)
+heap.free(p)
+for _ in range(QUARANTINE_BLOCKS + 10):
+    heap.free(heap.malloc(5000))     # blocks of another length: p's mapping is kept, not reused
+assert heap._guard.size_of(p) is None and p not in heap._guard.blocks
+ctypes.string_at(p, 1)  # ACCESS
+q = heap.malloc(64)                  # reuses p's mapping
+ctypes.memset(q, 7, 64)
+assert ctypes.string_at(q, 64) == bytes([7]) * 64
+heap.free(q)
+dump(heap)
+"""
+    found = findings(run(body))
+    assert [(r["kind"], r["line"]) for r in found] == [("heap-use-after-free", line_of(body, "# ACCESS"))]

@@ -22,6 +22,7 @@ again and the process crashes exactly as it would have without memguard.
 from __future__ import annotations
 
 import ctypes
+import faulthandler
 import os
 import sys
 import threading
@@ -34,7 +35,7 @@ from memguard.stacks import Frame, frame_record
 if TYPE_CHECKING:
     from memguard.heap.guardpages import GuardBlock
 
-__all__ = ["Fault", "PAGES", "install", "page_shift"]
+__all__ = ["Fault", "PAGES", "install", "ensure_on_top", "page_shift"]
 
 _getframe = sys._getframe
 
@@ -131,14 +132,28 @@ _SHIFT: list[int] = []
 _INSTALL_LOCK = threading.Lock()
 
 
+def ensure_on_top() -> None:
+    """Called by every guarded allocation: :func:`install` again when faulthandler was enabled or
+    disabled since the last call, and every :data:`_RECHECK` calls (another library's handler)."""
+    _CALLS[0] += 1
+    if faulthandler.is_enabled() != _CALLS[1] or not _CALLS[0] % _RECHECK:
+        install()
+
+
+#: [calls of ensure_on_top, faulthandler's state at the last install]
+_CALLS: list[Any] = [0, None]
+_RECHECK = 64
+
+
 def install() -> None:
     """Make the handler the action for SIGSEGV and SIGBUS (made once per process).
 
-    Called again (by every guarded allocation), it puts the handler back on top of an
-    action installed since (``faulthandler.enable()`` after the first guarded heap), which
-    becomes the previous action, the one a fault outside guard pages goes to.
+    Called again, it puts the handler back on top of an action installed since
+    (``faulthandler.enable()`` after the first guarded heap), which becomes the previous
+    action, the one a fault outside guard pages goes to.
     """
     with _INSTALL_LOCK:
+        _CALLS[1] = faulthandler.is_enabled()
         if _STEPPED_ASIDE:
             return
         if not _HANDLER:

@@ -11,8 +11,9 @@ gets pages of its own from the OS (``mmap``), outside the heap's arenas:
   starts right after it; the slack after the block's end carries the canary.
 
 On free the whole mapping becomes inaccessible and waits in a bounded guard quarantine
-(:data:`QUARANTINE_BLOCKS` blocks per heap) before it is unmapped, so a read or a write
-after free faults too.  At most ``guard_max`` guarded blocks are live at once; beyond
+(:data:`QUARANTINE_BLOCKS` blocks per heap), so a read or a write after free faults too;
+then up to :data:`SPARE_MAPPINGS` mappings are kept, still inaccessible, for new blocks of
+the same length, and the others are unmapped.  At most ``guard_max`` guarded blocks are live at once; beyond
 that allocations come from the ordinary heap.
 
 A fault in a guard page is caught by :mod:`memguard.heap.faults`, which records it and
@@ -52,8 +53,11 @@ if TYPE_CHECKING:
 
 __all__ = ["GuardBlock", "GuardPages", "QUARANTINE_BLOCKS", "GUARD_MODES"]
 
-#: Freed guarded blocks kept inaccessible per heap before their pages are unmapped.
+#: Freed guarded blocks kept inaccessible per heap before their pages are unmapped (or reused).
 QUARANTINE_BLOCKS = 256
+#: Mappings of blocks that left the guard quarantine kept (inaccessible) per heap for new
+#: guarded blocks of the same length: an mprotect instead of an mmap, an mprotect and an munmap.
+SPARE_MAPPINGS = 64
 #: The values of ``guard=``: ``None`` (sampled by ``guard_sample``, overflow side),
 #: ``"all"`` (every allocation, overflow side), ``"underflow"`` (the guard page before
 #: the block; every allocation, or the sampled ones when ``guard_sample`` is set).
@@ -115,6 +119,9 @@ class GuardPages(Checker):
         #: faults the handler recorded and no finding was made of yet, oldest first
         self.faults: list[Fault] = []
         self._quarantine: deque[GuardBlock] = deque()
+        #: mapping length -> inaccessible mappings of blocks that left the quarantine, for reuse
+        self._spare: dict[int, list[GuardBlock]] = {}
+        self._spares = 0
         #: blocks out of the quarantine whose pages a view still points at
         self._held: list[GuardBlock] = []
         self.live_blocks = 0
@@ -141,7 +148,7 @@ class GuardPages(Checker):
         align = max(alignment, 16)
         span = -(-size // align) * align
         sid = heap._stacks.capture(frame)
-        faults.install()  # (on top again, if faulthandler was enabled since)
+        faults.ensure_on_top()  # (faulthandler enabled since the heap was made, say)
         with heap._lock:
             if heap._closed:
                 raise HeapClosedError("the heap is closed")
@@ -149,22 +156,34 @@ class GuardPages(Checker):
                 return 0
             data_len = max(page, -(-span // page) * page)
             length = data_len + page
-            base = self._mm.map(length)
+            spares = self._spare.get(length)
+            reused = bool(spares)
+            if spares:
+                old = spares.pop()
+                self._spares -= 1
+                base = old.base
+                self._forget_pages(old)
+            else:
+                base = self._mm.map(length)
+            if self.underflow:
+                data = base + page
+                p = data
+                guard = base
+                canary_len = min(data + data_len - (p + size), span - size + heap.redzone)
+            else:
+                data = base
+                p = base + data_len - span
+                guard = base + data_len
+                canary_len = span - size
             try:
-                if self.underflow:
-                    data = base + page
-                    p = data
-                    guard = base
-                    canary_len = min(data + data_len - (p + size), span - size + heap.redzone)
-                else:
-                    data = base
-                    p = base + data_len - span
-                    guard = base + data_len
-                    canary_len = span - size
-                if not self._mm.protect(guard, page, mman.PROT_NONE):
-                    raise MemoryError("mprotect of a guard page failed")
+                # A spare mapping is all inaccessible (its guard page too): open its data pages.
+                opened = self._mm.protect(data, data_len, mman.PROT_RW) if reused else True
+                if not opened or not self._mm.protect(guard, page, mman.PROT_NONE):
+                    raise MemoryError("mprotect of a guarded block's pages failed")
                 if not zero:
                     _memset(p, _FILL_NEW, size)
+                elif reused:
+                    _memset(p, 0, size)
                 canary = heap._expected(p, size)[1]
                 canary = (canary * (canary_len // max(1, len(canary)) + 1))[:canary_len]
                 _write(p + size, canary)
@@ -176,7 +195,7 @@ class GuardPages(Checker):
                 self.live_bytes += size
                 self.total_bytes += size
             except BaseException:
-                if p not in self.blocks:
+                if self.blocks.get(p) is None:
                     PAGES.pop(guard >> self._shift, None)
                     self._mm.unmap(base, length)
                 raise
@@ -232,13 +251,23 @@ class GuardPages(Checker):
         if any(ref() is not None for ref in block.views):
             self._held.append(block)
             return
+        if self.blocks.get(block.address) is block:
+            del self.blocks[block.address]
+        if self._spares < SPARE_MAPPINGS and not block.opened:
+            # Kept, inaccessible, for the next block of its length; its pages stay in the
+            # table until then, so a use is still reported.
+            self._spare.setdefault(block.length, []).append(block)
+            self._spares += 1
+            return
+        self._forget_pages(block)
+        self._mm.unmap(block.base, block.length)
+
+    def _forget_pages(self, block: GuardBlock) -> None:
+        """Take the pages of ``block`` out of the fault handler's table."""
         shift = self._shift
         for page in range(block.base >> shift, (block.base + block.length) >> shift):
             if PAGES.get(page) is block:
                 del PAGES[page]
-        if self.blocks.get(block.address) is block:
-            del self.blocks[block.address]
-        self._mm.unmap(block.base, block.length)
 
     def _double_free(self, block: GuardBlock, frame: FrameType | None, closed: bool = False) -> Report:
         stacks = self._heap._stacks
@@ -355,9 +384,16 @@ class GuardPages(Checker):
         return None if b is None or b.freed else b.size
 
     def release(self) -> None:
-        """The heap closed: unmap the quarantined blocks (live ones stay mapped: something may use them)."""
+        """The heap closed: unmap the quarantined blocks and the spare mappings (live blocks
+        stay mapped: something may still use them)."""
+        self._spares = SPARE_MAPPINGS
         while self._quarantine:
             self._unmap(self._quarantine.popleft())
+        for spares in self._spare.values():
+            for block in spares:
+                self._forget_pages(block)
+                self._mm.unmap(block.base, block.length)
+        self._spare.clear()
 
     def close(self) -> list[Report]:
         """Closed with its heap (nothing of its own to release)."""
