@@ -395,6 +395,10 @@ class GuardPages(Checker):
                 self._mm.unmap(block.base, block.length)
         self._spare.clear()
 
+    def after_fork_in_child(self) -> None:
+        """In a forked child: the parent's faults not yet reported are the parent's to report."""
+        del self.faults[:]
+
     def close(self) -> list[Report]:
         """Closed with its heap (nothing of its own to release)."""
         return []
