@@ -748,3 +748,24 @@ dump(heap)
 """
     found = findings(run(body))
     assert [(r["kind"], r["line"]) for r in found] == [("heap-use-after-free", line_of(body, "# ACCESS"))]
+
+
+def test_memguard_run_with_guard_all_names_the_access_in_the_exit_report(tmp_path: object) -> None:
+    from pathlib import Path
+
+    prog = Path(str(tmp_path)) / "prog.py"
+    prog.write_text(
+        "import ctypes, memguard\n"
+        "q = memguard.malloc(32)\n"
+        "ctypes.string_at(q, 33)\n"
+        "memguard.free(q)\n"
+        "print('finished')\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "memguard", "run", "-o", "guard=all", str(prog)],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert proc.returncode == 23 and "finished" in proc.stdout
+    assert "ERROR: memguard: heap-buffer-overflow" in proc.stderr
+    assert f"SUMMARY: memguard: heap-buffer-overflow {prog}:3 in <module>" in proc.stderr
+    assert f"allocated (allocation #1) here:\n    #0 {prog}:2 in <module>" in proc.stderr
