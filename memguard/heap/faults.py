@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import ctypes
 import faulthandler
+import gc
 import os
 import sys
 import threading
@@ -107,10 +108,16 @@ def _on_fault(signo: int, info: int, context: int) -> None:
     if block.opened:
         return  # another thread opened it a moment ago: the access goes through now
     block.opened = True
+    # No collection in here: the faulting thread may be inside the interpreter's own C code,
+    # and a finalizer must not run in the middle of it.
+    collecting = gc.isenabled()
+    gc.disable()
     try:
         block.owner.faults.append(Fault(block, address, block.freed, m.fault_is_write(context), _stack_here(), _thread()))
     finally:
         m.protect(block.base, block.length, mman.PROT_RW)
+        if collecting:
+            gc.enable()
 
 
 def _step_aside(m: mman.Mman, signo: int) -> None:
