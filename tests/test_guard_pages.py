@@ -494,7 +494,16 @@ def test_check_every_counts_every_kind_of_operation_and_raises_under_raise() -> 
         heap.realloc(b, 32)
     assert info.value.kind == "heap-buffer-underflow"
     assert "check_every=3" in info.value.report.message
+    # The new block the caller never got was freed again: only `a` is live.
+    assert [g.count for g in heap.leaks()] == [1] and heap.stats().live_blocks == 1
+    guarded = memguard.GuardedHeap(on_error="raise", check_every=2, guard="all")
+    g = guarded.malloc(8)
+    ctypes.memset(g + 8, 0, 1)  # into the slack: seen by the check
+    with pytest.raises(memguard.HeapCorruptionError):
+        guarded.malloc(8)
+    assert guarded.stats().live_blocks == 1
     heap.close(check=False)
+    guarded.close(check=False)
 
 
 def test_break_on_raises_once_before_that_allocation() -> None:

@@ -234,6 +234,23 @@ class _Wrapper:
         if reports:
             heap.emit([self._windowed(r, before, now) for r in reports])
 
+    def _tick_after(self, what: str, serial: int, frame: FrameType | None, p: int) -> None:
+        """:meth:`_tick` after an allocation: if its check raises, the caller never gets ``p``,
+        which is freed again (without hooks; its own findings deferred to the next ``check()``)."""
+        if not self.every:
+            return
+        try:
+            self._tick(what, serial, frame)
+        except BaseException:
+            if p:
+                heap, guard = self.heap, self.guard
+                if guard is not None and p in guard.blocks:
+                    with heap.deferred_errors():
+                        guard.free(p, None, hooks=False)
+                else:
+                    heap._discard(p, 0)
+            raise
+
     def _windowed(self, report: Report, before: Operation, now: Operation) -> Report:
         if "access" in report.extra:
             return report  # caught at the access by a guard page: its line is known
@@ -262,7 +279,7 @@ class _Wrapper:
                 self._hook(p)
         if not p:
             p = self.inner_malloc(size)
-        self._tick("malloc", self.heap.serial if self.every else 0, frame)
+        self._tick_after("malloc", self.heap.serial if self.every else 0, frame, p)
         return p
 
     def calloc(self, count: int, size: int) -> int:
@@ -278,7 +295,7 @@ class _Wrapper:
                 self._hook(p)
         if not p:
             p = self.inner_calloc(count, size)
-        self._tick("calloc", self.heap.serial if self.every else 0, frame)
+        self._tick_after("calloc", self.heap.serial if self.every else 0, frame, p)
         return p
 
     def memalign(self, alignment: int, size: int) -> int:
@@ -296,7 +313,7 @@ class _Wrapper:
                 self._hook(p)
         if not p:
             p = self.inner_memalign(alignment, size)
-        self._tick("memalign", self.heap.serial if self.every else 0, frame)
+        self._tick_after("memalign", self.heap.serial if self.every else 0, frame, p)
         return p
 
     def realloc(self, address: int, size: int) -> int:
@@ -310,7 +327,7 @@ class _Wrapper:
             p = self._realloc_guarded(guard, heap._address_arg(address), heap._size_arg(size, "size"), frame)
         else:
             p = self.inner_realloc(address, size)
-        self._tick("realloc", old_serial, frame)
+        self._tick_after("realloc", old_serial, frame, p)
         return p
 
     def _realloc_guarded(self, guard: GuardPages, address: int, size: int, frame: FrameType | None) -> int:
