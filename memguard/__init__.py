@@ -46,6 +46,8 @@ _EXPORTS: dict[str, str] = {
     "RefcountError": "memguard.errors",
     "PluginError": "memguard.errors",
     "HeapClosedError": "memguard.errors",
+    "GuardPagesUnavailableError": "memguard.errors",
+    "BreakOnAllocation": "memguard.errors",
     "BufPoolClosedError": "memguard.errors",
     "BufPoolTimeoutError": "memguard.errors",
     "OptionsError": "memguard.errors",

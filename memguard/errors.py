@@ -45,6 +45,8 @@ __all__ = [
     "PoolExistsError",
     "PoolNotFoundError",
     "PoolExhaustedError",
+    "GuardPagesUnavailableError",
+    "BreakOnAllocation",
 ]
 
 
@@ -333,3 +335,26 @@ class PoolExhaustedError(MemoryManagerError, MemoryError):
         super().__init__(message, manager)
         self.pool = pool
         self.max_count = max_count
+
+
+# ----------------------------------------------------------------------------- guard pages, breakpoints
+class GuardPagesUnavailableError(MemguardError):
+    """Guard pages (``guard=``, ``guard_sample=``) were asked for on a platform that lacks them.
+
+    They need Linux on x86-64 or aarch64 (``mmap``, ``mprotect``, ``sigaction``).
+    """
+
+
+class BreakOnAllocation(MemguardError):
+    """Raised by a heap made with ``break_on=SERIAL`` just before it makes allocation SERIAL.
+
+    :ivar serial: the allocation number the heap was asked to stop at.
+    :ivar size: the size that allocation asked for.
+    :ivar heap: the heap's name.
+    """
+
+    def __init__(self, message: str, serial: int = 0, size: int = 0, heap: str = "") -> None:
+        super().__init__(message)
+        self.serial = serial
+        self.size = size
+        self.heap = heap

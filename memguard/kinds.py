@@ -184,7 +184,7 @@ _declare(
     HeapCorruptionError,
     ("heap-buffer-overflow", "overflow", "bytes after a heap block were changed"),
     ("heap-buffer-underflow", "underflow", "bytes before a heap block were changed"),
-    ("heap-use-after-free", "use-after-free", "a freed heap block was written to"),
+    ("heap-use-after-free", "use-after-free", "a freed heap block was written to (or, on a guard page, read)"),
     ("heap-header-corruption", "header-corruption", "a block header was overwritten"),
 )
 _declare(DoubleFreeError, ("double-free", (), "a heap block was freed twice"))

@@ -29,6 +29,7 @@ __all__ = [
     "ENV_VAR",
     "parse_options",
     "format_options",
+    "DEBUG_HEAP_KEYS",
 ]
 
 #: The environment variable read by :meth:`Options.resolve` and :func:`memguard.install`.
@@ -149,6 +150,19 @@ _SPECS: tuple[OptionSpec, ...] = (
                "redzone pattern: per-block keyed bytes, or the fixed 0xFD", _choice("keyed", "fixed")),
     OptionSpec("backend", None, f"{', '.join(BACKEND_NAMES[:-1])} or {BACKEND_NAMES[-1]} (default: the platform's)",
                "the native allocator the heap's arenas and large blocks come from (docs/backends.md)", _backend),
+    OptionSpec("guard", "off", "off, all or underflow",
+               "guard pages: every allocation against a guard page after it (all) or before it (underflow; "
+               "with guard_sample, only the sampled ones)", _choice("off", "all", "underflow")),
+    OptionSpec("guard_sample", 0, "an integer >= 0",
+               "put one allocation in N, at random, against a guard page (0: none)", _int_in(0, None)),
+    OptionSpec("guard_max", 4096, "an integer >= 1",
+               "the most guarded blocks live at once (beyond: ordinary blocks)", _int_in(1, None)),
+    OptionSpec("check_every", 0, "an integer >= 0",
+               "check the whole heap every N heap operations (0: never)", _int_in(0, None)),
+    OptionSpec("break_on", 0, "an integer >= 0 (an allocation serial)",
+               "stop just before allocation number N is made (0: never)", _int_in(0, None)),
+    OptionSpec("break_on_action", "raise", "raise or pdb",
+               "at break_on: raise memguard.BreakOnAllocation, or enter pdb", _choice("raise", "pdb")),
     OptionSpec("leak_check", True, "0 or 1 (also true/false, yes/no, on/off)",
                "report blocks still live at exit", _bool),
     OptionSpec("inherited_leaks", False, "0 or 1",
@@ -178,6 +192,8 @@ _SPECS: tuple[OptionSpec, ...] = (
 
 #: Every option, by key.
 OPTION_SPECS: Final[Mapping[str, OptionSpec]] = {spec.name: spec for spec in _SPECS}
+#: The options that are heap arguments of the debugging kind (guard pages, check_every, break_on).
+DEBUG_HEAP_KEYS: Final = ("guard", "guard_sample", "guard_max", "check_every", "break_on", "break_on_action")
 
 _FROM_ENV = object()
 
@@ -258,6 +274,12 @@ class Options:
     on_error: str = "report"
     canary: str = "keyed"
     backend: str | None = None
+    guard: str = "off"
+    guard_sample: int = 0
+    guard_max: int = 4096
+    check_every: int = 0
+    break_on: int = 0
+    break_on_action: str = "raise"
     leak_check: bool = True
     inherited_leaks: bool = False
     exitcode: int = 23
@@ -302,8 +324,8 @@ class Options:
         return dataclasses.replace(self, **values)
 
     def heap_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments for :class:`memguard.GuardedHeap`."""
-        return {
+        """Keyword arguments for :class:`memguard.GuardedHeap` (the debugging ones only when set)."""
+        kwargs: dict[str, Any] = {
             "redzone": self.redzone,
             "quarantine_bytes": self.quarantine_mb << 20,
             "stack_depth": self.stack_depth,
@@ -311,6 +333,11 @@ class Options:
             "canary": self.canary,
             "backend": self.backend,
         }
+        for key in DEBUG_HEAP_KEYS:
+            value = getattr(self, key)
+            if value != OPTION_SPECS[key].default:
+                kwargs[key] = value
+        return kwargs
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (``only`` and ``disable_plugins`` as lists)."""

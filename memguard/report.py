@@ -89,8 +89,10 @@ class Report:
         return f"{self.kind} on address 0x{self.bad_address:x}"
 
     def location(self) -> str:
-        """Where the block came from, one line: the first allocation frame (or detection frame)."""
-        stack = self.alloc_stack or self.stack
+        """One line for the summary: the line that made the access, for a finding caught at the
+        access (a guard page's, with an ``access`` in :attr:`extra`); else where the block came
+        from, the first allocation frame (or the detection frame)."""
+        stack = self.stack if "access" in self.extra and self.stack else (self.alloc_stack or self.stack)
         return str(stack[0]) if stack else "<unknown>"
 
     def __str__(self) -> str:

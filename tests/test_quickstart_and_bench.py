@@ -38,6 +38,18 @@ def test_heap_benchmark_quick_run_reports_every_figure() -> None:
     assert data["rss_1m_blocks"]["slot_bytes"] == 80
 
 
+def test_guard_benchmark_quick_run_reports_every_figure() -> None:
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "bench_guard.py"), "--quick", "--json"],
+        capture_output=True, text=True, timeout=300, check=True,
+    )
+    data = json.loads(out.stdout)
+    assert set(data["us_per_pair"]) == {"heap pair", "guard_sample=1000", 'guard="all"', "raw ctypes"}
+    assert data["all_over_raw"] > 1.0 and data["sample_1000_over_heap"] > 0
+    assert data["all_virtual_bytes_per_block"] >= 4096
+    assert set(data["pytest_seconds"]) == {"plain", "--memguard", "--memguard guard_sample=100"}
+
+
 def test_backends_benchmark_quick_run_measures_every_backend_present() -> None:
     out = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "bench_backends.py"), "--quick", "--json"],

@@ -81,6 +81,9 @@ from memguard.seams import Seams
 from memguard.heap import fork
 from memguard.heap.mutex import Mutex
 from memguard.heap.verify import BlockVerifier
+from memguard.heap.debugpaths import DebugOptions
+from memguard.heap.debugpaths import install as install_debug_paths
+from memguard.heap.guardpages import GuardPages
 from memguard.heap.walk import LargeCopy, WalkSnapshot, copy_arena, heap_map, iter_regions
 from memguard.leaks import BlockRecord, LeakGroup, Snapshot, group_records
 from memguard.report import Report
@@ -152,6 +155,15 @@ class GuardedHeap(BlockVerifier, Checker):
         ``"jemalloc"``) or a :class:`memguard.native.Backend`.  An unknown name raises
         :class:`~memguard.errors.BackendError`, a backend whose library cannot be loaded
         :class:`~memguard.errors.BackendUnavailableError`; there is no fallback.
+    :param guard_sample: guard one allocation in N, at random, with a guard page (0: none;
+        see :mod:`memguard.heap.guardpages` and ``docs/guard-pages.md``).
+    :param guard: ``"all"`` (guard every allocation), ``"underflow"`` (the guard page
+        before the block; every allocation, or one in ``guard_sample``), or None.
+    :param guard_max: the most guarded blocks live at once (beyond: ordinary blocks).
+    :param check_every: a full check every N heap operations (0: never).
+    :param break_on: stop just before allocation number SERIAL is made (0: never), by
+        raising :class:`~memguard.errors.BreakOnAllocation` (``break_on_action="raise"``)
+        or entering ``pdb`` (``"pdb"``).
     """
 
     def __init__(
@@ -164,6 +176,12 @@ class GuardedHeap(BlockVerifier, Checker):
         plugins: tuple[object, ...] | list[object] = (),
         name: str = "heap",
         backend: str | native.Backend | None = None,
+        guard_sample: int = 0,
+        guard: Literal["all", "underflow", "off"] | None = None,
+        guard_max: int = 4096,
+        check_every: int = 0,
+        break_on: int = 0,
+        break_on_action: Literal["raise", "pdb"] = "raise",
     ) -> None:
         for arg, value in (("redzone", redzone), ("quarantine_bytes", quarantine_bytes), ("stack_depth", stack_depth)):
             if type(value) is not int:
@@ -174,6 +192,7 @@ class GuardedHeap(BlockVerifier, Checker):
             raise ValueError(f"quarantine_bytes must be >= 0, got {quarantine_bytes}")
         if not 0 <= stack_depth <= 256:
             raise ValueError(f"stack_depth must be between 0 and 256, got {stack_depth}")
+        debug = DebugOptions.checked(guard, guard_sample, guard_max, check_every, break_on, break_on_action)
         #: The native allocator of this heap's arenas and large blocks.
         self.backend: native.Backend = native.get_backend(backend)
         secret = int.from_bytes(os.urandom(8), "little")
@@ -188,7 +207,7 @@ class GuardedHeap(BlockVerifier, Checker):
         self._seal_key = secret >> 2  # seals are sums: this keeps them below 2**64
         self._tails = self._canaries.tails
         self._uoff = HEADER_SIZE + redzone
-        self._stacks = StackTable(stack_depth)
+        self._stacks = StackTable(stack_depth, through=2 if debug.active else 0)
         self._lock = Mutex()
         #: Held by the one thread taking blocks out of the quarantine (and by close()).
         self._evictor = Mutex()
@@ -240,6 +259,10 @@ class GuardedHeap(BlockVerifier, Checker):
             free = paths.free
             free.__doc__, free.__qualname__ = GuardedHeap.free.__doc__, "GuardedHeap.free"
             self.free = free  # type: ignore[method-assign,assignment]
+        #: The guarded blocks (None: no guard option set).
+        self._guard: GuardPages | None = None
+        if debug.active:
+            self._guard = install_debug_paths(self, debug)
         if plugins:
             for plugin in plugins:
                 self.plugins.register(plugin)
@@ -571,6 +594,10 @@ class GuardedHeap(BlockVerifier, Checker):
         p = self._address_arg(address)
         if not p:
             return
+        guard = self._guard
+        if guard is not None and p in guard.blocks:
+            guard.free(p, frame)
+            return
         with self._lock:
             reports, freed = self._free_other(p, self._stacks.capture(frame), frame)
         self._raise_caught(reports)
@@ -700,6 +727,11 @@ class GuardedHeap(BlockVerifier, Checker):
         """A writable 1-D ``'B'`` memoryview of exactly the user bytes of a live block."""
         p = self._address_arg(address)
         with self._lock:
+            if self._guard is not None and p in self._guard.blocks:
+                guarded = self._guard.view(p)
+                if guarded is None:
+                    raise InvalidAddressError(f"0x{p:x} is not a live block of this heap")
+                return guarded
             found = self._find(p) if p else None
             if found is not None:
                 view, hoff = found
@@ -713,6 +745,9 @@ class GuardedHeap(BlockVerifier, Checker):
         """What memguard knows about the block at ``address`` (live, quarantined or released)."""
         p = self._address_arg(address)
         with self._lock:
+            guarded = self._guard.info(p) if self._guard is not None else None
+            if guarded is not None:
+                return guarded
             found = self._find(p) if p else None
             hdr = read_header(*found) if found is not None else None
             if hdr is None or found is None or not self._seal_ok(p, hdr, found[1]):
@@ -738,7 +773,8 @@ class GuardedHeap(BlockVerifier, Checker):
         # view that keeps its memory alive; a block freed meanwhile is the caller's race.
         found = self._find(address)
         if found is None:
-            return 0
+            block = self._guard.blocks.get(address) if self._guard is not None else None
+            return block.serial if block is not None and not block.freed else 0
         _, serial, _, _, state, _ = HDR.unpack_from(*found)
         return serial if state == LIVE else 0  # type: ignore[no-any-return]
 
@@ -812,10 +848,7 @@ class GuardedHeap(BlockVerifier, Checker):
             if self._closed:
                 raise HeapClosedError("the heap is closed")
             if since is None or since.frees < 0:
-                for arena in list(self._arenas.values()):
-                    reports.extend(self._check_arena(arena))
-                for p, (view, hoff, _) in list(self._large.items()):
-                    reports.extend(self._check_one(view, hoff, p))
+                reports = self._verify_blocks()
             else:
                 q = self._quarantine
                 _, _, _, _, evicted = self._counts()
@@ -832,6 +865,18 @@ class GuardedHeap(BlockVerifier, Checker):
         if on_check is not None:
             reports.extend(on_check(self))
         return self.settle(reports)
+
+    def _verify_blocks(self) -> list[Report]:
+        """Verify every block of the arenas and every large block (lock held or taken); the findings."""
+        reports: list[Report] = []
+        with self._lock:
+            if self._closed:
+                raise HeapClosedError("the heap is closed")
+            for arena in list(self._arenas.values()):
+                reports.extend(self._check_arena(arena))
+            for p, (view, hoff, _) in list(self._large.items()):
+                reports.extend(self._check_one(view, hoff, p))
+        return reports
 
     def _live_records(self, since: int = 0) -> list[BlockRecord]:
         """Live blocks with a serial above ``since``, oldest first."""
@@ -850,6 +895,8 @@ class GuardedHeap(BlockVerifier, Checker):
             hdr = read_header(view, hoff)
             if hdr.state == LIVE and hdr.serial > since and self._seal_ok(p, hdr, hoff):
                 records.append(BlockRecord(p, hdr.size, hdr.serial, hdr.alloc_stack))
+        if self._guard is not None:
+            records.extend(self._guard.live_records(since))
         records.sort(key=lambda r: r.serial)
         return records
 
@@ -936,12 +983,14 @@ class GuardedHeap(BlockVerifier, Checker):
         """
         with self._lock:
             serial, live, peak, qbytes, evicted = self._counts()
+            g = self._guard
+            g_bytes, g_frees = (g.live_bytes, g.frees) if g is not None else (0, 0)
             return HeapStats(
-                live_blocks=serial - evicted - len(self._quarantine),
-                live_bytes=live,
-                peak_bytes=peak,
+                live_blocks=serial - evicted - len(self._quarantine) - g_frees,
+                live_bytes=live + g_bytes,
+                peak_bytes=max(peak, live + g_bytes),
                 total_allocs=serial,
-                total_frees=evicted + len(self._quarantine),
+                total_frees=evicted + len(self._quarantine) + g_frees,
                 quarantined_blocks=len(self._quarantine),
                 quarantined_bytes=qbytes,
                 arena_bytes=self._arena_count * ARENA_SIZE if not self._closed else 0,
@@ -964,7 +1013,8 @@ class GuardedHeap(BlockVerifier, Checker):
         with self._lock:
             if self._closed:
                 return 0
-            return self._counts()[1] + self._queued()
+            guarded = self._guard.total_bytes if self._guard is not None else 0
+            return self._counts()[1] + self._queued() + guarded
 
     # ------------------------------------------------------------------ fork
     @property
@@ -1016,6 +1066,8 @@ class GuardedHeap(BlockVerifier, Checker):
         finally:
             with self._evictor, self._lock:
                 self._detach()
+                if self._guard is not None:
+                    self._guard.release()
             if self.has_plugins:
                 self.plugins.heap_closed()
         self._raise_caught([])  # (the memory went: a finalizer's Ctrl-C goes on from here)

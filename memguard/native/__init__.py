@@ -15,6 +15,9 @@ module                      concept
 :mod:`.mimalloc`            the mimalloc backend (``mi_*``, by soname)
 :mod:`.jemalloc`            the jemalloc backend (plain or ``je_`` names, by soname)
 :mod:`.prototypes`          the C function-pointer prototypes of allocator hooks
+:mod:`.mman`                pages and signals for guard pages: ``mmap``, ``mprotect``,
+                            ``sigaction``, the faulting address and access
+                            (:func:`require_mman`)
 :mod:`.loader`              finding a C library and declaring its functions
 :mod:`.libz`                zlib: ``z_stream``, :class:`ZlibLib`, :func:`zlib`
 :mod:`.libbz2`              libbz2: ``bz_stream``, :class:`Bz2Lib`, :func:`bz2`
@@ -30,11 +33,12 @@ which caches the declared library for the process; a missing library raises
 
 from __future__ import annotations
 
-from memguard.native import allocator, backend, jemalloc, libbz2, libexpat, liblzma, libsqlite3, libz, mimalloc, prototypes, windows
+from memguard.native import allocator, backend, jemalloc, libbz2, libexpat, liblzma, libsqlite3, libz, mimalloc, mman, prototypes, windows
 from memguard.native.allocator import *  # noqa: F403
 from memguard.native.backend import *  # noqa: F403
 from memguard.native.jemalloc import *  # noqa: F403
 from memguard.native.mimalloc import *  # noqa: F403
+from memguard.native.mman import *  # noqa: F403
 from memguard.native.windows import *  # noqa: F403
 from memguard.native.libbz2 import *  # noqa: F403
 from memguard.native.libexpat import *  # noqa: F403
@@ -53,6 +57,7 @@ __all__ = [
     *mimalloc.__all__,
     *jemalloc.__all__,
     *prototypes.__all__,
+    *mman.__all__,
     *libz.__all__,
     *libbz2.__all__,
     *liblzma.__all__,

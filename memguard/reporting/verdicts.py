@@ -45,7 +45,10 @@ __all__ = [
 LEAK_MODES: tuple[str, ...] = ("fail", "warn", "ignore")
 
 #: The :class:`memguard.options.Options` keys that configure a heap (allowed in the marker).
-HEAP_OPTION_KEYS: tuple[str, ...] = ("redzone", "quarantine_mb", "stack_depth", "on_error", "canary", "backend")
+HEAP_OPTION_KEYS: tuple[str, ...] = (
+    "redzone", "quarantine_mb", "stack_depth", "on_error", "canary", "backend",
+    "guard", "guard_sample", "guard_max", "check_every", "break_on", "break_on_action",
+)
 
 
 def check_leak_mode(value: object, source: str) -> str:
