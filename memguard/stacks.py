@@ -93,28 +93,51 @@ def _capturer(
 ) -> Callable[[FrameType | None], int]:
     """The capture function of a table: look a user frame's stack up, ``intern`` it on a miss.
 
-    It reads ``(id(code), f_lasti)`` of up to ``depth`` frames and keeps none of them: a
-    cache that held a frame would keep its locals alive after the function returned, and
-    one keyed by a frame's address would be fooled by a new frame at a dead one's address.
-    Generated unrolled for the depth (a loop costs a third more per frame).  A top frame
-    whose code is not in ``users`` (memguard's own, or not seen yet) goes to ``intern``.
+    It reads the code and ``f_lasti`` of up to ``depth`` frames and keeps none of the
+    frames: a cache that held a frame would keep its locals alive after the function
+    returned, and one keyed by a frame's address would be fooled by a new frame at a dead
+    one's address.  Generated unrolled for the depth (a loop costs a third more per frame).
+    A top frame whose code is not in ``users`` (memguard's own, or not seen yet) goes to
+    ``intern``.
+
+    A full-depth stack is first looked up in a table keyed by its top frame's code and
+    offset, whose entry holds the callers' code objects and offsets of the last stack seen
+    there: they are compared by identity (``is``) and value, so only the top code's
+    ``id()`` is taken and no long tuple is hashed.  On a mismatch the stack is looked up
+    by ``(id(code), f_lasti, ...)`` in ``known`` and the entry replaced.  The entries hold
+    code objects only (the interned stacks hold them too), one per call site.
     """
-    lines = [
-        "def capture(f, id=id, known=known, intern=intern, users=users):",
+    head = [
+        "def capture(f, id=id, known=known, intern=intern, users=users, sites=sites, site=sites.get):",
         "    if f is None: return 0",
         "    top = f",
-        "    c0 = id(f.f_code)",
-        "    if c0 not in users: return intern(f)",
+        "    i0 = id(f.f_code)",
+        "    if i0 not in users: return intern(f)",
     ]
-    names: list[str] = []
-    for i in range(depth):
-        code = "c0" if i == 0 else "id(f.f_code)"
-        lines.append(f"    c{i} = {code}; l{i} = f.f_lasti; f = f.f_back")
-        names += (f"c{i}", f"l{i}")
-        if i < depth - 1:
-            lines.append(f"    if f is None: return known(({', '.join(names)},)) or intern(top)")
-    lines.append(f"    return known(({', '.join(names)},)) or intern(top)" if depth else "    return 0")
-    namespace: dict[str, Any] = {"known": known, "intern": intern, "users": users}
+    namespace: dict[str, Any] = {"known": known, "intern": intern, "users": users, "sites": {}}
+    if depth <= 1:
+        head.append("    return known((i0, f.f_lasti)) or intern(top)" if depth else "    return 0")
+        exec("\n".join(head), namespace)  # noqa: S102 - generated from integers only
+        return namespace["capture"]  # type: ignore[no-any-return]
+    lines = head + ["    l0 = f.f_lasti; f = f.f_back"]
+    ids = ["i0", "l0"]
+    for i in range(1, depth):
+        lines.append(f"    if f is None: return known(({', '.join(ids)},)) or intern(top)")
+        lines.append(f"    c{i} = f.f_code; l{i} = f.f_lasti" + ("; f = f.f_back" if i < depth - 1 else ""))
+        ids += (f"id(c{i})", f"l{i}")
+    callers = ", ".join(f"c{i}, l{i}" for i in range(1, depth))
+    seen = ", ".join(f"x{i}, y{i}" for i in range(1, depth))
+    same = " and ".join(f"x{i} is c{i} and y{i} == l{i}" for i in range(1, depth))
+    lines += [
+        "    key = i0 + (l0 << 48)",  # (a collision only costs a miss: the entry is verified)
+        "    entry = site(key)",
+        "    if entry is not None:",
+        f"        {seen}, sid = entry",
+        f"        if {same}: return sid",
+        f"    sid = known(({', '.join(ids)},)) or intern(top)",
+        f"    sites[key] = ({callers}, sid)",
+        "    return sid",
+    ]
     exec("\n".join(lines), namespace)  # noqa: S102 - generated from integers only
     capture: Callable[[FrameType | None], int] = namespace["capture"]
     return capture

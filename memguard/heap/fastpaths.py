@@ -44,6 +44,7 @@ from memguard.heap.mutex import Mutex
 from memguard.heap.layout import (
     ARENA_MASK,
     ARENA_SHIFT,
+    ARENA_SIZE,
     CLASS_OF,
     FILL_FREED,
     FILL_NEW,
@@ -116,6 +117,9 @@ class PathInputs(NamedTuple):
     redzone: int
     #: per size class, the addresses of slots ready for reuse
     free_slots: list[list[int]]
+    #: per size class, the arena its never-used slots are carved from (``arena``,
+    #: ``user0``, ``stride``, ``carved`` bytes so far), or None; emptied in place at close
+    bump: list[Any]
     #: freed blocks, oldest first, as ``address << 13 | size``
     quarantine: deque[int]
     quarantine_bytes: int
@@ -157,6 +161,7 @@ def build_paths(heap: GuardedHeap, inputs: PathInputs) -> Paths:
     uoff = inputs.uoff
     rz = inputs.redzone
     free_slots = inputs.free_slots
+    bump = inputs.bump
     quarantine = inputs.quarantine
     q_append, q_popleft = quarantine.append, quarantine.popleft
     ev_token, ev_give = inputs.evictor.token, inputs.evictor.give
@@ -181,7 +186,7 @@ def build_paths(heap: GuardedHeap, inputs: PathInputs) -> Paths:
     arenas: dict[int, tuple[memoryview, int, Any, Any, memoryview]] = {}
     # Tables by user size, built on first use; the entries are per size class (few and
     # small, so they stay in cache) and shared by the sizes of the class:
-    #: (pack_into writing a whole slot, the class's free list)
+    #: (pack_into writing a whole slot, the class's free list, the class)
     writers: list[tuple[Any, ...] | None] = [None] * (SMALL_MAX + 1)
     #: (a reader of a freed block's poison and what it reads when the poison is intact,
     #: or None and the poisoned span; push onto the class's free list)
@@ -204,7 +209,7 @@ def build_paths(heap: GuardedHeap, inputs: PathInputs) -> Paths:
             checker = (None, span, slots.append)
         # Header, front redzone, 0xCD over the whole span, tail redzone; the padding
         # between the block's end and the span's end is written after it (PADS).
-        writer = (cached_struct(f"{HDR.format}{rz}s{span}s{rz}s").pack_into, slots)
+        writer = (cached_struct(f"{HDR.format}{rz}s{span}s{rz}s").pack_into, slots, cls)
         for n in range(max(span - 15, 0), span + 1):
             writers[n] = writer
             checkers[n] = checker
@@ -216,16 +221,22 @@ def build_paths(heap: GuardedHeap, inputs: PathInputs) -> Paths:
             return general_alloc(size_arg(size, "size"), 16, FILL_NEW, _getframe(1))
         f = _getframe(1)
         sid = capture(f)
-        pack, slots = writers[size] or size_class(size)[0]
+        pack, slots, cls = writers[size] or size_class(size)[0]
         # ``held``: this call holds the lock; ``p``: the block it counted (see the handlers).
         held = p = 0
         try:
             # Take the lock and say so on one line with no call: an interrupt lands
             # before both or after both (see memguard.heap.mutex).
             del token[0]; held = 1  # noqa: E702
-            if slots:  # (only this lock's holder pops) else the general path carves a slot
+            if slots:  # (only this lock's holder pops)
                 # The slot and its counters in one statement: all or nothing.
                 p, serial, live = slots.pop(), serial + 1, live + size
+            else:  # a never-used slot of the class's arena, if it has one left (else the general path)
+                c = bump[cls]
+                if c is not None and c.carved + c.stride <= ARENA_SIZE:
+                    # The slot, the arena's carved bytes and the counters in one statement.
+                    p, c.carved, serial, live = c.user0 + c.carved, c.carved + c.stride, serial + 1, live + size
+            if p:
                 hoff = (p & ARENA_MASK) - uoff  # arenas are aligned to their size
                 k = hoff & 0xFF0
                 pad = PAD_OF[size]

@@ -214,7 +214,7 @@ class GuardedHeap(BlockVerifier, Checker):
         self._inherited_serial = 0
         self._inherited_reports = 0
         paths = build_paths(self, PathInputs(
-            uoff=self._uoff, redzone=redzone, free_slots=self._free_slots, quarantine=self._quarantine,
+            uoff=self._uoff, redzone=redzone, free_slots=self._free_slots, bump=self._bump, quarantine=self._quarantine,
             quarantine_bytes=quarantine_bytes, seal_key=self._seal_key, front=self._front, tails=self._tails,
             pads=self._canaries.pads, capture=self._stacks.capture, lock=self._lock, evictor=self._evictor,
             alloc=self._alloc, free_slow=self._free_slow, size_arg=self._size_arg,
@@ -1042,7 +1042,7 @@ class GuardedHeap(BlockVerifier, Checker):
         self._arenas = _Closed()
         self._large = _Closed()
         self._free_slots = _Closed()
-        self._bump = [None] * len(self._bump)
+        self._bump[:] = [None] * len(self._bump)  # (in place: the fast malloc holds it)
         self._carvings = {}
         self._release()
 
