@@ -33,8 +33,11 @@ without reading it.
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
+from functools import partial
+from operator import itemgetter
 from collections import deque
 from types import FrameType
 from typing import TYPE_CHECKING, Any, Callable, Container, Iterator, Literal
@@ -109,6 +112,9 @@ _getframe = sys._getframe
 _pack_header = HDR.pack_into
 #: ``_new_tuple(LargeBlock, fields)`` makes a record at half the cost of ``LargeBlock(*fields)``.
 _new_tuple = tuple.__new__
+_serial_of = itemgetter(2)
+#: ``_block_record(row)``: a :class:`BlockRecord` from a tuple in its order.
+_block_record = partial(tuple.__new__, BlockRecord)
 
 
 class InvalidAddressError(MemguardError, ValueError):
@@ -205,8 +211,8 @@ class GuardedHeap(BlockVerifier, Checker):
         #: Native allocations (arenas, large blocks) the heap may still read or hand out:
         #: their memory is never released behind its back (see _release_native).
         self._mapped: set[int] = set()
-        #: The last large block that left the quarantine: ``(address, size)``.
-        self._last_large: tuple[int, int] = (0, 0)
+        #: The last large block that left the quarantine: ``(address, size, native bytes)``.
+        self._last_large: tuple[int, int, int] = (0, 0, 0)
         #: Freed blocks, oldest first, as ``address << 13 | size`` (``LARGE_MARK`` for a large block).
         self._quarantine: deque[int] = deque()
         self._closed = False
@@ -231,6 +237,7 @@ class GuardedHeap(BlockVerifier, Checker):
         self._settle = paths.settle
         self._queued = paths.queued
         self._reset_peak = paths.reset_peak
+        self._slot_bytes = paths.slot_bytes
         # The fast paths shadow the general methods, unless a subclass overrides them.
         if type(self).malloc is GuardedHeap.malloc:
             malloc = paths.malloc
@@ -622,7 +629,9 @@ class GuardedHeap(BlockVerifier, Checker):
         reports.extend(self._verify_redzones(view, hoff, p, hdr, repair=True))
         u = hoff + self._uoff
         span = round16(n)
-        is_large = p in self._large
+        large = self._large.get(p)
+        is_large = large is not None
+        slot = len(large.view) if large is not None else 0
         # The user bytes are poisoned first (a live block's are not verified), then the
         # state, the padding (a live block's rear redzone) and the quarantine: an
         # interrupt anywhere leaves a block that verifies, live or freed, and a freed
@@ -638,11 +647,11 @@ class GuardedHeap(BlockVerifier, Checker):
                 header_seal(self._seal_key, hoff, n, hdr.serial, hdr.alloc_stack, QUARANTINED, sid), QUARANTINED, sid,
             )
             view[u + n : u + span] = FILL_FREED[: span - n]
-            self._retire(p, n, is_large)
+            self._retire(p, n, is_large, slot)
         except BaseException:
             if read_header(view, hoff).state == QUARANTINED:
                 view[u + n : u + span] = FILL_FREED[: span - n]
-                self._settle(p, n, is_large, queued)
+                self._settle(p, n, is_large, queued, slot)
             raise
         reports.extend(self._evict() or ())
         return reports
@@ -661,26 +670,26 @@ class GuardedHeap(BlockVerifier, Checker):
                 return [self._header_report(view, hoff, p, hdr, "quarantine eviction")]
             return self._verify_freed(view, hoff, p, hdr, repair=True)
 
-    def _evict_large(self, p: int, again: bool = False) -> tuple[int, list[Report]]:
+    def _evict_large(self, p: int, again: bool = False) -> tuple[int, int, list[Report]]:
         """A large block left the quarantine: verify it and return its memory.
 
-        Returns the block's size and the findings.  ``again``: an interrupted eviction
+        Returns the block's size, the native bytes it occupied and the findings.  ``again``: an interrupted eviction
         asks once more, and the block may be gone already (its size is then the one
         recorded when it went) or its address may be a new block's (left alone).
         """
         found = self._release_large(p, again)
-        self._raise_caught(found[1])
+        self._raise_caught(found[2])
         return found
 
-    def _release_large(self, p: int, again: bool) -> tuple[int, list[Report]]:
+    def _release_large(self, p: int, again: bool) -> tuple[int, int, list[Report]]:
         """The work of :meth:`_evict_large`, under the lock."""
         with self._lock:
             large = self._large.get(p) if not self._closed else None
             if again and (large is None or read_header(large.view, large.hoff).state != QUARANTINED):
                 last = self._last_large
-                return (last[1] if last[0] == p else 0), []
+                return (last[1], last[2], []) if last[0] == p else (0, 0, [])
             if large is None:  # pragma: no cover - the heap was closed meanwhile
-                return 0, []
+                return 0, 0, []
             view, hoff, n = large
             hdr = read_header(view, hoff)
             if hdr.state == RETIRED:
@@ -692,8 +701,9 @@ class GuardedHeap(BlockVerifier, Checker):
             # Dropping the entry drops the view, and with it the native memory (unless a
             # user's memoryview still holds it).  Gone and recorded: one line, no call.
             self._mapped.discard(p - self._uoff - hoff)
-            del self._large[p]; self._last_large = (p, n)  # noqa: E702
-            return n, reports
+            total = len(view)
+            del self._large[p]; self._last_large = (p, n, total)  # noqa: E702
+            return n, total, reports
 
     # ------------------------------------------------------------------ inspection
     def view(self, address: int) -> memoryview:
@@ -835,23 +845,46 @@ class GuardedHeap(BlockVerifier, Checker):
 
     def _live_records(self, since: int = 0) -> list[BlockRecord]:
         """Live blocks with a serial above ``since``, oldest first."""
-        records = []
+        rows = self._live_rows(since)
+        rows.sort(key=_serial_of)
+        # A million new records the collector tracks would trigger full collections
+        # that each traverse all of them: it is paused while they are made.
+        paused = gc.isenabled()
+        gc.disable()
+        try:
+            return list(map(_block_record, rows))
+        finally:
+            if paused:
+                gc.enable()
+
+    def _live_rows(self, since: int = 0) -> list[tuple[int, int, int, int]]:
+        """Live blocks with a serial above ``since`` as ``(address, size, serial, alloc
+        stack)`` tuples (:class:`BlockRecord`'s order), in no particular order.
+
+        An arena's headers are read in one pass (``iter_unpack`` over its memory, the rest
+        of each slot skipped) and checked inline: the state, the seal, the size against
+        the slot.
+        """
+        rows: list[tuple[int, int, int, int]] = []
+        add = rows.append
+        rim = self._uoff + self.redzone
         for arena in list(self._arenas.values()):
-            stride, user0 = arena.stride, arena.user0
+            stride = arena.stride
+            capacity = stride - rim
             walker = cached_struct(f"{HDR.format}{stride - HEADER_SIZE}x")
-            hoff = -stride
+            # The seal of a live block, less its serial, is its key plus its offset and fields.
+            keyed = self._seal_key + LIVE - stride
+            p = arena.user0 - stride
             # (the rows are headers in Header's order)
-            for hdr in walker.iter_unpack(arena.view[: self._carved(arena.base)]):
-                hoff += stride
-                n, serial, asid, _, state, _ = hdr
-                if state == LIVE and serial > since and self._seal_ok(user0 + hoff, hdr, hoff):
-                    records.append(BlockRecord(user0 + hoff, n, serial, asid))
+            for n, serial, asid, seal, state, fsid in walker.iter_unpack(arena.view[: self._carved(arena.base)]):
+                keyed += stride; p += stride  # noqa: E702
+                if state == LIVE and serial > since and seal - serial == keyed + n + asid + fsid and n <= capacity:
+                    add((p, n, serial, asid))
         for p, (view, hoff, _) in list(self._large.items()):
             hdr = read_header(view, hoff)
             if hdr.state == LIVE and hdr.serial > since and self._seal_ok(p, hdr, hoff):
-                records.append(BlockRecord(p, hdr.size, hdr.serial, hdr.alloc_stack))
-        records.sort(key=lambda r: r.serial)
-        return records
+                add((p, hdr.size, hdr.serial, hdr.alloc_stack))
+        return rows
 
     def snapshot(self) -> Snapshot:
         """An immutable snapshot of the live blocks."""
@@ -925,8 +958,8 @@ class GuardedHeap(BlockVerifier, Checker):
                 raise HeapClosedError("the heap is closed")
             if isinstance(since, Snapshot) and since.frees >= 0 and self._young_all_freed(mark, since.frees):
                 return []
-            records = self._live_records(mark)
-        return group_records(records, self._stacks)
+            rows = self._live_rows(mark)
+        return group_records(rows, self._stacks)
 
     def stats(self) -> HeapStats:
         """Counters: live and peak bytes, allocations, frees, quarantine.
@@ -946,6 +979,7 @@ class GuardedHeap(BlockVerifier, Checker):
                 quarantined_bytes=qbytes,
                 arena_bytes=self._arena_count * ARENA_SIZE if not self._closed else 0,
                 large_blocks=len(self._large) if not self._closed else 0,
+                quarantined_slot_bytes=self._slot_bytes(),
             )
 
     def reset_peak(self) -> int:

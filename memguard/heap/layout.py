@@ -253,7 +253,12 @@ class BlockInfo:
 
 @dataclass(frozen=True)
 class HeapStats:
-    """Counters of a heap (all sizes are user bytes)."""
+    """Counters of a heap (sizes are user bytes, but for ``quarantined_slot_bytes``).
+
+    :ivar quarantined_slot_bytes: the native bytes the quarantined blocks occupy (each
+        one's slot: header, redzones, padding; a large block's whole native allocation).
+        This is what the heap's ``quarantine_bytes`` budget counts.
+    """
 
     live_blocks: int
     live_bytes: int
@@ -264,6 +269,7 @@ class HeapStats:
     quarantined_bytes: int
     arena_bytes: int
     large_blocks: int
+    quarantined_slot_bytes: int = 0
 
 
 #: The states :meth:`GuardedHeap.walk` gives a slot.
