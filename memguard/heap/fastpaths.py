@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import struct
 import sys
+from array import array
 from types import FrameType
 from collections import deque
 from typing import TYPE_CHECKING, Any, Callable, NamedTuple
@@ -69,9 +70,13 @@ from memguard.report import Report
 if TYPE_CHECKING:
     from memguard.heap.guarded import GuardedHeap
 
-__all__ = ["Paths", "PathInputs", "Hook", "build_paths"]
+__all__ = ["Paths", "PathInputs", "Hook", "build_paths", "LOG_MAX"]
 
 _getframe = sys._getframe
+
+#: Most entries the allocation log holds (8 MiB of pointers); beyond, ``check(since=mark)``
+#: and ``leaks(since=mark)`` walk the heap.
+LOG_MAX = 1 << 20
 
 #: A hook called after an allocation or a free: ``hook(heap, address)``.
 Hook = Callable[[Any, int], None]
@@ -89,8 +94,8 @@ class Paths(NamedTuple):
     #: count a freed block and put it in the quarantine (lock held): ``retire(p, n, is_large,
     #: slot=0)`` (``slot``: a large block's native bytes)
     retire: Callable[..., None]
-    #: count a new block (lock held); returns its serial number
-    count_alloc: Callable[[int], int]
+    #: count a new block (lock held): ``count_alloc(size, p=0)``; returns its serial number
+    count_alloc: Callable[..., int]
     #: ``(serial, live bytes, peak bytes, quarantined bytes, evicted blocks)``
     counts: Callable[[], tuple[int, int, int, int, int]]
     #: make a new arena's slots freeable by the fast free (lock held)
@@ -108,6 +113,11 @@ class Paths(NamedTuple):
     reset_peak: Callable[[], int]
     #: native bytes the quarantined blocks occupy (slots: header, redzones, padding)
     slot_bytes: Callable[[], int]
+    #: start the allocation log afresh at the allocations made so far (lock held)
+    start_log: Callable[[], None]
+    #: ``allocated_since(serial)``: the addresses of the blocks allocated after ``serial``,
+    #: in order, or None when the log does not hold all of them (lock held)
+    allocated_since: Callable[[int], "array[int] | None"]
 
 
 class PathInputs(NamedTuple):
@@ -200,6 +210,11 @@ def build_paths(heap: GuardedHeap, inputs: PathInputs) -> Paths:
     #: ``slot_of[n]``: the bytes the slot of a small ``n``-byte block occupies
     slot_of = [uoff + ((n + 15) & ~15) + rz for n in range(SMALL_MAX + 1)]
     serial = live = peak = qin = qout = sin = sout = evicted = 0
+    #: The allocation log: the address of every block allocated since ``log_start``
+    #: allocations had been made (None: not kept).  ``start_log`` (a heap's ``mark()``)
+    #: starts it; it stops growing at LOG_MAX entries.
+    log: array[int] | None = None
+    log_start = 0
     #: the highest peak of the windows :func:`reset_peak` ended (``peak`` is the current window's)
     peak_before = 0
     on_alloc: Hook | None = None
@@ -257,6 +272,8 @@ def build_paths(heap: GuardedHeap, inputs: PathInputs) -> Paths:
                     PADS[pad](memory, p + size, pads_l[k + pad])
                 if live > peak:
                     peak = live
+                if log is not None and len(log) < LOG_MAX:
+                    log.append(p)
             held = 0; give(True)  # noqa: E702
             if on_alloc is not None and p:
                 on_alloc(heap, p)
@@ -504,13 +521,32 @@ def build_paths(heap: GuardedHeap, inputs: PathInputs) -> Paths:
         """Bytes ever put in the quarantine (for :func:`settle`; lock held)."""
         return qin
 
-    def count_alloc(size: int) -> int:
-        """Count a new block (lock held); return its serial number."""
+    def count_alloc(size: int, p: int = 0) -> int:
+        """Count a new block at ``p`` (lock held); return its serial number."""
         nonlocal serial, live, peak
         serial, live = serial + 1, live + size  # (one statement: all or nothing)
         if live > peak:
             peak = live
+        if log is not None and len(log) < LOG_MAX:
+            log.append(p)
         return serial
+
+    def start_log() -> None:
+        """Start the allocation log afresh: it holds the blocks allocated from now on (lock held)."""
+        nonlocal log, log_start
+        log, log_start = array("Q"), serial
+
+    def allocated_since(since: int) -> array[int] | None:
+        """The addresses of the blocks allocated after the ``since``-th allocation, in
+        order; None when the log does not hold every one of them (lock held).
+
+        A block the log missed (it was full, or an interrupt came between counting a
+        block and logging it) makes the log's length disagree with the count.
+        """
+        if log is None or since < log_start or len(log) != serial - log_start:
+            return None
+        young = log[since - log_start :]
+        return None if 0 in young else young
 
     def counts() -> tuple[int, int, int, int, int]:
         """``(serial, live bytes, peak bytes, quarantined bytes, evicted blocks)``."""
@@ -554,5 +590,5 @@ def build_paths(heap: GuardedHeap, inputs: PathInputs) -> Paths:
 
     return Paths(
         malloc, free, evict, retire, count_alloc, counts, add_arena, release, set_hooks, settle, queued, reset_peak,
-        slot_bytes,
+        slot_bytes, start_log, allocated_since,
     )

@@ -37,6 +37,7 @@ import gc
 import os
 import sys
 from functools import partial
+from itertools import islice
 from operator import itemgetter
 from collections import deque
 from types import FrameType
@@ -238,6 +239,8 @@ class GuardedHeap(BlockVerifier, Checker):
         self._queued = paths.queued
         self._reset_peak = paths.reset_peak
         self._slot_bytes = paths.slot_bytes
+        self._start_log = paths.start_log
+        self._allocated_since = paths.allocated_since
         # The fast paths shadow the general methods, unless a subclass overrides them.
         if type(self).malloc is GuardedHeap.malloc:
             malloc = paths.malloc
@@ -485,7 +488,7 @@ class GuardedHeap(BlockVerifier, Checker):
                 self._large[address + pre + uoff] = record; p = address + pre + uoff  # noqa: E702
                 view, hoff = native_view, pre
             before = self._counts()[0]
-            serial = self._count_alloc(size)
+            serial = self._count_alloc(size, p)
             self._write_block(view, hoff, p, size, serial, sid, fill)
         except BaseException:
             found = self._find(p) if p else None
@@ -493,7 +496,7 @@ class GuardedHeap(BlockVerifier, Checker):
                 # Write it whole, then free it: the caller never gets it.
                 if not serial:  # counted (the call returned) or not
                     now = self._counts()[0]
-                    serial = now if before is not None and now != before else self._count_alloc(size)
+                    serial = now if before is not None and now != before else self._count_alloc(size, p)
                 view, hoff = found
                 self._write_block(view, hoff, p, size, serial, sid, fill)
                 self._free_found(view, hoff, p, sid)
@@ -830,9 +833,11 @@ class GuardedHeap(BlockVerifier, Checker):
                 q = self._quarantine
                 _, _, _, _, evicted = self._counts()
                 freed = min(len(q), evicted + len(q) - since.frees)
-                young = [q[i] >> 13 for i in range(len(q) - freed, len(q))]
+                # (from the right end: indexing a deque in the middle costs its length)
+                young = [e >> 13 for e in islice(reversed(q), freed)]
+                young.reverse()
                 if not self._young_all_freed(since.serial, since.frees):
-                    young += [r.address for r in self._live_records(since.serial)]
+                    young += [row[0] for row in self._young_rows(since.serial)]
                 for p in young:
                     found = self._find(p)
                     if found is not None:
@@ -856,6 +861,23 @@ class GuardedHeap(BlockVerifier, Checker):
         finally:
             if paused:
                 gc.enable()
+
+    def _young_rows(self, since: int) -> list[tuple[int, int, int, int]]:
+        """:meth:`_live_rows` of the blocks allocated after ``since``: from the allocation
+        log when it holds them all (the cost of what was allocated since), else by a walk."""
+        young = self._allocated_since(since)
+        if young is None:
+            return self._live_rows(since)
+        rows = []
+        seen = set()
+        for p in young:
+            found = self._find(p) if p not in seen else None
+            seen.add(p)  # (a slot freed and handed out again is read once: its header is the last block's)
+            if found is not None:
+                hdr = read_header(*found)
+                if hdr.state == LIVE and hdr.serial > since and self._seal_ok(p, hdr, found[1]):
+                    rows.append((p, hdr.size, hdr.serial, hdr.alloc_stack))
+        return rows
 
     def _live_rows(self, since: int = 0) -> list[tuple[int, int, int, int]]:
         """Live blocks with a serial above ``since`` as ``(address, size, serial, alloc
@@ -901,16 +923,21 @@ class GuardedHeap(BlockVerifier, Checker):
         return self._counts()[0]
 
     def mark(self) -> Snapshot:
-        """A cheap :class:`Snapshot` with no block records, for ``leaks(since=mark)``.
+        """A cheap :class:`Snapshot` with no block records, for ``leaks(since=mark)`` and
+        ``check(since=mark)``.
 
-        Taking it costs a few counter reads, and ``leaks(since=mark)`` answers without walking
-        the heap when every block allocated since the mark has already been freed.
+        Taking it costs a few counter reads and starts the heap's allocation log afresh
+        (the addresses of the blocks allocated from now on, up to a million), so that
+        ``leaks(since=mark)`` and ``check(since=mark)`` cost what was allocated and freed
+        since the mark, not the heap's size.  A newer ``mark()`` restarts the log: an
+        older mark still works, by walking the heap.
         Raises :class:`HeapClosedError` after :meth:`close`, like :meth:`snapshot`.
         """
         with self._lock:
             if self._closed:
                 raise HeapClosedError("the heap is closed")
             serial, _, _, _, evicted = self._counts()
+            self._start_log()
             return Snapshot(serial, (), self._stacks, evicted + len(self._quarantine))
 
     def _young_all_freed(self, serial: int, frees: int) -> bool:
@@ -958,7 +985,7 @@ class GuardedHeap(BlockVerifier, Checker):
                 raise HeapClosedError("the heap is closed")
             if isinstance(since, Snapshot) and since.frees >= 0 and self._young_all_freed(mark, since.frees):
                 return []
-            rows = self._live_rows(mark)
+            rows = self._young_rows(mark) if mark else self._live_rows()
         return group_records(rows, self._stacks)
 
     def stats(self) -> HeapStats:
