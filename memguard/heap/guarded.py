@@ -985,7 +985,7 @@ class GuardedHeap(BlockVerifier, Checker):
                 raise HeapClosedError("the heap is closed")
             if isinstance(since, Snapshot) and since.frees >= 0 and self._young_all_freed(mark, since.frees):
                 return []
-            rows = self._young_rows(mark) if mark else self._live_rows()
+            rows = self._young_rows(mark)
         return group_records(rows, self._stacks)
 
     def stats(self) -> HeapStats:
