@@ -195,6 +195,7 @@ class GuardedHeap(BlockVerifier, Checker):
         self._seal_key = secret >> 2  # seals are sums: this keeps them below 2**64
         self._tails = self._canaries.tails
         self._uoff = HEADER_SIZE + redzone
+        self._images = {}
         self._stacks = StackTable(stack_depth)
         self._lock = Mutex()
         #: Held by the one thread taking blocks out of the quarantine (and by close()).
@@ -839,9 +840,7 @@ class GuardedHeap(BlockVerifier, Checker):
                 if not self._young_all_freed(since.serial, since.frees):
                     young += [row[0] for row in self._young_rows(since.serial)]
                 for p in young:
-                    found = self._find(p)
-                    if found is not None:
-                        reports.extend(self._check_one(*found, p))
+                    reports.extend(self._check_block(p))
         reports.extend(self.verify_registered())
         on_check = self.seams.on_check
         if on_check is not None:

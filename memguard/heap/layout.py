@@ -34,6 +34,7 @@ __all__ = [
     "ARENA_SHIFT",
     "ARENA_SIZE",
     "ARENA_MASK",
+    "SLOT_LANES",
     "HDR",
     "HEADER_SIZE",
     "STATE",
@@ -85,6 +86,8 @@ ARENA_SHIFT = 18
 ARENA_SIZE = 1 << ARENA_SHIFT
 #: Offset of an address inside its arena: ``address & ARENA_MASK``.
 ARENA_MASK = ARENA_SIZE - 1
+#: Most slots an arena holds (the smallest slot is 64 bytes: header, two redzones).
+SLOT_LANES = ARENA_SIZE // 64
 #: The block header: size, serial, alloc stack, seal, state, free stack (see :class:`Header`).
 HDR = struct.Struct("<IQIQII")
 #: Bytes of block header in front of the front redzone.
