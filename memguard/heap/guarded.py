@@ -868,14 +868,28 @@ class GuardedHeap(BlockVerifier, Checker):
         if young is None:
             return self._live_rows(since)
         rows = []
-        seen = set()
+        add = rows.append
+        seen: set[int] = set()
+        arenas = self._arenas
+        key = self._seal_key + LIVE
+        rim = self._uoff + self.redzone
+        unpack = HDR.unpack_from
         for p in young:
-            found = self._find(p) if p not in seen else None
-            seen.add(p)  # (a slot freed and handed out again is read once: its header is the last block's)
+            if p in seen:  # (a slot freed and handed out again: its header is the last block's)
+                continue
+            seen.add(p)
+            arena = arenas.get(p >> ARENA_SHIFT)
+            if arena is not None:  # (the log holds slot addresses only: p starts a slot)
+                hoff = p - arena.user0
+                n, serial, asid, seal, state, fsid = unpack(arena.view, hoff)
+                if state == LIVE and serial > since and seal == key + hoff + n + serial + asid + fsid and n <= arena.stride - rim:
+                    add((p, n, serial, asid))
+                continue
+            found = self._find(p)
             if found is not None:
                 hdr = read_header(*found)
                 if hdr.state == LIVE and hdr.serial > since and self._seal_ok(p, hdr, found[1]):
-                    rows.append((p, hdr.size, hdr.serial, hdr.alloc_stack))
+                    add((p, hdr.size, hdr.serial, hdr.alloc_stack))
         return rows
 
     def _live_rows(self, since: int = 0) -> list[tuple[int, int, int, int]]:
