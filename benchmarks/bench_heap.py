@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import gc
 import json
 import statistics
 import subprocess
@@ -303,6 +304,7 @@ def bench_per_test(live: int, test_blocks: int, repeat: int) -> dict[str, float]
     but one: on an empty heap and on one holding ``live`` live blocks."""
 
     def one(heap: memguard.GuardedHeap) -> float:
+        gc.collect()  # (so that no full collection, whatever the heap's size, lands in the timing)
         mark = heap.mark()
         blocks = [heap.malloc(48) for _ in range(test_blocks)]
         for p in blocks[1:]:

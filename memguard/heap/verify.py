@@ -53,6 +53,12 @@ from memguard.stacks import StackTable
 __all__ = ["BlockVerifier"]
 
 _lane_masks: tuple[int, int] | None = None
+#: The low byte of a live and of a freed header's state, and a table marking the live ones 1.
+_LIVE_LOW = bytes([LIVE & 0xFF])
+_FREED_LOW = bytes([QUARANTINED & 0xFF])
+_LIVE_MARKS = bytes(1 if b == LIVE & 0xFF else 0 for b in range(256))
+#: The top bit of a 64-bit lane.
+_TOP = 1 << 63
 
 
 def _lanes(count: int) -> tuple[int, int]:
@@ -85,7 +91,7 @@ class BlockVerifier:
     _arenas: dict[int, Arena] | Any
     _large: dict[int, LargeBlock] | Any
     #: slot stride -> the image of an arena of freed slots and its slots' keys (see _freed_image)
-    _images: dict[int, tuple[memoryview, int]]
+    _images: dict[int, tuple[memoryview, int, int, int, int, int]]
 
     def _carved(self, base: int) -> int:  # pragma: no cover - defined by the heap
         raise NotImplementedError
@@ -223,9 +229,10 @@ class BlockVerifier:
         front_l, rear_l, tails = self._front, self._rear, self._tails
         seal_key = self._seal_key
         fills = FREED_FILLS
-        data = view[: self._carved(base)].tobytes()
-        if self._arena_intact(data, stride):
+        carved = self._carved(base)
+        if self._arena_intact(view[:carved], stride):
             return reports
+        data = view[:carved].tobytes()
         starts = data.startswith
         hoff = -stride
         for n, serial, asid, seal, state, fsid in cached_struct(f"{HDR.format}{stride - HEADER_SIZE}x").iter_unpack(data):
@@ -249,23 +256,24 @@ class BlockVerifier:
             reports.extend(self._check_one(view, hoff, base + u))
         return reports
 
-    def _arena_intact(self, data: bytes, stride: int) -> bool:
-        """Whether every slot of an arena (``data``: a copy of its carved slots) is intact,
-        judged a whole arena at a time; False sends the arena to the slot-by-slot check.
+    def _arena_intact(self, data: memoryview, stride: int) -> bool:
+        """Whether every slot of an arena (``data``: its carved slots) is intact, judged a
+        whole arena at a time; False sends the arena to the slot-by-slot check.
 
-        The seals: each header's fields are laid in 64-bit lanes of one big integer per
-        field (strided memoryview copies, then ``int.from_bytes``), so one sum of big
-        integers adds every slot's fields at once and one comparison matches every seal
-        (a seal is a sum below 2**64: no lane carries into the next).  The
-        bodies: the headers are blanked in a copy, each live block's body (front redzone,
-        user bytes, rear redzone) is verified and then replaced by the freed image, and
-        the copy is compared in one call with the image of an arena whose slots are all
-        freed (front redzone, 0xDD, tail redzone in every slot).
+        The headers: each field is laid in 64-bit lanes of one big integer (strided
+        memoryview copies, then ``int.from_bytes``), so one sum of big integers adds every
+        slot's fields at once and one comparison matches every seal (a seal is a sum below
+        2**64: no lane carries into the next); the states (each live or freed) and the
+        sizes (each within the slot) are matched the same way.  The bodies: the headers
+        are blanked in a copy, each live block's body (front redzone, user bytes, rear
+        redzone) is verified and then replaced by the freed image, and the copy is
+        compared in one call with the image of an arena whose slots are all freed (front
+        redzone, 0xDD, tail redzone in every slot).
         """
         count = len(data) // stride
         if not count:
             return True
-        words = memoryview(data).cast("I")
+        words = data.cast("I")
         s4 = stride >> 2
 
         def column(*pairs: tuple[int, int]) -> int:
@@ -275,45 +283,54 @@ class BlockVerifier:
                 target[at::2] = words[source::s4]
             return int.from_bytes(lanes, "little")
 
-        # (header words: size, serial low, serial high, alloc stack, seal low, seal high, state, free stack)
-        states = set(words[6::s4].tolist())
-        if not states <= {LIVE, QUARANTINED} or max(words[0::s4].tolist()) > stride:
-            return False
-        image, keyed = self._freed_image(stride)
-        image = image[: count * stride]
+        image, keyed, ones, freed, bound, tops = self._freed_image(stride)
         if count < ARENA_SIZE // stride:
-            keyed &= (1 << (count << 6)) - 1
-        seals = int.from_bytes(memoryview(data).cast("Q")[2 :: stride >> 3].tobytes(), "little")
-        if seals != (
-            column((0, 0)) + column((1, 0), (2, 1)) + column((3, 0)) + column((6, 0)) + column((7, 0)) + keyed
-        ):
+            mask = (1 << (count << 6)) - 1
+            keyed, ones, freed, bound, tops = keyed & mask, ones & mask, freed & mask, bound & mask, tops & mask
+        image = image[: count * stride]
+        # (header words: size, serial low, serial high, alloc stack, seal low, seal high, state, free stack)
+        lows = data[STATE_OFFSET::stride].tobytes()
+        live = lows.count(_LIVE_LOW)
+        if live + lows.count(_FREED_LOW) != count:
+            return False
+        states = column((6, 0))
+        if live:
+            marks = bytearray(count << 3)
+            memoryview(marks)[::8] = lows.translate(_LIVE_MARKS)
+            expected_states = freed - (QUARANTINED - LIVE) * int.from_bytes(marks, "little")
+        else:
+            expected_states = freed
+        sizes = column((0, 0))
+        if states != expected_states or (sizes + bound) & tops:
+            return False  # a state neither live nor freed, or a size larger than the slot
+        seals = int.from_bytes(data.cast("Q")[2 :: stride >> 3].tobytes(), "little")
+        if seals != sizes + column((1, 0), (2, 1)) + column((3, 0)) + states + column((7, 0)) + keyed:
             return False
         body = bytearray(data)
         quads = memoryview(body).cast("Q")
         blank = memoryview(bytes(count << 3)).cast("Q")
         for j in range(HEADER_SIZE >> 3):
             quads[j::stride >> 3] = blank
-        if LIVE in states:
+        if live:
             uoff, rz = self._uoff, self.redzone
             front_l, rear_l = self._front, self._rear
-            starts = data.startswith
-            live_low = bytes([LIVE & 0xFF])
-            lows = data[STATE_OFFSET::stride]
-            i = lows.find(live_low)
+            i = lows.find(_LIVE_LOW)
             while i >= 0:
                 hoff = i * stride
                 k = hoff & 0xFF0
                 u = hoff + uoff
                 n = words[i * s4]
-                if not (starts(front_l[k], u - rz) and starts(rear_l[k | (-n & 15)], u + n)):
+                front, rear = front_l[k], rear_l[k | (-n & 15)]
+                if data[u - rz : u] != front or data[u + n : u + n + len(rear)] != rear:
                     return False
                 body[hoff + HEADER_SIZE : hoff + stride] = image[hoff + HEADER_SIZE : hoff + stride]
-                i = lows.find(live_low, i + 1)
+                i = lows.find(_LIVE_LOW, i + 1)
         return body == image
 
-    def _freed_image(self, stride: int) -> tuple[memoryview, int]:
-        """An arena of ``stride``-byte slots as freed slots read with blank headers, and
-        the seal key plus the header's offset of each slot in 64-bit lanes.
+    def _freed_image(self, stride: int) -> tuple[memoryview, int, int, int, int, int]:
+        """An arena of ``stride``-byte slots as freed slots read with blank headers, and in
+        64-bit lanes: the seal key plus each slot's header offset; 1; the freed state;
+        ``2**63 - 1 - stride`` (a size above the stride carries into the top bit); the top bit.
 
         A slot's patterns depend on its offset only through ``offset & 0xFF0``, so the
         image repeats every ``4096 / gcd(stride, 4096)`` slots: that many are built, then
@@ -335,7 +352,10 @@ class BlockVerifier:
             blank + front_l[k] + fill + tails[k] for k in (hoff & 0xFF0 for hoff in range(0, period * stride, stride))
         )
         ones, ramp = _lanes(count)
-        made = images[stride] = (memoryview((one * -(-count // period))[: count * stride]), self._seal_key * ones + stride * ramp)
+        image = memoryview((one * -(-count // period))[: count * stride])
+        made = images[stride] = (
+            image, self._seal_key * ones + stride * ramp, ones, QUARANTINED * ones, (_TOP - 1 - stride) * ones, _TOP * ones
+        )
         return made
 
     def _check_block(self, p: int) -> list[Report]:
