@@ -37,6 +37,7 @@ import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any, Callable
 
 import memguard
@@ -298,6 +299,16 @@ def bench_quarantine_rss() -> dict[str, float]:
     return r  # type: ignore[no-any-return]
 
 
+def in_child(case: str, *args: int) -> dict[str, float]:
+    """Run ``case(*args)`` of this module in a fresh process (no other benchmark's leftovers)."""
+    code = (
+        f"import json, sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); import bench_heap; "
+        f"print(json.dumps(bench_heap.{case}(*{args!r})))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout)  # type: ignore[no-any-return]
+
+
 def bench_per_test(live: int, test_blocks: int, repeat: int) -> dict[str, float]:
     """The pytest plugin's per-test work (``mark()``, the test, ``check(since=mark)``,
     ``leaks(since=mark)``) for a test that allocates ``test_blocks`` blocks and frees all
@@ -471,7 +482,7 @@ def main(argv: list[str] | None = None) -> int:
         "check_small_blocks": bench_small_check(1 if quick else 32, 3 if quick else 5),
         "check_quarantine": bench_check(8 if quick else 256, 1024, 3 if quick else 5),
         "large_pair_8m": bench_large_pair(8 << 20, 3 if quick else 15),
-        "per_test_check": bench_per_test(20000 if quick else 400_000, 1000, 3 if quick else 9),
+        "per_test_check": in_child("bench_per_test", 20000 if quick else 400_000, 1000, 3 if quick else 9),
         "rss_1m_blocks": bench_rss(20000 if quick else 1_000_000),
     }
     if not quick:
