@@ -1,8 +1,8 @@
 """The guarded heap's fast paths: ``malloc`` and ``free`` of small blocks as per-heap closures.
 
 A guarded malloc+free pair has to cost only a few times two ctypes calls, so the common
-case (a small block, no finding, no contention) runs as a closure over the heap's
-tables: cell and local variables instead of attribute lookups, per-size tables of bound
+case (a small block from its size class's free list or a never-used slot of the class's
+arena, no finding, no contention) runs as a closure over the heap's tables: cell and local variables instead of attribute lookups, per-size tables of bound
 ``struct`` methods built on first use, one ``struct`` call to write a block, one to read
 it back at free and one to poison it.  Everything else falls back to the heap's general
 methods (``_alloc``, ``_free_slow``), which do the same work step by step and write the

@@ -132,7 +132,8 @@ class _Closed:
 
 
 class _Carving:
-    """The arena a size class carves its new slots from, and how far it has carved."""
+    """The arena a size class carves its new slots from, and how far it has carved
+    (advanced under the lock, by the fast malloc or by :meth:`GuardedHeap._carve`)."""
 
     __slots__ = ("arena", "user0", "stride", "carved")
 
