@@ -10,7 +10,8 @@ from __future__ import annotations
 import os
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Protocol, Sequence
+from operator import itemgetter
+from typing import Any, Iterable, NamedTuple, Protocol, Sequence
 
 from memguard.report import Report
 from memguard.stacks import Stack, format_stack
@@ -22,9 +23,8 @@ class _StackSource(Protocol):
     def get(self, sid: int) -> Stack: ...
 
 
-@dataclass(frozen=True)
-class BlockRecord:
-    """One live block in a snapshot."""
+class BlockRecord(NamedTuple):
+    """One live block in a snapshot (a named tuple: a heap makes a million of them cheaply)."""
 
     address: int
     size: int
@@ -98,20 +98,27 @@ class SiteDiff:
         )
 
 
-def group_records(records: Iterable[BlockRecord], stacks: _StackSource) -> list[LeakGroup]:
-    """Group block records by allocation stack, largest total first."""
-    by_site: dict[int, list[BlockRecord]] = defaultdict(list)
+# (by position: a BlockRecord or any tuple in its order)
+_address_of, _size_of, _serial_of, _stack_of = (itemgetter(i) for i in range(4))
+
+
+def group_records(records: Iterable[tuple[int, int, int, int]], stacks: _StackSource) -> list[LeakGroup]:
+    """Group block records by allocation stack, largest total first.
+
+    ``records`` are :class:`BlockRecord` values, or plain tuples in their order.
+    """
+    by_site: dict[int, list[tuple[int, int, int, int]]] = defaultdict(list)
     for rec in records:
-        by_site[rec.stack_id].append(rec)
+        by_site[rec[3]].append(rec)
     groups = []
     for sid, recs in by_site.items():
-        recs.sort(key=lambda r: r.serial)
+        recs.sort(key=_serial_of)
         groups.append(
             LeakGroup(
                 stack=stacks.get(sid),
-                size=sum(r.size for r in recs),
+                size=sum(map(_size_of, recs)),
                 count=len(recs),
-                addresses=tuple(r.address for r in recs),
+                addresses=tuple(map(_address_of, recs)),
             )
         )
     groups.sort(key=lambda g: (-g.size, -g.count, str(g.stack[:1])))

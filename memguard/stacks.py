@@ -16,10 +16,7 @@ from typing import Any, Callable, Sequence
 
 from memguard._location import PACKAGE_DIR, framework_dirs, is_framework_file
 
-__all__ = [
-    "Frame", "Stack", "StackTable", "format_stack", "current_stack", "frame_record", "hide_framework_frames",
-    "is_user_frame",
-]
+__all__ = ["Frame", "Stack", "StackTable", "format_stack", "current_stack", "hide_framework_frames", "is_user_frame"]
 
 _getframe = sys._getframe
 
@@ -65,12 +62,6 @@ def _lineno(code: CodeType, lasti: int) -> int:
     return line
 
 
-def frame_record(frame: FrameType) -> Frame:
-    """The :class:`Frame` of a running frame: its file, current line and function."""
-    code = frame.f_code
-    return Frame(code.co_filename, _lineno(code, frame.f_lasti), getattr(code, "co_qualname", code.co_name))
-
-
 def is_user_frame(frame: FrameType) -> bool:
     """Whether ``frame`` is outside the memguard package (a frame a stack starts at)."""
     return not frame.f_code.co_filename.startswith(PACKAGE_DIR)
@@ -102,28 +93,51 @@ def _capturer(
 ) -> Callable[[FrameType | None], int]:
     """The capture function of a table: look a user frame's stack up, ``intern`` it on a miss.
 
-    It reads ``(id(code), f_lasti)`` of up to ``depth`` frames and keeps none of them: a
-    cache that held a frame would keep its locals alive after the function returned, and
-    one keyed by a frame's address would be fooled by a new frame at a dead one's address.
-    Generated unrolled for the depth (a loop costs a third more per frame).  A top frame
-    whose code is not in ``users`` (memguard's own, or not seen yet) goes to ``intern``.
+    It reads the code and ``f_lasti`` of up to ``depth`` frames and keeps none of the
+    frames: a cache that held a frame would keep its locals alive after the function
+    returned, and one keyed by a frame's address would be fooled by a new frame at a dead
+    one's address.  Generated unrolled for the depth (a loop costs a third more per frame).
+    A top frame whose code is not in ``users`` (memguard's own, or not seen yet) goes to
+    ``intern``.
+
+    A full-depth stack is first looked up in a table keyed by its top frame's code and
+    offset, whose entry holds the callers' code objects and offsets of the last stack seen
+    there: they are compared by identity (``is``) and value, so only the top code's
+    ``id()`` is taken and no long tuple is hashed.  On a mismatch the stack is looked up
+    by ``(id(code), f_lasti, ...)`` in ``known`` and the entry replaced.  The entries hold
+    code objects only (the interned stacks hold them too), one per call site.
     """
-    lines = [
-        "def capture(f, id=id, known=known, intern=intern, users=users):",
+    head = [
+        "def capture(f, id=id, known=known, intern=intern, users=users, sites=sites, site=sites.get):",
         "    if f is None: return 0",
         "    top = f",
-        "    c0 = id(f.f_code)",
-        "    if c0 not in users: return intern(f)",
+        "    i0 = id(f.f_code)",
+        "    if i0 not in users: return intern(f)",
     ]
-    names: list[str] = []
-    for i in range(depth):
-        code = "c0" if i == 0 else "id(f.f_code)"
-        lines.append(f"    c{i} = {code}; l{i} = f.f_lasti; f = f.f_back")
-        names += (f"c{i}", f"l{i}")
-        if i < depth - 1:
-            lines.append(f"    if f is None: return known(({', '.join(names)},)) or intern(top)")
-    lines.append(f"    return known(({', '.join(names)},)) or intern(top)" if depth else "    return 0")
-    namespace: dict[str, Any] = {"known": known, "intern": intern, "users": users}
+    namespace: dict[str, Any] = {"known": known, "intern": intern, "users": users, "sites": {}}
+    if depth <= 1:
+        head.append("    return known((i0, f.f_lasti)) or intern(top)" if depth else "    return 0")
+        exec("\n".join(head), namespace)  # noqa: S102 - generated from integers only
+        return namespace["capture"]  # type: ignore[no-any-return]
+    lines = head + ["    l0 = f.f_lasti; f = f.f_back"]
+    ids = ["i0", "l0"]
+    for i in range(1, depth):
+        lines.append(f"    if f is None: return known(({', '.join(ids)},)) or intern(top)")
+        lines.append(f"    c{i} = f.f_code; l{i} = f.f_lasti" + ("; f = f.f_back" if i < depth - 1 else ""))
+        ids += (f"id(c{i})", f"l{i}")
+    callers = ", ".join(f"c{i}, l{i}" for i in range(1, depth))
+    seen = ", ".join(f"x{i}, y{i}" for i in range(1, depth))
+    same = " and ".join(f"x{i} is c{i} and y{i} == l{i}" for i in range(1, depth))
+    lines += [
+        "    key = i0 + (l0 << 48)",  # (a collision only costs a miss: the entry is verified)
+        "    entry = site(key)",
+        "    if entry is not None:",
+        f"        {seen}, sid = entry",
+        f"        if {same}: return sid",
+        f"    sid = known(({', '.join(ids)},)) or intern(top)",
+        f"    sites[key] = ({callers}, sid)",
+        "    return sid",
+    ]
     exec("\n".join(lines), namespace)  # noqa: S102 - generated from integers only
     capture: Callable[[FrameType | None], int] = namespace["capture"]
     return capture
@@ -137,22 +151,12 @@ class StackTable:
     seen before is interned under it.  No frame is kept: a stack table never keeps a
     caller's locals alive.  Frames inside the memguard package are skipped, so stacks
     start at the user's code.
-
-    With ``through=N``, a capture walks N frames more, so that a stack captured through
-    one of memguard's wrappers registered with :meth:`pass_through` (the entry points of
-    a heap with a debugging option, :mod:`memguard.heap.debugpaths`) is found by the
-    same cheap lookup; those frames, and memguard's own frames above the user's, are left
-    out, and stacks cut to ``depth``, when shown.
     """
 
-    __slots__ = ("depth", "_ids", "_raw", "_resolved", "_lock", "_users", "_user_codes", "capture", "_walk", "_through")
+    __slots__ = ("depth", "_ids", "_raw", "_resolved", "_lock", "_users", "_user_codes", "capture")
 
-    def __init__(self, depth: int, through: int = 0) -> None:
+    def __init__(self, depth: int) -> None:
         self.depth = depth
-        #: frames a capture walks
-        self._walk = depth + through
-        #: ids of memguard's wrapper codes whose frames are captured and never shown
-        self._through: set[int] = set()
         self._ids: dict[tuple[int, ...], int] = {(): 0}
         self._raw: list[tuple[Any, ...]] = [()]
         self._resolved: dict[int, Stack] = {0: ()}
@@ -168,7 +172,7 @@ class StackTable:
         #: ``(id(code), f_lasti, ...)`` of its frames (hashing code objects themselves
         #: costs microseconds); the interned stacks keep their code objects alive, so an
         #: id in a key cannot be reused.  Looking an existing stack up takes no lock.
-        self.capture = _capturer(self._walk, self._ids.get, self._users, self._intern)
+        self.capture = _capturer(depth, self._ids.get, self._users, self._intern)
 
     @property
     def lock(self) -> threading.RLock:
@@ -178,8 +182,7 @@ class StackTable:
     def _intern(self, frame: FrameType) -> int:
         """The id of the stack from ``frame`` (memguard's frames skipped), interned if new."""
         f: FrameType | None = frame
-        through = self._through
-        while f is not None and f.f_code.co_filename.startswith(PACKAGE_DIR) and id(f.f_code) not in through:
+        while f is not None and f.f_code.co_filename.startswith(PACKAGE_DIR):
             f = f.f_back
         if f is None:
             return 0
@@ -192,7 +195,7 @@ class StackTable:
         elif f is not frame:  # called through memguard (a wrapper, a C callback): the fast lookup
             return self.capture(f)
         frames: list[Any] = []
-        while f is not None and len(frames) < 2 * self._walk:
+        while f is not None and len(frames) < 2 * self.depth:
             frames += (f.f_code, f.f_lasti)
             f = f.f_back
         key = tuple(id(x) if i % 2 == 0 else x for i, x in enumerate(frames))
@@ -205,14 +208,6 @@ class StackTable:
                     self._raw.append(tuple(frames))
                     self._ids[key] = sid
         return sid
-
-    def pass_through(self, code: CodeType) -> None:
-        """Capture stacks that start at a frame of ``code`` (a wrapper of memguard's, see the
-        class documentation) with the cheap lookup; its frames are never shown."""
-        with self._lock:
-            self._user_codes.append(code)
-            self._through.add(id(code))
-            self._users.add(id(code))
 
     def here(self, skip: int = 1) -> int:
         """Capture the caller's stack (``skip`` frames above this call)."""
@@ -227,12 +222,6 @@ class StackTable:
         stack = self._resolved.get(sid)
         if stack is None:
             raw = self._raw[sid] if 0 <= sid < len(self._raw) else ()
-            if self._walk != self.depth:
-                through = self._through
-                kept = [x for i in range(0, len(raw), 2) if id(raw[i]) not in through for x in raw[i : i + 2]]
-                while kept and kept[0].co_filename.startswith(PACKAGE_DIR):  # (called through memguard)
-                    del kept[:2]
-                raw = kept[: 2 * self.depth]
             stack = _resolve(raw)
             self._resolved[sid] = stack
         return stack

@@ -345,6 +345,23 @@ def test_guarded_blocks_in_stats_leaks_and_block() -> None:
     heap.close()
 
 
+def test_guarded_blocks_in_leaks_since_a_mark_from_the_allocation_log() -> None:
+    heap = memguard.GuardedHeap(on_error="report", guard_sample=2)
+    mark = heap.mark()
+    kept = [heap.malloc(24) for _ in range(8)]  # about half of them guarded
+    for p in [heap.malloc(40) for _ in range(8)]:
+        heap.free(p)
+    assert heap._guard is not None and any(p in heap._guard.blocks for p in kept)
+    (group,) = heap.leaks(since=mark)
+    assert (group.count, group.size) == (8, 8 * 24)
+    assert sorted(group.addresses) == sorted(kept)
+    assert heap.check(since=mark) == []
+    for p in kept:
+        heap.free(p)
+    assert heap.leaks(since=mark) == []
+    heap.close()
+
+
 def test_calloc_memalign_and_realloc_of_guarded_blocks() -> None:
     heap = memguard.GuardedHeap(on_error="raise", guard="all")
     z = heap.calloc(3, 5)

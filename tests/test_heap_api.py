@@ -426,16 +426,55 @@ def test_stats_with_eviction():
 
 @pytest.mark.parametrize("size", [100, 4096, 5000, 1 << 20])
 def test_the_quarantine_keeps_everything_up_to_its_budget(size):
-    """Nothing leaves the quarantine before its budget is exceeded, whichever path frees."""
-    with memguard.GuardedHeap(quarantine_bytes=3 * size) as h:
+    """Nothing leaves the quarantine before its budget is exceeded, whichever path frees.
+
+    The budget counts what a block occupies: header (32 bytes), redzones (16 each) and
+    the padding to 16 bytes.
+    """
+    slot = 32 + 16 + ((size + 15) & ~15) + 16
+    with memguard.GuardedHeap(quarantine_bytes=3 * slot) as h:
         for p in [h.malloc(size) for _ in range(3)]:
             h.free(p)
         s = h.stats()
-        assert (s.quarantined_blocks, s.quarantined_bytes) == (3, 3 * size)
+        assert (s.quarantined_blocks, s.quarantined_bytes, s.quarantined_slot_bytes) == (3, 3 * size, 3 * slot)
         h.free(h.malloc(size))  # one more: now over budget, down to 15/16 of it
         s = h.stats()
-        assert s.quarantined_bytes <= 3 * size - (3 * size) // 16
+        assert s.quarantined_slot_bytes <= 3 * slot - (3 * slot) // 16
         assert s.total_frees == 4
+
+
+def test_the_quarantine_counts_the_bytes_its_slots_occupy():
+    """Filled with 64-byte blocks, the quarantine reports their slots' bytes, within its budget."""
+    budget = 1 << 20
+    with memguard.GuardedHeap(quarantine_bytes=budget) as h:
+        p = h.malloc(64)
+        slot = next(r.slot_size for r in h.walk() if r.kind == "arena")
+        assert slot == 32 + 16 + 64 + 16
+        h.free(p)
+        highest = 0
+        for _ in range(2 * budget // 64):  # twice what user bytes alone would hold
+            h.free(h.malloc(64))
+            s = h.stats()
+            assert s.quarantined_slot_bytes == slot * s.quarantined_blocks
+            assert s.quarantined_bytes == 64 * s.quarantined_blocks
+            assert s.quarantined_slot_bytes <= budget
+            highest = max(highest, s.quarantined_slot_bytes)
+        assert budget - slot < highest <= budget  # it did fill up to the budget
+        quarantined = [sl for r in h.walk() for sl in r.slots if sl.state == "quarantined"]
+        assert len(quarantined) == h.stats().quarantined_blocks
+
+
+def test_a_budget_smaller_than_a_slot_still_quarantines_the_newest_block():
+    with memguard.GuardedHeap(quarantine_bytes=64) as h:
+        a, b = h.malloc(40), h.malloc(40)
+        h.free(a)
+        assert h.block(a).state == "quarantined" and h.stats().quarantined_blocks == 1
+        h.free(b)  # a leaves, b stays
+        assert h.stats().quarantined_blocks == 1
+        assert [sl.address for r in h.walk() for sl in r.slots if sl.state == "quarantined"] == [b]
+    with memguard.GuardedHeap(quarantine_bytes=0) as h:
+        h.free(h.malloc(40))
+        assert h.stats().quarantined_blocks == 0
 
 
 # ----------------------------------------------------------------------------- eviction on slow-path frees

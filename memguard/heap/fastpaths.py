@@ -1,8 +1,8 @@
 """The guarded heap's fast paths: ``malloc`` and ``free`` of small blocks as per-heap closures.
 
 A guarded malloc+free pair has to cost only a few times two ctypes calls, so the common
-case (a small block, no finding, no contention) runs as a closure over the heap's
-tables: cell and local variables instead of attribute lookups, per-size tables of bound
+case (a small block from its size class's free list or a never-used slot of the class's
+arena, no finding, no contention) runs as a closure over the heap's tables: cell and local variables instead of attribute lookups, per-size tables of bound
 ``struct`` methods built on first use, one ``struct`` call to write a block, one to read
 it back at free and one to poison it.  Everything else falls back to the heap's general
 methods (``_alloc``, ``_free_slow``), which do the same work step by step and write the
@@ -16,8 +16,9 @@ While a fast path holds the lock token it allocates nothing the garbage collecto
 tracks and calls no code outside memguard (see :mod:`memguard.heap.mutex`): a block is
 read and verified before the token is taken.  Blocks leave the quarantine without the
 lock, in ``evict``, which one thread at a time runs (it has a token of its own); the
-quarantined bytes are ``qin - qout``, each counter with a single writer (``qin`` under
-the lock, ``qout`` under the evictor's token).
+quarantined bytes are ``qin - qout`` (user bytes) and ``sin - sout`` (the bytes their slots
+occupy: header, redzones, padding; what the budget counts), each counter with a single
+writer (``qin`` and ``sin`` under the lock, ``qout`` and ``sout`` under the evictor's token).
 
 An interrupt (Ctrl-C, any asynchronous exception) may land at any line: each path
 records what it holds and has done in locals set with no call in between (see
@@ -35,6 +36,7 @@ from __future__ import annotations
 
 import struct
 import sys
+from array import array
 from types import FrameType
 from collections import deque
 from typing import TYPE_CHECKING, Any, Callable, NamedTuple
@@ -44,6 +46,7 @@ from memguard.heap.mutex import Mutex
 from memguard.heap.layout import (
     ARENA_MASK,
     ARENA_SHIFT,
+    ARENA_SIZE,
     CLASS_OF,
     FILL_FREED,
     FILL_NEW,
@@ -67,9 +70,13 @@ from memguard.report import Report
 if TYPE_CHECKING:
     from memguard.heap.guarded import GuardedHeap
 
-__all__ = ["Paths", "PathInputs", "Hook", "build_paths"]
+__all__ = ["Paths", "PathInputs", "Hook", "build_paths", "LOG_MAX"]
 
 _getframe = sys._getframe
+
+#: Most entries the allocation log holds (8 MiB of pointers); beyond, ``check(since=mark)``
+#: and ``leaks(since=mark)`` walk the heap.
+LOG_MAX = 1 << 20
 
 #: A hook called after an allocation or a free: ``hook(heap, address)``.
 Hook = Callable[[Any, int], None]
@@ -84,10 +91,11 @@ class Paths(NamedTuple):
     free: Callable[[int], None]
     #: take the oldest blocks out of the quarantine while it is over budget; the findings
     evict: Callable[[], list[Report] | None]
-    #: count a freed block and put it in the quarantine (lock held): ``retire(p, n, is_large)``
-    retire: Callable[[int, int, bool], None]
-    #: count a new block (lock held); returns its serial number
-    count_alloc: Callable[[int], int]
+    #: count a freed block and put it in the quarantine (lock held): ``retire(p, n, is_large,
+    #: slot=0)`` (``slot``: a large block's native bytes)
+    retire: Callable[..., None]
+    #: count a new block (lock held): ``count_alloc(size, p=0)``; returns its serial number
+    count_alloc: Callable[..., int]
     #: ``(serial, live bytes, peak bytes, quarantined bytes, evicted blocks)``
     counts: Callable[[], tuple[int, int, int, int, int]]
     #: make a new arena's slots freeable by the fast free (lock held)
@@ -96,12 +104,20 @@ class Paths(NamedTuple):
     release: Callable[[], None]
     #: set the hooks called after each allocation and each free (None: no call)
     set_hooks: Callable[[Hook | None, Hook | None], None]
-    #: finish a ``retire`` an interrupt cut short (lock held): ``settle(p, n, is_large, queued_before)``
-    settle: Callable[[int, int, bool, int], None]
+    #: finish a ``retire`` an interrupt cut short (lock held): ``settle(p, n, is_large,
+    #: queued_before, slot=0)``
+    settle: Callable[..., None]
     #: bytes ever put in the quarantine (lock held; for ``settle``)
     queued: Callable[[], int]
     #: start a new peak window at the live bytes now; the peak of the window it ends (lock held)
     reset_peak: Callable[[], int]
+    #: native bytes the quarantined blocks occupy (slots: header, redzones, padding)
+    slot_bytes: Callable[[], int]
+    #: start the allocation log afresh at the allocations made so far (lock held)
+    start_log: Callable[[], None]
+    #: ``allocated_since(serial)``: the addresses of the blocks allocated after ``serial``,
+    #: in order, or None when the log does not hold all of them (lock held)
+    allocated_since: Callable[[int], "array[int] | None"]
 
 
 class PathInputs(NamedTuple):
@@ -116,6 +132,9 @@ class PathInputs(NamedTuple):
     redzone: int
     #: per size class, the addresses of slots ready for reuse
     free_slots: list[list[int]]
+    #: per size class, the arena its never-used slots are carved from (``arena``,
+    #: ``user0``, ``stride``, ``carved`` bytes so far), or None; emptied in place at close
+    bump: list[Any]
     #: freed blocks, oldest first, as ``address << 13 | size``
     quarantine: deque[int]
     quarantine_bytes: int
@@ -136,8 +155,9 @@ class PathInputs(NamedTuple):
     size_arg: Callable[[object, str], int]
     #: ``evict_small(p)``: the findings of a small block whose poison is damaged
     evict_small: Callable[[int], list[Report]]
-    #: ``evict_large(p, again=False)``: a large block leaves the quarantine; ``(its size, findings)``
-    evict_large: Callable[..., tuple[int, list[Report]]]
+    #: ``evict_large(p, again=False)``: a large block leaves the quarantine; ``(its size,
+    #: the native bytes it occupied, findings)``
+    evict_large: Callable[..., tuple[int, int, list[Report]]]
     #: whether the heap is closed
     is_closed: Callable[[], bool]
     #: ``discard(p, sid)``: free a complete block its caller never got (an interrupt, a
@@ -157,6 +177,7 @@ def build_paths(heap: GuardedHeap, inputs: PathInputs) -> Paths:
     uoff = inputs.uoff
     rz = inputs.redzone
     free_slots = inputs.free_slots
+    bump = inputs.bump
     quarantine = inputs.quarantine
     q_append, q_popleft = quarantine.append, quarantine.popleft
     ev_token, ev_give = inputs.evictor.token, inputs.evictor.give
@@ -181,12 +202,19 @@ def build_paths(heap: GuardedHeap, inputs: PathInputs) -> Paths:
     arenas: dict[int, tuple[memoryview, int, Any, Any, memoryview]] = {}
     # Tables by user size, built on first use; the entries are per size class (few and
     # small, so they stay in cache) and shared by the sizes of the class:
-    #: (pack_into writing a whole slot, the class's free list)
+    #: (pack_into writing a whole slot, the class's free list, the class)
     writers: list[tuple[Any, ...] | None] = [None] * (SMALL_MAX + 1)
     #: (a reader of a freed block's poison and what it reads when the poison is intact,
-    #: or None and the poisoned span; push onto the class's free list)
+    #: or None and the poisoned span; push onto the class's free list; the slot's bytes)
     checkers: list[tuple[Any, ...] | None] = [None] * (SMALL_MAX + 1)
-    serial = live = peak = qin = qout = evicted = 0
+    #: ``slot_of[n]``: the bytes the slot of a small ``n``-byte block occupies
+    slot_of = [uoff + ((n + 15) & ~15) + rz for n in range(SMALL_MAX + 1)]
+    serial = live = peak = qin = qout = sin = sout = evicted = 0
+    #: The allocation log: the address of every block allocated since ``log_start``
+    #: allocations had been made (None: not kept).  ``start_log`` (a heap's ``mark()``)
+    #: starts it; it stops growing at LOG_MAX entries.
+    log: array[int] | None = None
+    log_start = 0
     #: the highest peak of the windows :func:`reset_peak` ended (``peak`` is the current window's)
     peak_before = 0
     on_alloc: Hook | None = None
@@ -199,12 +227,12 @@ def build_paths(heap: GuardedHeap, inputs: PathInputs) -> Paths:
         slots = free_slots[cls]
         checker: tuple[Any, ...]
         if span <= UNPACK_MAX:  # small poison: unpacked and compared (no memoryview slice)
-            checker = (cached_struct(f"{span}s").unpack_from, (FILL_FREED[:span],), slots.append)
+            checker = (cached_struct(f"{span}s").unpack_from, (FILL_FREED[:span],), slots.append, slot_of[span])
         else:  # compared in place, by evict()
-            checker = (None, span, slots.append)
+            checker = (None, span, slots.append, slot_of[span])
         # Header, front redzone, 0xCD over the whole span, tail redzone; the padding
         # between the block's end and the span's end is written after it (PADS).
-        writer = (cached_struct(f"{HDR.format}{rz}s{span}s{rz}s").pack_into, slots)
+        writer = (cached_struct(f"{HDR.format}{rz}s{span}s{rz}s").pack_into, slots, cls)
         for n in range(max(span - 15, 0), span + 1):
             writers[n] = writer
             checkers[n] = checker
@@ -216,16 +244,22 @@ def build_paths(heap: GuardedHeap, inputs: PathInputs) -> Paths:
             return general_alloc(size_arg(size, "size"), 16, FILL_NEW, _getframe(1))
         f = _getframe(1)
         sid = capture(f)
-        pack, slots = writers[size] or size_class(size)[0]
+        pack, slots, cls = writers[size] or size_class(size)[0]
         # ``held``: this call holds the lock; ``p``: the block it counted (see the handlers).
         held = p = 0
         try:
             # Take the lock and say so on one line with no call: an interrupt lands
             # before both or after both (see memguard.heap.mutex).
             del token[0]; held = 1  # noqa: E702
-            if slots:  # (only this lock's holder pops) else the general path carves a slot
+            if slots:  # (only this lock's holder pops)
                 # The slot and its counters in one statement: all or nothing.
                 p, serial, live = slots.pop(), serial + 1, live + size
+            else:  # a never-used slot of the class's arena, if it has one left (else the general path)
+                c = bump[cls]
+                if c is not None and c.carved + c.stride <= ARENA_SIZE:
+                    # The slot, the arena's carved bytes and the counters in one statement.
+                    p, c.carved, serial, live = c.user0 + c.carved, c.carved + c.stride, serial + 1, live + size
+            if p:
                 hoff = (p & ARENA_MASK) - uoff  # arenas are aligned to their size
                 k = hoff & 0xFF0
                 pad = PAD_OF[size]
@@ -238,6 +272,8 @@ def build_paths(heap: GuardedHeap, inputs: PathInputs) -> Paths:
                     PADS[pad](memory, p + size, pads_l[k + pad])
                 if live > peak:
                     peak = live
+                if log is not None and len(log) < LOG_MAX:
+                    log.append(p)
             held = 0; give(True)  # noqa: E702
             if on_alloc is not None and p:
                 on_alloc(heap, p)
@@ -280,7 +316,7 @@ def build_paths(heap: GuardedHeap, inputs: PathInputs) -> Paths:
             discard(p, sid)
 
     def free(address: int) -> None:
-        nonlocal live, qin
+        nonlocal live, qin, sin
         p = address
         f = _getframe(1)
         if type(p) is not int:
@@ -320,7 +356,7 @@ def build_paths(heap: GuardedHeap, inputs: PathInputs) -> Paths:
                 # the evictor takes only counted bytes, so it never meets an unqueued block.
                 poison(view, hoff + SEAL_OFFSET, seal + sid + free_delta, QUARANTINED, sid, front, FILL_FREED)
                 q_append(p << 13 | n)
-                live, qin, freed = live - n, qin + n, 1
+                live, qin, sin, freed = live - n, qin + n, sin + slot_of[n], 1
             held = 0; give(True)  # noqa: E702
         except IndexError:
             if not held:  # another thread holds the lock
@@ -335,7 +371,7 @@ def build_paths(heap: GuardedHeap, inputs: PathInputs) -> Paths:
             return stale_free(p, n, ser, f)
         if on_free is not None:
             on_free(heap, p)
-        if qin - qout > budget:
+        if sin - sout > budget:
             reports = evict()
             if reports:
                 __tracebackhide__ = True
@@ -348,51 +384,57 @@ def build_paths(heap: GuardedHeap, inputs: PathInputs) -> Paths:
         A block still live stays live (the free did not happen); a poisoned one is
         queued (unless it already is) and counted.
         """
-        nonlocal live, qin
+        nonlocal live, qin, sin
         try:
             if pending and view[hoff + STATE_OFFSET] != LIVE_LOW:
                 e = p << 13 | n
                 if not (quarantine and quarantine[-1] == e):
                     q_append(e)
-                live, qin = live - n, qin + n
+                live, qin, sin = live - n, qin + n, sin + slot_of[n]
         finally:
             give(True)
 
     def evict() -> list[Report] | None:
         """Take the oldest blocks out of the quarantine until it is under budget.
 
-        Blocks leave in batches (down to 15/16 of the budget), each with its poison
+        The budget counts the bytes the blocks' slots occupy.  Blocks leave in batches
+        (down to 15/16 of the budget; the newest small block stays if its own bytes fit
+        in the budget), each with its poison
         verified: a small block's slot goes back to its size class (still poisoned,
         and still verified by ``check()``, until it is reused); a large block's memory
         goes back to the native allocator.  Runs without the lock, in one thread at a
         time: a thread that finds another evicting (or itself, re-entered from a
         finalizer) leaves the work to it.
         """
-        nonlocal qout, evicted
-        if qin - qout <= budget:
+        nonlocal qout, sout, evicted
+        if sin - sout <= budget:
             return None
         reports = None
         # ``held``: this call holds the evictor's token; ``e``: the entry being moved
         # (0 once it is counted).  No ``finally`` and no ``try`` inside this one: a
         # tracer may raise on their lines, outside every handler.
         held = count = e = 0
-        out = qout
+        out, sout_ = qout, sout
         try:
             del ev_token[0]; held = 1  # noqa: E702
-            out, goal = qout, qin - low
+            out, sout_, goal = qout, sout, sin - low
             # close() takes this token before it releases the arenas: while it is held,
             # the blocks of an open heap can be read by address.
             if is_closed():
                 held = 0; ev_give(True)  # noqa: E702
                 return None
+            # The newest small block stays when its own bytes fit in the budget, even if its
+            # slot does not (a budget smaller than a slot still quarantines a block).
+            newest = quarantine[-1] & LARGE_MARK if quarantine else LARGE_MARK
+            keep = 1 if budget and newest != LARGE_MARK and newest <= budget else 0
             # (only this token's holder takes from the left; empty only after a close())
-            while out < goal and quarantine:
+            while sout_ < goal and len(quarantine) > keep:
                 e = quarantine[0]
                 n = e & LARGE_MARK
                 p = e >> 13
                 if n != LARGE_MARK:
                     # (a block the general path made may be the first of its class here)
-                    check, intact, push = checkers[n] or size_class(n)[1]
+                    check, intact, push, slot = checkers[n] or size_class(n)[1]
                     if (
                         check(memory, p) != intact
                         if check is not None
@@ -404,87 +446,107 @@ def build_paths(heap: GuardedHeap, inputs: PathInputs) -> Paths:
                     # Out of the queue, counted, then onto the free list: an interrupt
                     # never pushes a slot twice (see the handler).
                     q_popleft()
-                    out, count, e = out + n, count + 1, 0
+                    out, sout_, count, e = out + n, sout_ + slot, count + 1, 0
                     push(p)
                 else:
                     q_popleft()
-                    n, found = evict_large(p)
-                    out, count, e = out + n, count + 1, 0
+                    n, slot, found = evict_large(p)
+                    out, sout_, count, e = out + n, sout_ + slot, count + 1, 0
                     if found:
                         reports = (reports or []) + found
-            qout, evicted, held = out, evicted + count, 0; ev_give(True)  # noqa: E702
+            qout, sout, evicted, held = out, sout_, evicted + count, 0; ev_give(True)  # noqa: E702
         except IndexError:
             if not held:  # another thread is evicting (or this one, re-entered)
                 return None
-            release_evictor(out, count, 0)  # pragma: no cover - not raised there
+            release_evictor(out, sout_, count, 0)  # pragma: no cover - not raised there
             raise  # pragma: no cover
         except BaseException:
             if held:
-                release_evictor(out, count, e)
+                release_evictor(out, sout_, count, e)
             raise
         return reports
 
-    def release_evictor(out: int, count: int, e: int) -> None:
+    def release_evictor(out: int, slots: int, count: int, e: int) -> None:
         """An eviction was interrupted: count what left the queue, give the token back.
 
         A block taken out of the queue but not counted (``e``) is counted: a small one
         goes to its free list (it was not pushed: pushing comes after counting), a
         large one is released (unless it was already).
         """
-        nonlocal qout, evicted
+        nonlocal qout, sout, evicted
         try:
             if e and not (quarantine and quarantine[0] == e):
                 n = e & LARGE_MARK
                 if n != LARGE_MARK:
-                    out, count = out + n, count + 1
+                    out, slots, count = out + n, slots + slot_of[n], count + 1
                     slots_of(n).append(e >> 13)
                 else:
-                    n, found = evict_large(e >> 13, True)
-                    out, count = out + n, count + 1
+                    n, slot, found = evict_large(e >> 13, True)
+                    out, slots, count = out + n, slots + slot, count + 1
                     if found:
                         with heap.deferred_errors():
                             heap.emit(found)
         finally:
-            qout, evicted = out, evicted + count
+            qout, sout, evicted = out, slots, evicted + count
             ev_give(True)
 
     def slots_of(n: int) -> list[int]:
         """The free list of the size class of an ``n``-byte block."""
         return free_slots[CLASS_OF[n]]
 
-    def retire(p: int, n: int, is_large: bool) -> None:
+    def retire(p: int, n: int, is_large: bool, slot: int = 0) -> None:
         """Put a freed block in the quarantine (lock held); :func:`evict` follows.
 
+        ``slot``: the native bytes a large block occupies (a small one's are its class's).
         Queued, then counted in one statement: :func:`settle` finishes an interrupted one.
         """
-        nonlocal live, qin
+        nonlocal live, qin, sin
         q_append(p << 13 | (LARGE_MARK if is_large else n))
-        live, qin = live - n, qin + n
+        live, qin, sin = live - n, qin + n, sin + (slot if is_large else slot_of[n])
 
-    def settle(p: int, n: int, is_large: bool, counted: int) -> None:
+    def settle(p: int, n: int, is_large: bool, counted: int, slot: int = 0) -> None:
         """Finish a :func:`retire` an interrupt may have cut short (lock held).
 
         ``counted``: the value of ``qin`` before it; unchanged means not counted yet.
         """
-        nonlocal live, qin
+        nonlocal live, qin, sin
         if qin != counted:
             return
         e = p << 13 | (LARGE_MARK if is_large else n)
         if not (quarantine and quarantine[-1] == e):
             q_append(e)
-        live, qin = live - n, qin + n
+        live, qin, sin = live - n, qin + n, sin + (slot if is_large else slot_of[n])
 
     def queued() -> int:
         """Bytes ever put in the quarantine (for :func:`settle`; lock held)."""
         return qin
 
-    def count_alloc(size: int) -> int:
-        """Count a new block (lock held); return its serial number."""
+    def count_alloc(size: int, p: int = 0) -> int:
+        """Count a new block at ``p`` (lock held); return its serial number."""
         nonlocal serial, live, peak
         serial, live = serial + 1, live + size  # (one statement: all or nothing)
         if live > peak:
             peak = live
+        if log is not None and len(log) < LOG_MAX:
+            log.append(p)
         return serial
+
+    def start_log() -> None:
+        """Start the allocation log afresh: it holds the blocks allocated from now on (lock held)."""
+        nonlocal log, log_start
+        log, log_start = array("Q"), serial
+
+    def allocated_since(since: int) -> array[int] | None:
+        """The addresses of the blocks allocated after the ``since``-th allocation, in
+        order; None when the log does not hold every one of them (lock held).
+
+        A block the log missed (it was full, or an interrupt came between counting a
+        block and logging it) makes the log's length disagree with the count.
+        """
+        if log is None or since < log_start or len(log) != serial - log_start:
+            return None
+        young = log[since - log_start :]
+        return None if 0 in young else young
 
     def counts() -> tuple[int, int, int, int, int]:
         """``(serial, live bytes, peak bytes, quarantined bytes, evicted blocks)``."""
@@ -511,11 +573,15 @@ def build_paths(heap: GuardedHeap, inputs: PathInputs) -> Paths:
 
         Every later call of a fast path falls back to the general methods.
         """
-        nonlocal qin, evicted
+        nonlocal qin, sin, evicted
         arenas.clear()
         evicted += len(quarantine)
         quarantine.clear()
-        qin = qout
+        qin, sin = qout, sout
+
+    def slot_bytes() -> int:
+        """Native bytes the quarantined blocks occupy (what the budget counts)."""
+        return sin - sout
 
     def set_hooks(alloc_hook: Hook | None, free_hook: Hook | None) -> None:
         """Set the functions called after each allocation and each free (None: none)."""
@@ -523,5 +589,6 @@ def build_paths(heap: GuardedHeap, inputs: PathInputs) -> Paths:
         on_alloc, on_free = alloc_hook, free_hook
 
     return Paths(
-        malloc, free, evict, retire, count_alloc, counts, add_arena, release, set_hooks, settle, queued, reset_peak
+        malloc, free, evict, retire, count_alloc, counts, add_arena, release, set_hooks, settle, queued, reset_peak,
+        slot_bytes, start_log, allocated_since,
     )

@@ -33,8 +33,12 @@ without reading it.
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
+from functools import partial
+from itertools import islice
+from operator import itemgetter
 from collections import deque
 from types import FrameType
 from typing import TYPE_CHECKING, Any, Callable, Container, Iterator, Literal
@@ -112,6 +116,9 @@ _getframe = sys._getframe
 _pack_header = HDR.pack_into
 #: ``_new_tuple(LargeBlock, fields)`` makes a record at half the cost of ``LargeBlock(*fields)``.
 _new_tuple = tuple.__new__
+_serial_of = itemgetter(2)
+#: ``_block_record(row)``: a :class:`BlockRecord` from a tuple in its order.
+_block_record = partial(tuple.__new__, BlockRecord)
 
 
 class InvalidAddressError(MemguardError, ValueError):
@@ -128,7 +135,8 @@ class _Closed:
 
 
 class _Carving:
-    """The arena a size class carves its new slots from, and how far it has carved."""
+    """The arena a size class carves its new slots from, and how far it has carved
+    (advanced under the lock, by the fast malloc or by :meth:`GuardedHeap._carve`)."""
 
     __slots__ = ("arena", "user0", "stride", "carved")
 
@@ -207,6 +215,7 @@ class GuardedHeap(BlockVerifier, Checker):
         self._seal_key = secret >> 2  # seals are sums: this keeps them below 2**64
         self._tails = self._canaries.tails
         self._uoff = HEADER_SIZE + redzone
+        self._images = {}
         self._stacks = StackTable(stack_depth, through=2 if debug.active else 0)
         self._lock = Mutex()
         #: Held by the one thread taking blocks out of the quarantine (and by close()).
@@ -224,8 +233,8 @@ class GuardedHeap(BlockVerifier, Checker):
         #: Native allocations (arenas, large blocks) the heap may still read or hand out:
         #: their memory is never released behind its back (see _release_native).
         self._mapped: set[int] = set()
-        #: The last large block that left the quarantine: ``(address, size)``.
-        self._last_large: tuple[int, int] = (0, 0)
+        #: The last large block that left the quarantine: ``(address, size, native bytes)``.
+        self._last_large: tuple[int, int, int] = (0, 0, 0)
         #: Freed blocks, oldest first, as ``address << 13 | size`` (``LARGE_MARK`` for a large block).
         self._quarantine: deque[int] = deque()
         self._closed = False
@@ -233,7 +242,7 @@ class GuardedHeap(BlockVerifier, Checker):
         self._inherited_serial = 0
         self._inherited_reports = 0
         paths = build_paths(self, PathInputs(
-            uoff=self._uoff, redzone=redzone, free_slots=self._free_slots, quarantine=self._quarantine,
+            uoff=self._uoff, redzone=redzone, free_slots=self._free_slots, bump=self._bump, quarantine=self._quarantine,
             quarantine_bytes=quarantine_bytes, seal_key=self._seal_key, front=self._front, tails=self._tails,
             pads=self._canaries.pads, capture=self._stacks.capture, lock=self._lock, evictor=self._evictor,
             alloc=self._alloc, free_slow=self._free_slow, size_arg=self._size_arg,
@@ -250,6 +259,9 @@ class GuardedHeap(BlockVerifier, Checker):
         self._settle = paths.settle
         self._queued = paths.queued
         self._reset_peak = paths.reset_peak
+        self._slot_bytes = paths.slot_bytes
+        self._start_log = paths.start_log
+        self._allocated_since = paths.allocated_since
         # The fast paths shadow the general methods, unless a subclass overrides them.
         if type(self).malloc is GuardedHeap.malloc:
             malloc = paths.malloc
@@ -501,7 +513,7 @@ class GuardedHeap(BlockVerifier, Checker):
                 self._large[address + pre + uoff] = record; p = address + pre + uoff  # noqa: E702
                 view, hoff = native_view, pre
             before = self._counts()[0]
-            serial = self._count_alloc(size)
+            serial = self._count_alloc(size, p)
             self._write_block(view, hoff, p, size, serial, sid, fill)
         except BaseException:
             found = self._find(p) if p else None
@@ -509,7 +521,7 @@ class GuardedHeap(BlockVerifier, Checker):
                 # Write it whole, then free it: the caller never gets it.
                 if not serial:  # counted (the call returned) or not
                     now = self._counts()[0]
-                    serial = now if before is not None and now != before else self._count_alloc(size)
+                    serial = now if before is not None and now != before else self._count_alloc(size, p)
                 view, hoff = found
                 self._write_block(view, hoff, p, size, serial, sid, fill)
                 self._free_found(view, hoff, p, sid)
@@ -649,7 +661,9 @@ class GuardedHeap(BlockVerifier, Checker):
         reports.extend(self._verify_redzones(view, hoff, p, hdr, repair=True))
         u = hoff + self._uoff
         span = round16(n)
-        is_large = p in self._large
+        large = self._large.get(p)
+        is_large = large is not None
+        slot = len(large.view) if large is not None else 0
         # The user bytes are poisoned first (a live block's are not verified), then the
         # state, the padding (a live block's rear redzone) and the quarantine: an
         # interrupt anywhere leaves a block that verifies, live or freed, and a freed
@@ -665,11 +679,11 @@ class GuardedHeap(BlockVerifier, Checker):
                 header_seal(self._seal_key, hoff, n, hdr.serial, hdr.alloc_stack, QUARANTINED, sid), QUARANTINED, sid,
             )
             view[u + n : u + span] = FILL_FREED[: span - n]
-            self._retire(p, n, is_large)
+            self._retire(p, n, is_large, slot)
         except BaseException:
             if read_header(view, hoff).state == QUARANTINED:
                 view[u + n : u + span] = FILL_FREED[: span - n]
-                self._settle(p, n, is_large, queued)
+                self._settle(p, n, is_large, queued, slot)
             raise
         reports.extend(self._evict() or ())
         return reports
@@ -688,26 +702,26 @@ class GuardedHeap(BlockVerifier, Checker):
                 return [self._header_report(view, hoff, p, hdr, "quarantine eviction")]
             return self._verify_freed(view, hoff, p, hdr, repair=True)
 
-    def _evict_large(self, p: int, again: bool = False) -> tuple[int, list[Report]]:
+    def _evict_large(self, p: int, again: bool = False) -> tuple[int, int, list[Report]]:
         """A large block left the quarantine: verify it and return its memory.
 
-        Returns the block's size and the findings.  ``again``: an interrupted eviction
+        Returns the block's size, the native bytes it occupied and the findings.  ``again``: an interrupted eviction
         asks once more, and the block may be gone already (its size is then the one
         recorded when it went) or its address may be a new block's (left alone).
         """
         found = self._release_large(p, again)
-        self._raise_caught(found[1])
+        self._raise_caught(found[2])
         return found
 
-    def _release_large(self, p: int, again: bool) -> tuple[int, list[Report]]:
+    def _release_large(self, p: int, again: bool) -> tuple[int, int, list[Report]]:
         """The work of :meth:`_evict_large`, under the lock."""
         with self._lock:
             large = self._large.get(p) if not self._closed else None
             if again and (large is None or read_header(large.view, large.hoff).state != QUARANTINED):
                 last = self._last_large
-                return (last[1] if last[0] == p else 0), []
+                return (last[1], last[2], []) if last[0] == p else (0, 0, [])
             if large is None:  # pragma: no cover - the heap was closed meanwhile
-                return 0, []
+                return 0, 0, []
             view, hoff, n = large
             hdr = read_header(view, hoff)
             if hdr.state == RETIRED:
@@ -719,8 +733,9 @@ class GuardedHeap(BlockVerifier, Checker):
             # Dropping the entry drops the view, and with it the native memory (unless a
             # user's memoryview still holds it).  Gone and recorded: one line, no call.
             self._mapped.discard(p - self._uoff - hoff)
-            del self._large[p]; self._last_large = (p, n)  # noqa: E702
-            return n, reports
+            total = len(view)
+            del self._large[p]; self._last_large = (p, n, total)  # noqa: E702
+            return n, total, reports
 
     # ------------------------------------------------------------------ inspection
     def view(self, address: int) -> memoryview:
@@ -853,13 +868,13 @@ class GuardedHeap(BlockVerifier, Checker):
                 q = self._quarantine
                 _, _, _, _, evicted = self._counts()
                 freed = min(len(q), evicted + len(q) - since.frees)
-                young = [q[i] >> 13 for i in range(len(q) - freed, len(q))]
+                # (from the right end: indexing a deque in the middle costs its length)
+                young = [e >> 13 for e in islice(reversed(q), freed)]
+                young.reverse()
                 if not self._young_all_freed(since.serial, since.frees):
-                    young += [r.address for r in self._live_records(since.serial)]
+                    young += [row[0] for row in self._young_rows(since.serial)]
                 for p in young:
-                    found = self._find(p)
-                    if found is not None:
-                        reports.extend(self._check_one(*found, p))
+                    reports.extend(self._check_block(p))
         reports.extend(self.verify_registered())
         on_check = self.seams.on_check
         if on_check is not None:
@@ -880,25 +895,81 @@ class GuardedHeap(BlockVerifier, Checker):
 
     def _live_records(self, since: int = 0) -> list[BlockRecord]:
         """Live blocks with a serial above ``since``, oldest first."""
-        records = []
+        rows = self._live_rows(since)
+        rows.sort(key=_serial_of)
+        # A million new records the collector tracks would trigger full collections
+        # that each traverse all of them: it is paused while they are made.
+        paused = gc.isenabled()
+        gc.disable()
+        try:
+            return list(map(_block_record, rows))
+        finally:
+            if paused:
+                gc.enable()
+
+    def _young_rows(self, since: int) -> list[tuple[int, int, int, int]]:
+        """:meth:`_live_rows` of the blocks allocated after ``since``: from the allocation
+        log when it holds them all (the cost of what was allocated since), else by a walk."""
+        young = self._allocated_since(since)
+        if young is None:
+            return self._live_rows(since)
+        rows = []
+        add = rows.append
+        seen: set[int] = set()
+        arenas = self._arenas
+        key = self._seal_key + LIVE
+        rim = self._uoff + self.redzone
+        unpack = HDR.unpack_from
+        for p in young:
+            if p in seen:  # (a slot freed and handed out again: its header is the last block's)
+                continue
+            seen.add(p)
+            arena = arenas.get(p >> ARENA_SHIFT)
+            if arena is not None:  # (the log holds slot addresses only: p starts a slot)
+                hoff = p - arena.user0
+                n, serial, asid, seal, state, fsid = unpack(arena.view, hoff)
+                if state == LIVE and serial > since and seal == key + hoff + n + serial + asid + fsid and n <= arena.stride - rim:
+                    add((p, n, serial, asid))
+                continue
+            found = self._find(p)
+            if found is not None:
+                hdr = read_header(*found)
+                if hdr.state == LIVE and hdr.serial > since and self._seal_ok(p, hdr, found[1]):
+                    add((p, hdr.size, hdr.serial, hdr.alloc_stack))
+        if self._guard is not None:
+            rows.extend(self._guard.live_records(since))
+        return rows
+
+    def _live_rows(self, since: int = 0) -> list[tuple[int, int, int, int]]:
+        """Live blocks with a serial above ``since`` as ``(address, size, serial, alloc
+        stack)`` tuples (:class:`BlockRecord`'s order), in no particular order.
+
+        An arena's headers are read in one pass (``iter_unpack`` over its memory, the rest
+        of each slot skipped) and checked inline: the state, the seal, the size against
+        the slot.
+        """
+        rows: list[tuple[int, int, int, int]] = []
+        add = rows.append
+        rim = self._uoff + self.redzone
         for arena in list(self._arenas.values()):
-            stride, user0 = arena.stride, arena.user0
+            stride = arena.stride
+            capacity = stride - rim
             walker = cached_struct(f"{HDR.format}{stride - HEADER_SIZE}x")
-            hoff = -stride
+            # The seal of a live block, less its serial, is its key plus its offset and fields.
+            keyed = self._seal_key + LIVE - stride
+            p = arena.user0 - stride
             # (the rows are headers in Header's order)
-            for hdr in walker.iter_unpack(arena.view[: self._carved(arena.base)]):
-                hoff += stride
-                n, serial, asid, _, state, _ = hdr
-                if state == LIVE and serial > since and self._seal_ok(user0 + hoff, hdr, hoff):
-                    records.append(BlockRecord(user0 + hoff, n, serial, asid))
+            for n, serial, asid, seal, state, fsid in walker.iter_unpack(arena.view[: self._carved(arena.base)]):
+                keyed += stride; p += stride  # noqa: E702
+                if state == LIVE and serial > since and seal - serial == keyed + n + asid + fsid and n <= capacity:
+                    add((p, n, serial, asid))
         for p, (view, hoff, _) in list(self._large.items()):
             hdr = read_header(view, hoff)
             if hdr.state == LIVE and hdr.serial > since and self._seal_ok(p, hdr, hoff):
-                records.append(BlockRecord(p, hdr.size, hdr.serial, hdr.alloc_stack))
+                add((p, hdr.size, hdr.serial, hdr.alloc_stack))
         if self._guard is not None:
-            records.extend(self._guard.live_records(since))
-        records.sort(key=lambda r: r.serial)
-        return records
+            rows.extend(self._guard.live_records(since))
+        return rows
 
     def snapshot(self) -> Snapshot:
         """An immutable snapshot of the live blocks."""
@@ -915,16 +986,21 @@ class GuardedHeap(BlockVerifier, Checker):
         return self._counts()[0]
 
     def mark(self) -> Snapshot:
-        """A cheap :class:`Snapshot` with no block records, for ``leaks(since=mark)``.
+        """A cheap :class:`Snapshot` with no block records, for ``leaks(since=mark)`` and
+        ``check(since=mark)``.
 
-        Taking it costs a few counter reads, and ``leaks(since=mark)`` answers without walking
-        the heap when every block allocated since the mark has already been freed.
+        Taking it costs a few counter reads and starts the heap's allocation log afresh
+        (the addresses of the blocks allocated from now on, up to a million), so that
+        ``leaks(since=mark)`` and ``check(since=mark)`` cost what was allocated and freed
+        since the mark, not the heap's size.  A newer ``mark()`` restarts the log: an
+        older mark still works, by walking the heap.
         Raises :class:`HeapClosedError` after :meth:`close`, like :meth:`snapshot`.
         """
         with self._lock:
             if self._closed:
                 raise HeapClosedError("the heap is closed")
             serial, _, _, _, evicted = self._counts()
+            self._start_log()
             return Snapshot(serial, (), self._stacks, evicted + len(self._quarantine))
 
     def _young_all_freed(self, serial: int, frees: int) -> bool:
@@ -972,8 +1048,8 @@ class GuardedHeap(BlockVerifier, Checker):
                 raise HeapClosedError("the heap is closed")
             if isinstance(since, Snapshot) and since.frees >= 0 and self._young_all_freed(mark, since.frees):
                 return []
-            records = self._live_records(mark)
-        return group_records(records, self._stacks)
+            rows = self._young_rows(mark)
+        return group_records(rows, self._stacks)
 
     def stats(self) -> HeapStats:
         """Counters: live and peak bytes, allocations, frees, quarantine.
@@ -995,6 +1071,7 @@ class GuardedHeap(BlockVerifier, Checker):
                 quarantined_bytes=qbytes,
                 arena_bytes=self._arena_count * ARENA_SIZE if not self._closed else 0,
                 large_blocks=len(self._large) if not self._closed else 0,
+                quarantined_slot_bytes=self._slot_bytes(),
             )
 
     def reset_peak(self) -> int:
@@ -1094,7 +1171,7 @@ class GuardedHeap(BlockVerifier, Checker):
         self._arenas = _Closed()
         self._large = _Closed()
         self._free_slots = _Closed()
-        self._bump = [None] * len(self._bump)
+        self._bump[:] = [None] * len(self._bump)  # (in place: the fast malloc holds it)
         self._carvings = {}
         self._release()
 

@@ -187,7 +187,7 @@ class GuardPages(Checker):
                 canary = heap._expected(p, size)[1]
                 canary = (canary * (canary_len // max(1, len(canary)) + 1))[:canary_len]
                 _write(p + size, canary)
-                serial = heap._count_alloc(0)
+                serial = heap._count_alloc(0, p)
                 block = GuardBlock(self, base, length, data, data_len, p, size, serial, sid, p + size, canary)
                 PAGES[guard >> self._shift] = block
                 self.blocks[p] = block

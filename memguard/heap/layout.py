@@ -34,6 +34,7 @@ __all__ = [
     "ARENA_SHIFT",
     "ARENA_SIZE",
     "ARENA_MASK",
+    "SLOT_LANES",
     "HDR",
     "HEADER_SIZE",
     "STATE",
@@ -85,6 +86,8 @@ ARENA_SHIFT = 18
 ARENA_SIZE = 1 << ARENA_SHIFT
 #: Offset of an address inside its arena: ``address & ARENA_MASK``.
 ARENA_MASK = ARENA_SIZE - 1
+#: Most slots an arena holds (the smallest slot is 64 bytes: header, two redzones).
+SLOT_LANES = ARENA_SIZE // 64
 #: The block header: size, serial, alloc stack, seal, state, free stack (see :class:`Header`).
 HDR = struct.Struct("<IQIQII")
 #: Bytes of block header in front of the front redzone.
@@ -253,7 +256,12 @@ class BlockInfo:
 
 @dataclass(frozen=True)
 class HeapStats:
-    """Counters of a heap (all sizes are user bytes)."""
+    """Counters of a heap (sizes are user bytes, but for ``quarantined_slot_bytes``).
+
+    :ivar quarantined_slot_bytes: the native bytes the quarantined blocks occupy (each
+        one's slot: header, redzones, padding; a large block's whole native allocation).
+        This is what the heap's ``quarantine_bytes`` budget counts.
+    """
 
     live_blocks: int
     live_bytes: int
@@ -264,6 +272,7 @@ class HeapStats:
     quarantined_bytes: int
     arena_bytes: int
     large_blocks: int
+    quarantined_slot_bytes: int = 0
 
 
 #: The states :meth:`GuardedHeap.walk` gives a slot.

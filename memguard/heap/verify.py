@@ -14,13 +14,16 @@ from __future__ import annotations
 
 import dataclasses
 from types import FrameType
+from math import gcd
 from typing import Any
 
 from memguard import native
 from memguard.findings import bad_span, memory_window, thread_label
 from memguard.heap.canary import MAX_PAD, Canaries
 from memguard.heap.layout import (
+    SLOT_LANES,
     ARENA_SHIFT,
+    ARENA_SIZE,
     FILL_FREED,
     FREED_FILLS,
     HDR,
@@ -49,6 +52,26 @@ from memguard.stacks import StackTable
 
 __all__ = ["BlockVerifier"]
 
+_lane_masks: tuple[int, int] | None = None
+#: The low byte of a live and of a freed header's state, and a table marking the live ones 1.
+_LIVE_LOW = bytes([LIVE & 0xFF])
+_FREED_LOW = bytes([QUARANTINED & 0xFF])
+_LIVE_MARKS = bytes(1 if b == LIVE & 0xFF else 0 for b in range(256))
+#: The top bit of a 64-bit lane.
+_TOP = 1 << 63
+
+
+def _lanes(count: int) -> tuple[int, int]:
+    """``(ones, ramp)`` over ``count`` 64-bit lanes: 1 in every lane, and each lane's index."""
+    global _lane_masks
+    if _lane_masks is None:
+        _lane_masks = (
+            int.from_bytes((b"\x01" + bytes(7)) * SLOT_LANES, "little"),
+            int.from_bytes(b"".join(i.to_bytes(8, "little") for i in range(SLOT_LANES)), "little"),
+        )
+    mask = (1 << (count << 6)) - 1
+    return _lane_masks[0] & mask, _lane_masks[1] & mask
+
 
 class BlockVerifier:
     """Mixin of the guarded heap: block verification and finding reports.
@@ -67,6 +90,8 @@ class BlockVerifier:
     _stacks: StackTable
     _arenas: dict[int, Arena] | Any
     _large: dict[int, LargeBlock] | Any
+    #: slot stride -> the image of an arena of freed slots and its slots' keys (see _freed_image)
+    _images: dict[int, tuple[memoryview, int, int, int, int, int]]
 
     def _carved(self, base: int) -> int:  # pragma: no cover - defined by the heap
         raise NotImplementedError
@@ -204,7 +229,10 @@ class BlockVerifier:
         front_l, rear_l, tails = self._front, self._rear, self._tails
         seal_key = self._seal_key
         fills = FREED_FILLS
-        data = view[: self._carved(base)].tobytes()
+        carved = self._carved(base)
+        if self._arena_intact(view[:carved], stride):
+            return reports
+        data = view[:carved].tobytes()
         starts = data.startswith
         hoff = -stride
         for n, serial, asid, seal, state, fsid in cached_struct(f"{HDR.format}{stride - HEADER_SIZE}x").iter_unpack(data):
@@ -227,6 +255,136 @@ class BlockVerifier:
                 continue
             reports.extend(self._check_one(view, hoff, base + u))
         return reports
+
+    def _arena_intact(self, data: memoryview, stride: int) -> bool:
+        """Whether every slot of an arena (``data``: its carved slots) is intact, judged a
+        whole arena at a time; False sends the arena to the slot-by-slot check.
+
+        The headers: each field is laid in 64-bit lanes of one big integer (strided
+        memoryview copies, then ``int.from_bytes``), so one sum of big integers adds every
+        slot's fields at once and one comparison matches every seal (a seal is a sum below
+        2**64: no lane carries into the next); the states (each live or freed) and the
+        sizes (each within the slot) are matched the same way.  The bodies: the headers
+        are blanked in a copy, each live block's body (front redzone, user bytes, rear
+        redzone) is verified and then replaced by the freed image, and the copy is
+        compared in one call with the image of an arena whose slots are all freed (front
+        redzone, 0xDD, tail redzone in every slot).
+        """
+        count = len(data) // stride
+        if not count:
+            return True
+        words = data.cast("I")
+        s4 = stride >> 2
+
+        def column(*pairs: tuple[int, int]) -> int:
+            lanes = bytearray(count << 3)
+            target = memoryview(lanes).cast("I")
+            for source, at in pairs:
+                target[at::2] = words[source::s4]
+            return int.from_bytes(lanes, "little")
+
+        image, keyed, ones, freed, bound, tops = self._freed_image(stride)
+        if count < ARENA_SIZE // stride:
+            mask = (1 << (count << 6)) - 1
+            keyed, ones, freed, bound, tops = keyed & mask, ones & mask, freed & mask, bound & mask, tops & mask
+        image = image[: count * stride]
+        # (header words: size, serial low, serial high, alloc stack, seal low, seal high, state, free stack)
+        lows = data[STATE_OFFSET::stride].tobytes()
+        live = lows.count(_LIVE_LOW)
+        if live + lows.count(_FREED_LOW) != count:
+            return False
+        states = column((6, 0))
+        if live:
+            marks = bytearray(count << 3)
+            memoryview(marks)[::8] = lows.translate(_LIVE_MARKS)
+            expected_states = freed - (QUARANTINED - LIVE) * int.from_bytes(marks, "little")
+        else:
+            expected_states = freed
+        sizes = column((0, 0))
+        if states != expected_states or (sizes + bound) & tops:
+            return False  # a state neither live nor freed, or a size larger than the slot
+        seals = int.from_bytes(data.cast("Q")[2 :: stride >> 3].tobytes(), "little")
+        if seals != sizes + column((1, 0), (2, 1)) + column((3, 0)) + states + column((7, 0)) + keyed:
+            return False
+        body = bytearray(data)
+        quads = memoryview(body).cast("Q")
+        blank = memoryview(bytes(count << 3)).cast("Q")
+        for j in range(HEADER_SIZE >> 3):
+            quads[j::stride >> 3] = blank
+        if live:
+            uoff, rz = self._uoff, self.redzone
+            front_l, rear_l = self._front, self._rear
+            i = lows.find(_LIVE_LOW)
+            while i >= 0:
+                hoff = i * stride
+                k = hoff & 0xFF0
+                u = hoff + uoff
+                n = words[i * s4]
+                front, rear = front_l[k], rear_l[k | (-n & 15)]
+                if data[u - rz : u] != front or data[u + n : u + n + len(rear)] != rear:
+                    return False
+                body[hoff + HEADER_SIZE : hoff + stride] = image[hoff + HEADER_SIZE : hoff + stride]
+                i = lows.find(_LIVE_LOW, i + 1)
+        return body == image
+
+    def _freed_image(self, stride: int) -> tuple[memoryview, int, int, int, int, int]:
+        """An arena of ``stride``-byte slots as freed slots read with blank headers, and in
+        64-bit lanes: the seal key plus each slot's header offset; 1; the freed state;
+        ``2**63 - 1 - stride`` (a size above the stride carries into the top bit); the top bit.
+
+        A slot's patterns depend on its offset only through ``offset & 0xFF0``, so the
+        image repeats every ``4096 / gcd(stride, 4096)`` slots: that many are built, then
+        repeated.  The last few images made are kept (a few hundred KiB each).
+        """
+        images = self._images
+        made = images.get(stride)
+        if made is not None:
+            return made
+        if len(images) >= 8:
+            images.clear()
+        count = ARENA_SIZE // stride
+        span = stride - self._uoff - self.redzone
+        period = 4096 // gcd(stride, 4096)
+        blank = bytes(HEADER_SIZE)
+        fill = FILL_FREED[:span]
+        front_l, tails = self._front, self._tails
+        one = b"".join(
+            blank + front_l[k] + fill + tails[k] for k in (hoff & 0xFF0 for hoff in range(0, period * stride, stride))
+        )
+        ones, ramp = _lanes(count)
+        image = memoryview((one * -(-count // period))[: count * stride])
+        made = images[stride] = (
+            image, self._seal_key * ones + stride * ramp, ones, QUARANTINED * ones, (_TOP - 1 - stride) * ones, _TOP * ones
+        )
+        return made
+
+    def _check_block(self, p: int) -> list[Report]:
+        """Verify the block at ``p`` if the heap's tables say one starts there (a few
+        comparisons when it is intact, as in :meth:`_check_arena`; else :meth:`_check_one`)."""
+        arena = self._arenas.get(p >> ARENA_SHIFT)
+        if arena is None:
+            large = self._large.get(p)
+            return self._check_one(large.view, large.hoff, p) if large is not None else []
+        stride = arena.stride
+        hoff = p - arena.user0
+        if hoff < 0 or hoff % stride or hoff + stride > ARENA_SIZE:
+            return []
+        data = arena.view[hoff : hoff + stride].tobytes()
+        n, serial, asid, seal, state, fsid = HDR.unpack_from(data)
+        if state == NEVER or state == RETIRED:
+            return []
+        k = hoff & 0xFF0
+        u = self._uoff
+        starts = data.startswith
+        if seal == self._seal_key + hoff + n + serial + asid + state + fsid and n <= stride and starts(self._front[k], u - self.redzone):
+            if state == LIVE:
+                if starts(self._rear[k | (-n & 15)], u + n):
+                    return []
+            elif state == QUARANTINED:
+                span = (n + 15) & -16
+                if starts(FREED_FILLS[span] or freed_fill(span), u) and starts(self._tails[k | (-n & 15)], u + span):
+                    return []
+        return self._check_one(arena.view, hoff, p)
 
     def _check_one(self, view: memoryview, hoff: int, p: int) -> list[Report]:
         """Verify one block in detail (the slow path of ``check()``)."""
