@@ -16,7 +16,10 @@ from typing import Any, Callable, Sequence
 
 from memguard._location import PACKAGE_DIR, framework_dirs, is_framework_file
 
-__all__ = ["Frame", "Stack", "StackTable", "format_stack", "current_stack", "hide_framework_frames", "is_user_frame"]
+__all__ = [
+    "Frame", "Stack", "StackTable", "format_stack", "current_stack", "frame_record", "hide_framework_frames",
+    "is_user_frame",
+]
 
 _getframe = sys._getframe
 
@@ -60,6 +63,12 @@ def _lineno(code: CodeType, lasti: int) -> int:
                 break
         _line_cache[key] = line
     return line
+
+
+def frame_record(frame: FrameType) -> Frame:
+    """The :class:`Frame` of a running frame: its file, current line and function."""
+    code = frame.f_code
+    return Frame(code.co_filename, _lineno(code, frame.f_lasti), getattr(code, "co_qualname", code.co_name))
 
 
 def is_user_frame(frame: FrameType) -> bool:
@@ -151,13 +160,28 @@ class StackTable:
     seen before is interned under it.  No frame is kept: a stack table never keeps a
     caller's locals alive.  Frames inside the memguard package are skipped, so stacks
     start at the user's code.
+
+    With ``through=N``, a capture walks N frames more, so that a stack captured through
+    one of memguard's wrappers registered with :meth:`pass_through` (the entry points of
+    a heap with a debugging option, :mod:`memguard.heap.debugpaths`) is found by the
+    same cheap lookup; those frames, and memguard's own frames above the user's, are left
+    out, and stacks cut to ``depth``, when shown.
     """
 
-    __slots__ = ("depth", "_ids", "_raw", "_resolved", "_lock", "_users", "_user_codes", "capture")
+    __slots__ = (
+        "depth", "_ids", "_shown", "_raw", "_resolved", "_lock", "_users", "_user_codes", "capture", "_walk", "_through",
+    )
 
-    def __init__(self, depth: int) -> None:
+    def __init__(self, depth: int, through: int = 0) -> None:
         self.depth = depth
+        #: frames a capture walks
+        self._walk = depth + through
+        #: ids of memguard's wrapper codes whose frames are captured and never shown
+        self._through: set[int] = set()
         self._ids: dict[tuple[int, ...], int] = {(): 0}
+        #: the key of each stack as shown (wrapper frames left out, cut to ``depth``) -> its
+        #: id: captures that differ only in frames never shown share one id
+        self._shown: dict[tuple[int, ...], int] = {(): 0}
         self._raw: list[tuple[Any, ...]] = [()]
         self._resolved: dict[int, Stack] = {0: ()}
         # Re-entrant: the collector may run a finalizer that allocates while it is held.
@@ -172,7 +196,7 @@ class StackTable:
         #: ``(id(code), f_lasti, ...)`` of its frames (hashing code objects themselves
         #: costs microseconds); the interned stacks keep their code objects alive, so an
         #: id in a key cannot be reused.  Looking an existing stack up takes no lock.
-        self.capture = _capturer(depth, self._ids.get, self._users, self._intern)
+        self.capture = _capturer(self._walk, self._ids.get, self._users, self._intern)
 
     @property
     def lock(self) -> threading.RLock:
@@ -182,7 +206,8 @@ class StackTable:
     def _intern(self, frame: FrameType) -> int:
         """The id of the stack from ``frame`` (memguard's frames skipped), interned if new."""
         f: FrameType | None = frame
-        while f is not None and f.f_code.co_filename.startswith(PACKAGE_DIR):
+        through = self._through
+        while f is not None and f.f_code.co_filename.startswith(PACKAGE_DIR) and id(f.f_code) not in through:
             f = f.f_back
         if f is None:
             return 0
@@ -195,19 +220,44 @@ class StackTable:
         elif f is not frame:  # called through memguard (a wrapper, a C callback): the fast lookup
             return self.capture(f)
         frames: list[Any] = []
-        while f is not None and len(frames) < 2 * self.depth:
+        while f is not None and len(frames) < 2 * self._walk:
             frames += (f.f_code, f.f_lasti)
             f = f.f_back
         key = tuple(id(x) if i % 2 == 0 else x for i, x in enumerate(frames))
         sid = self._ids.get(key)
         if sid is None:
+            shown = self._shown_frames(frames)
+            shown_key = tuple(id(x) if i % 2 == 0 else x for i, x in enumerate(shown))
             with self._lock:
                 sid = self._ids.get(key)
                 if sid is None:
-                    sid = len(self._raw)
-                    self._raw.append(tuple(frames))
+                    sid = self._shown.get(shown_key)
+                    if sid is None:
+                        sid = len(self._raw)
+                        self._raw.append(shown)
+                        self._shown[shown_key] = sid
                     self._ids[key] = sid
         return sid
+
+    def _shown_frames(self, frames: list[Any]) -> tuple[Any, ...]:
+        """The flat ``(code, lasti, ...)`` of a capture as it is shown: the frames of
+        memguard's wrappers and memguard's own frames above the user's left out, cut to
+        ``depth``."""
+        if self._walk == self.depth:
+            return tuple(frames)
+        through = self._through
+        kept = [x for i in range(0, len(frames), 2) if id(frames[i]) not in through for x in frames[i : i + 2]]
+        while kept and kept[0].co_filename.startswith(PACKAGE_DIR):  # (called through memguard)
+            del kept[:2]
+        return tuple(kept[: 2 * self.depth])
+
+    def pass_through(self, code: CodeType) -> None:
+        """Capture stacks that start at a frame of ``code`` (a wrapper of memguard's, see the
+        class documentation) with the cheap lookup; its frames are never shown."""
+        with self._lock:
+            self._user_codes.append(code)
+            self._through.add(id(code))
+            self._users.add(id(code))
 
     def here(self, skip: int = 1) -> int:
         """Capture the caller's stack (``skip`` frames above this call)."""
@@ -221,8 +271,7 @@ class StackTable:
         """The resolved stack for ``sid`` (the empty stack for an unknown id)."""
         stack = self._resolved.get(sid)
         if stack is None:
-            raw = self._raw[sid] if 0 <= sid < len(self._raw) else ()
-            stack = _resolve(raw)
+            stack = _resolve(self._raw[sid] if 0 <= sid < len(self._raw) else ())
             self._resolved[sid] = stack
         return stack
 

@@ -184,3 +184,23 @@ def test_the_stack_table_refers_to_no_frame() -> None:
     frame = sys._getframe()
     assert not any(r is frame or type(r).__name__ == "frame" for r in gc.get_referents(*gc.get_referents(heap)))
     heap.close()
+
+
+def test_captures_that_differ_only_in_frames_never_shown_share_one_stack_id() -> None:
+    from memguard.stacks import StackTable
+
+    table = StackTable(1, through=2)  # shows one frame, walks three
+
+    def site() -> int:
+        return table.here(0)
+
+    def caller_a() -> int:
+        return site()
+
+    def caller_b() -> int:
+        return site()
+
+    a, b = caller_a(), caller_b()
+    assert table.get(a) == table.get(b) and len(table.get(a)) == 1
+    assert a == b
+    assert caller_a() == a  # the cheap lookup finds it again
