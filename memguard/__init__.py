@@ -124,6 +124,8 @@ _EXPORTS: dict[str, str] = {
     # C libraries on the guarded heap (memguard.clibs holds the adapters)
     "CAllocator": "memguard.heap.c_allocator",
     "CLibraryError": "memguard.clibs.common",
+    # guarded ctypes buffers
+    "create_string_buffer": "memguard.ctypes_buffers",
 }
 
 __all__ = [*_EXPORTS, "__version__"]
@@ -144,6 +146,7 @@ if TYPE_CHECKING:
     from memguard.checker import Checker
     from memguard.clibs.common import CLibraryError
     from memguard.heap.c_allocator import CAllocator
+    from memguard.ctypes_buffers import create_string_buffer
     from memguard.errors import (
         AllocationNotFoundError,
         BackendError,

@@ -33,7 +33,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("checkers over the heap", ("memguard.allocators", "memguard.allocators.*", "memguard.refaudit",
                                 "memguard.clibs", "memguard.clibs.*")),
     ("reporting", ("memguard.reporting", "memguard.reporting.*", "memguard.options")),
-    ("process heap", ("memguard.process",)),
+    ("process heap", ("memguard.process", "memguard.ctypes_buffers", "memguard.cffi")),
     ("adapters", ("memguard.cli", "memguard.__main__", "memguard.pytest_plugin", "memguard.pytest_session",
                   "memguard.pytest_limits", "memguard.pytest_fixtures", "memguard.pytest_report",
                   "memguard")),

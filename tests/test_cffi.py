@@ -1,0 +1,165 @@
+"""memguard.cffi: ``ffi.new`` buffers on the guarded heap (skipped when cffi is missing)."""
+
+from __future__ import annotations
+
+import gc
+import sys
+from typing import Any, Iterator
+
+import pytest
+
+import memguard
+from memguard import process
+
+cffi = pytest.importorskip("cffi")
+import memguard.cffi as mcffi  # noqa: E402
+
+HERE = __file__
+
+
+@pytest.fixture
+def ffi() -> Any:
+    f = cffi.FFI()
+    f.cdef("struct point { int x; int y; char name[12]; };")
+    return f
+
+
+def line_of(text: str) -> int:
+    """The line of this file holding ``text`` (a planted bug's line)."""
+    with open(HERE) as fh:
+        return next(i for i, line in enumerate(fh, 1) if text in line and "line_of" not in line)
+
+
+def address(ffi: Any, cdata: Any) -> int:
+    return int(ffi.cast("uintptr_t", cdata))
+
+
+def test_overflow_of_an_ffi_new_buffer_names_the_users_line(heap: memguard.GuardedHeap, ffi: Any) -> None:
+    new = mcffi.allocator(ffi, heap)
+    buf = new("char[8]")  # planted: overflow buffer
+    ffi.cast("char *", buf)[8] = b"!"  # one byte past the end
+    del buf
+    [report] = heap.reports
+    assert report.kind == "heap-buffer-overflow" and report.size == 8
+    assert (report.alloc_stack[0].filename, report.alloc_stack[0].lineno) == (HERE, line_of("planted: overflow buffer"))
+    # cffi's Python wrapper frames never show.
+    assert not any("/cffi/" in f.filename for f in report.alloc_stack + report.stack)
+
+
+def test_underflow_and_use_after_free_of_ffi_new_buffers(heap: memguard.GuardedHeap, ffi: Any) -> None:
+    new = mcffi.allocator(ffi, heap)
+    pts = new("struct point[2]")
+    ffi.cast("char *", pts)[-1] = b"\x01"  # one byte before the start
+    del pts
+    assert [r.kind for r in heap.reports] == ["heap-buffer-underflow"]
+    p = new("int[4]", [1, 2, 3, 4])  # planted: stale pointer
+    stale = ffi.cast("int *", address(ffi, p))
+    del p  # planted: dropped here
+    stale[1] = 7  # a write through the pointer kept after the buffer died
+    [uaf] = heap.check()
+    assert uaf.kind == "heap-use-after-free"
+    assert uaf.alloc_stack[0].lineno == line_of("planted: stale pointer")
+    assert uaf.free_stack[0].lineno == line_of("planted: dropped here")
+
+
+def test_leaked_ffi_new_buffers_are_leaks_at_the_users_line(heap: memguard.GuardedHeap, ffi: Any) -> None:
+    new = mcffi.allocator(ffi, heap)
+    before = heap.snapshot()
+    kept = [new("struct point *") for _ in range(3)]  # planted: leak
+    [group] = heap.leaks(since=before)
+    assert group.count == 3 and group.size == 3 * ffi.sizeof("struct point")
+    assert group.stack[0].lineno == line_of("planted: leak")
+    assert "Direct leak of 60 byte(s) in 3 object(s)" in memguard.format_leaks([group])
+    del kept
+    assert heap.leaks(since=before) == []
+
+
+def test_a_clean_cffi_workload_has_no_findings(heap: memguard.GuardedHeap, ffi: Any) -> None:
+    new = mcffi.allocator(ffi, heap)
+    for i in range(200):
+        s = new("struct point *", {"x": i, "y": -i, "name": b"p%d" % i})
+        assert (s.x, s.y, ffi.string(s.name)) == (i, -i, b"p%d" % i)
+        text = new("char[]", b"hello")
+        assert ffi.sizeof(text) == 6 and ffi.string(text) == b"hello"  # NUL terminator included
+        ffi.memmove(text, b"HELLO", 5)
+        arr = new(ffi.typeof("int[]"), list(range(i % 17)))
+        assert list(arr) == list(range(i % 17))
+        with new("double[3]") as d:  # released at the end of the block, cffi's documented way
+            d[2] = 1.5
+        ffi.release(text)
+        del s, text, arr
+    gc.collect()
+    assert heap.check() == [] and heap.reports == [] and heap.leaks() == []
+    assert heap.stats().total_allocs == 800
+
+
+def test_buffers_start_with_the_fill_pattern_or_zeroed(heap: memguard.GuardedHeap, ffi: Any) -> None:
+    assert bytes(ffi.buffer(mcffi.allocator(ffi, heap)("char[4]"))) == b"\xcd" * 4
+    assert bytes(ffi.buffer(mcffi.allocator(ffi, heap, should_clear_after_alloc=True)("char[4]"))) == b"\0" * 4
+
+
+def test_an_exception_on_cffis_error_path_reaches_the_caller_unchanged(heap: memguard.GuardedHeap, ffi: Any) -> None:
+    new = mcffi.allocator(ffi, heap)
+    with pytest.raises(TypeError) as plain:
+        ffi.new("int[3]", [1, 2, "x"])
+    with pytest.raises(TypeError) as guarded:
+        new("int[3]", [1, 2, "x"])  # cffi allocated, failed converting, freed the block
+    assert str(guarded.value) == str(plain.value) and guarded.value.__context__ is None
+    with pytest.raises(IndexError):
+        new("int[2]", [1, 2, 3])
+    assert heap.stats().total_allocs == heap.stats().total_frees == 2
+    assert heap.check() == [] and heap.reports == [] and heap.leaks() == []
+
+
+def test_a_closed_heap_gives_memory_error_and_late_frees_are_safe(ffi: Any) -> None:
+    h = memguard.GuardedHeap()
+    new = mcffi.allocator(ffi, h)
+    alive = new("int[4]")
+    h.close(check=False)
+    with pytest.raises(MemoryError):
+        new("int[4]")
+    del alive  # freed into a closed heap: nothing happens
+    gc.collect()
+
+
+def test_bad_arguments_are_clear_errors(heap: memguard.GuardedHeap, ffi: Any) -> None:
+    with pytest.raises(TypeError, match="ffi must be a cffi FFI object"):
+        mcffi.allocator(object(), heap)
+    with pytest.raises(TypeError, match="expected a CAllocator or a GuardedHeap"):
+        mcffi.allocator(ffi, "heap")  # type: ignore[arg-type]
+    new = mcffi.allocator(ffi, heap.c_allocator())
+    assert new.heap is heap and "GuardedAllocator over" in repr(new)
+    with pytest.raises(TypeError, match="unknown size"):
+        new("struct nosuch *")  # the same error as ffi.new's
+
+
+def test_a_compiled_style_ffi_is_accepted(heap: memguard.GuardedHeap) -> None:
+    import _cffi_backend
+
+    new = mcffi.allocator(_cffi_backend.FFI(), heap)
+    p = new("long[3]", [1, 2, 3])
+    assert list(p) == [1, 2, 3] and heap.stats().live_blocks == 1
+
+
+@pytest.fixture
+def no_process_heap(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.delenv("MEMGUARD_OPTIONS", raising=False)
+    for name in ("_heap", "_options", "_suppressions"):
+        monkeypatch.setattr(process, name, None)
+    yield
+    memguard.uninstall()
+
+
+def test_the_process_heap_is_the_default(ffi: Any, no_process_heap: None) -> None:
+    new = mcffi.allocator(ffi)
+    p = new("char[16]")
+    heap = memguard.process_heap()
+    assert heap is not None and new.heap is heap and heap.stats().live_blocks == 1
+    del p
+    assert heap.stats().live_blocks == 0
+
+
+def test_missing_cffi_is_a_clear_import_error(monkeypatch: pytest.MonkeyPatch, heap: memguard.GuardedHeap) -> None:
+    monkeypatch.setitem(sys.modules, "_cffi_backend", None)
+    with pytest.raises(ImportError, match=r"pip install 'memguard\[cffi\]'"):
+        mcffi.allocator(object(), heap)
