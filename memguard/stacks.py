@@ -171,19 +171,34 @@ class StackTable:
                     self._users.add(id(code))
         elif f is not frame:  # called through memguard (a wrapper, a C callback): the fast lookup
             return self.capture(f)
+        # memguard's frames below the top (a C callback between a frame at C's file:line
+        # and the Python code that called into C) are left out too; the stack is also
+        # filed under the raw frames the fast lookup reads.
         frames: list[Any] = []
+        raw: list[Any] = []
+        own = False
         while f is not None and len(frames) < 2 * self.depth:
-            frames += (f.f_code, f.f_lasti)
+            code = f.f_code
+            if len(raw) < 2 * self.depth:
+                raw += (code, f.f_lasti)
+            if code.co_filename.startswith(PACKAGE_DIR):
+                own = True
+            else:
+                frames += (code, f.f_lasti)
             f = f.f_back
         key = tuple(id(x) if i % 2 == 0 else x for i, x in enumerate(frames))
+        raw_key = tuple(id(x) if i % 2 == 0 else x for i, x in enumerate(raw)) if own else key
         sid = self._ids.get(key)
-        if sid is None:
+        if sid is None or raw_key not in self._ids:
             with self._lock:
                 sid = self._ids.get(key)
                 if sid is None:
                     sid = len(self._raw)
                     self._raw.append(tuple(frames))
                     self._ids[key] = sid
+                if raw_key is not key and raw_key not in self._ids:
+                    self._user_codes.extend(raw[::2])  # the ids in the raw key stay taken
+                    self._ids[raw_key] = sid
         return sid
 
     def here(self, skip: int = 1) -> int:
