@@ -16,6 +16,7 @@ bzip2        ``bz_stream.bzalloc/bzfree/opaque``          :func:`bz_stream`
 liblzma      ``lzma_stream.allocator`` → ``lzma_allocator``  :func:`lzma_allocator`, :func:`lzma_stream`
 expat        ``XML_ParserCreate_MM(enc, &suite, sep)``    :func:`expat_memory_suite`, :func:`expat_parser`
 SQLite       ``sqlite3_config(SQLITE_CONFIG_MALLOC, &m)``  :func:`sqlite_mem_methods`, :func:`sqlite_configure`
+zstd         ``ZSTD_create*_advanced(ZSTD_customMem)``    :func:`zstd_custom_mem`, :func:`zstd_cctx`, :func:`zstd_dctx`
 ===========  ===========================================  ===================================
 
 The whole-buffer helpers (:func:`deflate`, :func:`inflate`, :func:`bz2_compress`,
@@ -43,6 +44,7 @@ from memguard.clibs.libexpat import expat_memory_suite, expat_parse, expat_parse
 from memguard.clibs.liblzma import lzma_allocator, lzma_compress, lzma_decompress, lzma_stream
 from memguard.clibs.libsqlite3 import sqlite_configure, sqlite_mem_methods
 from memguard.clibs.libz import deflate, inflate, zlib_stream
+from memguard.clibs.libzstd import zstd_cctx, zstd_compress, zstd_custom_mem, zstd_dctx, zstd_decompress
 
 __all__ = [
     "CLibraryError",
@@ -61,4 +63,9 @@ __all__ = [
     "lzma_compress",
     "lzma_decompress",
     "expat_parse",
+    "zstd_custom_mem",
+    "zstd_cctx",
+    "zstd_dctx",
+    "zstd_compress",
+    "zstd_decompress",
 ]

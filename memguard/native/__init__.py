@@ -21,6 +21,7 @@ module                      concept
 :mod:`.liblzma`             liblzma: ``lzma_allocator``, ``lzma_stream``, :func:`lzma`
 :mod:`.libexpat`            libexpat: its memory suite, :class:`ExpatLib`, :func:`expat`
 :mod:`.libsqlite3`          libsqlite3: ``sqlite3_mem_methods``, :func:`sqlite3`
+:mod:`.libzstd`             libzstd: ``ZSTD_customMem``, stream buffers, :func:`zstd`
 ==========================  ==========================================================
 
 The C libraries are opened lazily, on the first call of their loader (:func:`zlib` …),
@@ -30,7 +31,7 @@ which caches the declared library for the process; a missing library raises
 
 from __future__ import annotations
 
-from memguard.native import allocator, backend, jemalloc, libbz2, libexpat, liblzma, libsqlite3, libz, mimalloc, prototypes, windows
+from memguard.native import allocator, backend, jemalloc, libbz2, libexpat, liblzma, libsqlite3, libz, libzstd, mimalloc, prototypes, windows
 from memguard.native.allocator import *  # noqa: F403
 from memguard.native.backend import *  # noqa: F403
 from memguard.native.jemalloc import *  # noqa: F403
@@ -41,6 +42,7 @@ from memguard.native.libexpat import *  # noqa: F403
 from memguard.native.liblzma import *  # noqa: F403
 from memguard.native.libsqlite3 import *  # noqa: F403
 from memguard.native.libz import *  # noqa: F403
+from memguard.native.libzstd import *  # noqa: F403
 from memguard.native.loader import load_library
 from memguard.native.prototypes import *  # noqa: F403
 
@@ -58,5 +60,6 @@ __all__ = [
     *liblzma.__all__,
     *libexpat.__all__,
     *libsqlite3.__all__,
+    *libzstd.__all__,
     "load_library",
 ]

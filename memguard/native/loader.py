@@ -30,6 +30,10 @@ _SONAMES: dict[str, tuple[str, ...]] = {
     "lzma": ("liblzma.so.5", "liblzma.dylib", "liblzma.dll", "lzma.dll"),
     "expat": ("libexpat.so.1", "libexpat.dylib", "libexpat.dll", "expat.dll"),
     "sqlite3": ("libsqlite3.so.0", "libsqlite3.dylib", "sqlite3.dll"),
+    "zstd": ("libzstd.so.1", "libzstd.dylib", "libzstd.dll", "zstd.dll"),
+    "lz4": ("liblz4.so.1", "liblz4.dylib", "liblz4.dll", "lz4.dll"),
+    "xml2": ("libxml2.so.2", "libxml2.dylib", "libxml2-2.dll", "libxml2.dll"),
+    "crypto": ("libcrypto.so.3", "libcrypto.3.dylib", "libcrypto-3-x64.dll", "libcrypto-3.dll"),
 }
 
 _lock = threading.Lock()

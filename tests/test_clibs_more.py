@@ -1,0 +1,138 @@
+"""More C libraries on the guarded heap: zstd, lz4 frames, libxml2 and OpenSSL 3.
+
+Each library's tests skip with the reason when the library is missing.  libxml2 and
+OpenSSL change their allocator for the whole process, so their tests run in a
+subprocess (pytest has loaded ``hashlib`` and ``ssl``, which allocate through OpenSSL).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import random
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+import memguard
+from memguard import clibs, native
+from memguard.errors import LibraryNotFoundError
+
+ROOT = Path(__file__).resolve().parent.parent
+HERE = __file__
+
+#: The ``heap`` fixture (tests/conftest.py) raises in this module.
+HEAP_ON_ERROR = "raise"
+
+
+def need(loader: Callable[[], object]) -> None:
+    try:
+        loader()
+    except LibraryNotFoundError as exc:
+        pytest.skip(str(exc))
+
+
+def line_of(text: str) -> int:
+    """The line of this file holding ``text`` (a planted bug's line)."""
+    with open(HERE) as fh:
+        return next(i for i, line in enumerate(fh, 1) if text in line and "line_of" not in line)
+
+
+def sample(n: int, seed: int = 20) -> bytes:
+    rng = random.Random(seed)
+    words = [b"alpha", b"beta", b"zstd", b"lz4", b"memguard", b"\x00\x01"]
+    out = bytearray()
+    while len(out) < n:
+        out += rng.choice(words) + str(rng.randrange(1000)).encode() + b" "
+    return bytes(out[:n])
+
+
+def assert_clean(heap: memguard.GuardedHeap) -> None:
+    assert heap.check() == []
+    assert heap.reports == []
+    assert heap.leaks() == []
+
+
+# ---------------------------------------------------------------------------- zstd
+def test_zstd_round_trip_on_the_guarded_heap(heap: memguard.GuardedHeap) -> None:
+    need(native.zstd)
+    data = sample(1 << 20)
+    packed = clibs.zstd_compress(data, heap, level=5)
+    assert len(packed) < len(data) // 2
+    assert clibs.zstd_decompress(packed, heap) == data
+    assert clibs.zstd_decompress(clibs.zstd_compress(data)) == data  # zstd's own allocator
+    assert clibs.zstd_decompress(packed) == data and clibs.zstd_compress(b"", heap) != b""
+    assert heap.stats().total_allocs > 0
+    assert_clean(heap)
+
+
+def test_zstd_multithreaded_compression_on_the_guarded_heap(heap: memguard.GuardedHeap) -> None:
+    need(native.zstd)
+    data = sample(3 << 20, seed=3)
+    try:
+        packed = clibs.zstd_compress(data, heap, level=1, workers=2)
+    except clibs.CLibraryError as exc:  # a libzstd built without threads
+        pytest.skip(str(exc))
+    assert clibs.zstd_decompress(packed, heap) == data
+    assert heap.stats().total_allocs > 10  # the worker pool's contexts and buffers too
+    assert_clean(heap)
+
+
+def test_zstd_leaked_context_is_reported_at_the_users_line(heap: memguard.GuardedHeap) -> None:
+    need(native.zstd)
+    zs = native.zstd()
+    cctx = zs.ZSTD_createCCtx_advanced(clibs.zstd_custom_mem(heap))  # planted: leak
+    zs.ZSTD_CCtx_setParameter(cctx, zs.ZSTD_c_compressionLevel, 3)
+    [group] = heap.leaks()
+    assert group.stack[0].filename == HERE and group.stack[0].lineno == line_of("planted: leak")
+    assert zs.ZSTD_freeCCtx(cctx) == 0
+    assert_clean(heap)
+
+
+def test_zstd_writing_past_a_guarded_output_buffer_is_an_overflow(heap: memguard.GuardedHeap) -> None:
+    need(native.zstd)
+    zs = native.zstd()
+    data = random.Random(1).randbytes(200)  # incompressible: zstd writes it all out
+    out = memguard.create_string_buffer(64, heap=heap)  # planted: 64-byte output
+    cctx = clibs.zstd_cctx(heap)
+    src = ctypes.create_string_buffer(data, len(data))
+    inb = native.ZstdInBuffer(ctypes.addressof(src), len(data), 0)
+    outb = native.ZstdOutBuffer(ctypes.addressof(out), 72, 0)  # the bug: 72 is not its size
+    zs.ZSTD_compressStream2(cctx, ctypes.byref(outb), ctypes.byref(inb), zs.ZSTD_e_end)
+    assert outb.pos == 72
+    with pytest.raises(memguard.HeapCorruptionError) as err:
+        heap.check()
+    report = err.value.report
+    assert report.kind == "heap-buffer-overflow" and report.size == 64
+    assert report.alloc_stack[0].lineno == line_of("planted: 64-byte output")
+    zs.ZSTD_freeCCtx(cctx)
+    del out
+
+
+def test_zstd_errors_reach_the_caller_unchanged_and_free_everything(heap: memguard.GuardedHeap) -> None:
+    need(native.zstd)
+    packed = clibs.zstd_compress(sample(100_000), heap)
+    with pytest.raises(clibs.CLibraryError, match="Unknown frame descriptor") as bad:
+        clibs.zstd_decompress(b"not a zstd frame at all", heap)
+    assert bad.value.library == "zstd" and bad.value.code == 10  # ZSTD_error_prefix_unknown
+    with pytest.raises(clibs.CLibraryError, match="truncated input"):
+        clibs.zstd_decompress(packed[:-7], heap)
+    corrupt = bytearray(packed)
+    corrupt[len(corrupt) // 2] ^= 0xFF
+    with pytest.raises(clibs.CLibraryError):
+        clibs.zstd_decompress(bytes(corrupt), heap)
+    with pytest.raises(ValueError, match="workers must be >= 0"):
+        clibs.zstd_compress(b"x", heap, workers=-1)
+    with pytest.raises(TypeError, match="level must be an int"):
+        clibs.zstd_cctx(heap, level=1.5)  # type: ignore[arg-type]
+    assert_clean(heap)
+    closed = memguard.GuardedHeap()
+    closed.close()
+    with pytest.raises(MemoryError, match="returned NULL"):
+        clibs.zstd_dctx(closed)
+    with pytest.raises(MemoryError, match="returned NULL"):
+        clibs.zstd_cctx(closed)
