@@ -136,3 +136,82 @@ def test_zstd_errors_reach_the_caller_unchanged_and_free_everything(heap: memgua
         clibs.zstd_dctx(closed)
     with pytest.raises(MemoryError, match="returned NULL"):
         clibs.zstd_cctx(closed)
+
+
+# ---------------------------------------------------------------------------- subprocesses
+def run_python(args: list[str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")
+    env.pop("MEMGUARD_OPTIONS", None)
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT)
+
+
+def last_json(proc: subprocess.CompletedProcess[str]) -> dict[str, object]:
+    import json
+
+    return json.loads(proc.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
+def example_line(name: str, text: str) -> int:
+    source = (ROOT / "examples" / name).read_text().splitlines()
+    return next(i for i, line in enumerate(source, 1) if text in line)
+
+
+# ---------------------------------------------------------------------------- libxml2
+def test_libxml2_clean_workload_and_error_path_in_a_subprocess() -> None:
+    need(native.xml2)
+    proc = run_python([str(ROOT / "examples" / "libxml2_guarded.py"), "--docs", "150"])
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    summary = last_json(proc)
+    assert summary["elements"] == sum(i % 50 for i in range(150))
+    assert summary["allocations"] > 10_000  # (a strdup on the heap among them)
+    assert summary["reports"] == [] and summary["leaked_bytes"] == 0
+    # libxml2's error path freed on the heap; the message reached the caller unchanged.
+    assert summary["error"] == "Premature end of data in tag catalog line 1 at line 1"
+
+
+def test_libxml2_overflow_use_after_free_and_leak_in_a_subprocess() -> None:
+    need(native.xml2)
+    name = "libxml2_guarded.py"
+    proc = run_python([str(ROOT / "examples" / name), "--docs", "5", "--bugs"])
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    summary = last_json(proc)
+    dump = example_line(name, "xmlDocDumpMemory(doc")
+    assert summary["reports"] == [["heap-buffer-overflow", dump], ["heap-use-after-free", dump]]
+    assert summary["leak_lines"] == [example_line(name, "no xmlFreeDoc")]
+    assert "freed here:" in proc.stdout and "Direct leak of" in proc.stdout
+
+
+def test_libxml2_is_refused_once_loaded_in_a_subprocess() -> None:
+    need(native.xml2)
+    code = textwrap.dedent("""
+        import ctypes, memguard
+        from memguard import clibs, native
+        native.xml2()  # loaded (as lxml would) before memguard was asked
+        heap = memguard.GuardedHeap()
+        try:
+            clibs.xml2_configure(heap)
+        except clibs.CLibraryError as exc:
+            print("refused:", exc)
+    """)
+    proc = run_python(["-c", code])
+    assert proc.returncode == 0, proc.stderr
+    assert "refused: libxml2: libxml2 is already loaded in this process" in proc.stdout
+    code = textwrap.dedent("""
+        import memguard
+        from memguard import clibs
+        heap = memguard.GuardedHeap()
+        assert clibs.xml2_configure(heap) is clibs.xml2_configure(heap.c_allocator())
+        try:
+            clibs.xml2_configure(memguard.GuardedHeap())
+        except clibs.CLibraryError as exc:
+            print("refused:", exc)
+        try:
+            clibs.xml2_parse("text")
+        except TypeError as exc:
+            print("type:", exc)
+    """)
+    proc = run_python(["-c", code])
+    assert proc.returncode == 0, proc.stderr
+    assert "refused: libxml2: libxml2 is already on another heap" in proc.stdout
+    assert "type: data must be bytes-like" in proc.stdout
