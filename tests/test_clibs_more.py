@@ -138,6 +138,73 @@ def test_zstd_errors_reach_the_caller_unchanged_and_free_everything(heap: memgua
         clibs.zstd_cctx(closed)
 
 
+
+# ---------------------------------------------------------------------------- lz4 frames
+def test_lz4_frames_round_trip_on_the_guarded_heap(heap: memguard.GuardedHeap) -> None:
+    need(native.lz4)
+    data = sample(3 << 20, seed=4)
+    packed = clibs.lz4_compress(data, heap)
+    assert len(packed) < len(data) // 2
+    assert clibs.lz4_decompress(packed, heap) == data
+    assert clibs.lz4_decompress(clibs.lz4_compress(data, level=9)) == data  # lz4's own allocator
+    assert clibs.lz4_decompress(clibs.lz4_compress(b"", heap), heap) == b""
+    assert heap.stats().total_allocs >= 4  # both contexts and their buffers
+    assert_clean(heap)
+
+
+def test_lz4_leaked_context_is_reported_at_the_users_lines(heap: memguard.GuardedHeap) -> None:
+    need(native.lz4)
+    lz = native.lz4()
+    cctx = lz.LZ4F_createCompressionContext_advanced(clibs.lz4_custom_mem(heap), lz.LZ4F_VERSION)  # planted: ctx
+    out = ctypes.create_string_buffer(64)
+    assert lz.LZ4F_compressBegin(cctx, out, 64, None) == 7  # planted: its buffers
+    lines = {g.stack[0].lineno for g in heap.leaks()}
+    assert lines == {line_of("planted: ctx"), line_of("planted: its buffers")}
+    assert lz.LZ4F_freeCompressionContext(cctx) == 0
+    assert_clean(heap)
+
+
+def test_lz4_writing_past_a_guarded_frame_buffer_is_an_overflow(heap: memguard.GuardedHeap) -> None:
+    need(native.lz4)
+    lz = native.lz4()
+    data = random.Random(2).randbytes(40)
+    size = len(clibs.lz4_compress(data))  # header, one raw block, end mark, checksum
+    out = memguard.create_string_buffer(size - 4, heap=heap)  # planted: frame buffer
+    prefs = native.Lz4fPreferences()
+    prefs.frameInfo.contentChecksumFlag = 1
+    bound = lz.LZ4F_compressFrameBound(len(data), ctypes.byref(prefs))
+    n = lz.LZ4F_compressFrame(out, bound, data, len(data), ctypes.byref(prefs))  # the bug: `bound` is not its size
+    assert n == size
+    with pytest.raises(memguard.HeapCorruptionError) as err:
+        heap.check()
+    assert err.value.report.kind == "heap-buffer-overflow" and err.value.report.size == size - 4
+    assert err.value.report.alloc_stack[0].lineno == line_of("planted: frame buffer")
+    del out
+
+
+def test_lz4_errors_reach_the_caller_unchanged_and_free_everything(heap: memguard.GuardedHeap) -> None:
+    need(native.lz4)
+    packed = clibs.lz4_compress(sample(200_000), heap)
+    with pytest.raises(clibs.CLibraryError, match="ERROR_frameType_unknown") as bad:
+        clibs.lz4_decompress(b"not an lz4 frame", heap)
+    assert bad.value.library == "lz4" and bad.value.code == 13  # LZ4F_ERROR_frameType_unknown
+    with pytest.raises(clibs.CLibraryError, match="truncated input"):
+        clibs.lz4_decompress(packed[:-3], heap)
+    corrupt = bytearray(packed)
+    corrupt[len(corrupt) // 2] ^= 0xFF
+    with pytest.raises(clibs.CLibraryError, match="ERROR_"):
+        clibs.lz4_decompress(bytes(corrupt), heap)
+    with pytest.raises(TypeError, match="level must be an int"):
+        clibs.lz4_compress(b"x", heap, level="9")  # type: ignore[arg-type]
+    assert_clean(heap)
+    closed = memguard.GuardedHeap()
+    closed.close()
+    with pytest.raises(MemoryError, match="returned NULL"):
+        clibs.lz4_cctx(closed)
+    with pytest.raises(MemoryError, match="returned NULL"):
+        clibs.lz4_dctx(closed)
+
+
 # ---------------------------------------------------------------------------- subprocesses
 def run_python(args: list[str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ)

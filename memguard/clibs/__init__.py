@@ -17,6 +17,7 @@ liblzma      ``lzma_stream.allocator`` → ``lzma_allocator``  :func:`lzma_alloc
 expat        ``XML_ParserCreate_MM(enc, &suite, sep)``    :func:`expat_memory_suite`, :func:`expat_parser`
 SQLite       ``sqlite3_config(SQLITE_CONFIG_MALLOC, &m)``  :func:`sqlite_mem_methods`, :func:`sqlite_configure`
 zstd         ``ZSTD_create*_advanced(ZSTD_customMem)``    :func:`zstd_custom_mem`, :func:`zstd_cctx`, :func:`zstd_dctx`
+lz4 frames   ``LZ4F_create*Context_advanced(LZ4F_CustomMem)``  :func:`lz4_custom_mem`, :func:`lz4_cctx`, :func:`lz4_dctx`
 libxml2      ``xmlMemSetup(free, malloc, realloc, strdup)``  :func:`xml2_configure` (process-wide)
 ===========  ===========================================  ===================================
 
@@ -44,6 +45,7 @@ from memguard.clibs.libbz2 import bz2_compress, bz2_decompress, bz_stream
 from memguard.clibs.libexpat import expat_memory_suite, expat_parse, expat_parser
 from memguard.clibs.liblzma import lzma_allocator, lzma_compress, lzma_decompress, lzma_stream
 from memguard.clibs.libsqlite3 import sqlite_configure, sqlite_mem_methods
+from memguard.clibs.liblz4 import lz4_cctx, lz4_compress, lz4_custom_mem, lz4_dctx, lz4_decompress
 from memguard.clibs.libxml2 import XML2_SUPPRESSIONS, xml2_configure, xml2_parse
 from memguard.clibs.libz import deflate, inflate, zlib_stream
 from memguard.clibs.libzstd import zstd_cctx, zstd_compress, zstd_custom_mem, zstd_dctx, zstd_decompress
@@ -70,6 +72,11 @@ __all__ = [
     "zstd_dctx",
     "zstd_compress",
     "zstd_decompress",
+    "lz4_custom_mem",
+    "lz4_cctx",
+    "lz4_dctx",
+    "lz4_compress",
+    "lz4_decompress",
     "XML2_SUPPRESSIONS",
     "xml2_configure",
     "xml2_parse",

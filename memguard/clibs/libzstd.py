@@ -97,7 +97,7 @@ def zstd_compress(data: bytes, allocator: Any = None, level: int = 3, workers: i
                 mode = zs.ZSTD_e_end if last else zs.ZSTD_e_continue
                 remaining = _check(zs, zs.ZSTD_compressStream2(cctx, ctypes.byref(outb), ctypes.byref(inb), mode),
                                    "ZSTD_compressStream2")
-                out += buf.raw[: outb.pos]
+                out += ctypes.string_at(buf, outb.pos)
                 if (last and remaining == 0) or (not last and inb.pos == inb.size):
                     break
             pos += take
@@ -127,14 +127,14 @@ def zstd_decompress(data: bytes, allocator: Any = None) -> bytes:
                 outb = ZstdOutBuffer(ctypes.addressof(buf), size, 0)
                 hint = _check(zs, zs.ZSTD_decompressStream(dctx, ctypes.byref(outb), ctypes.byref(inb)),
                               "ZSTD_decompressStream")
-                out += buf.raw[: outb.pos]
+                out += ctypes.string_at(buf, outb.pos)
             pos += take
         while hint:  # flush what the decoder still holds, or find the frame truncated
             outb = ZstdOutBuffer(ctypes.addressof(buf), size, 0)
             inb = ZstdInBuffer(None, 0, 0)
             hint = _check(zs, zs.ZSTD_decompressStream(dctx, ctypes.byref(outb), ctypes.byref(inb)),
                           "ZSTD_decompressStream")
-            out += buf.raw[: outb.pos]
+            out += ctypes.string_at(buf, outb.pos)
             if outb.pos == 0 and hint:
                 raise CLibraryError("zstd", 0, "truncated input: the frame is incomplete")
         return bytes(out)

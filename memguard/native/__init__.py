@@ -23,6 +23,7 @@ module                      concept
 :mod:`.libsqlite3`          libsqlite3: ``sqlite3_mem_methods``, :func:`sqlite3`
 :mod:`.libzstd`             libzstd: ``ZSTD_customMem``, stream buffers, :func:`zstd`
 :mod:`.libxml2`             libxml2: ``xmlMemSetup`` and the parser, :func:`xml2`
+:mod:`.liblz4`              liblz4 frames: ``LZ4F_CustomMem``, preferences, :func:`lz4`
 ==========================  ==========================================================
 
 The C libraries are opened lazily, on the first call of their loader (:func:`zlib` …),
@@ -32,7 +33,7 @@ which caches the declared library for the process; a missing library raises
 
 from __future__ import annotations
 
-from memguard.native import allocator, backend, jemalloc, libbz2, libexpat, liblzma, libsqlite3, libxml2, libz, libzstd, mimalloc, prototypes, windows
+from memguard.native import allocator, backend, jemalloc, libbz2, libexpat, liblz4, liblzma, libsqlite3, libxml2, libz, libzstd, mimalloc, prototypes, windows
 from memguard.native.allocator import *  # noqa: F403
 from memguard.native.backend import *  # noqa: F403
 from memguard.native.jemalloc import *  # noqa: F403
@@ -43,6 +44,7 @@ from memguard.native.libexpat import *  # noqa: F403
 from memguard.native.liblzma import *  # noqa: F403
 from memguard.native.libsqlite3 import *  # noqa: F403
 from memguard.native.libxml2 import *  # noqa: F403
+from memguard.native.liblz4 import *  # noqa: F403
 from memguard.native.libz import *  # noqa: F403
 from memguard.native.libzstd import *  # noqa: F403
 from memguard.native.loader import load_library
@@ -64,5 +66,6 @@ __all__ = [
     *libsqlite3.__all__,
     *libzstd.__all__,
     *libxml2.__all__,
+    *liblz4.__all__,
     "load_library",
 ]
