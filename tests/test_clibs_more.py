@@ -282,3 +282,75 @@ def test_libxml2_is_refused_once_loaded_in_a_subprocess() -> None:
     assert proc.returncode == 0, proc.stderr
     assert "refused: libxml2: libxml2 is already on another heap" in proc.stdout
     assert "type: data must be bytes-like" in proc.stdout
+
+
+# ---------------------------------------------------------------------------- OpenSSL 3
+def need_openssl3() -> None:
+    need(native.crypto)
+    if native.crypto().version_num < 0x30000000:
+        pytest.skip(f"OpenSSL 3 is needed, found {native.crypto().version.decode()}")
+
+
+def test_openssl_clean_workload_error_path_and_hashlib_in_a_subprocess() -> None:
+    need_openssl3()
+    proc = run_python([str(ROOT / "examples" / "openssl_guarded.py")])
+    assert proc.returncode == 0, proc.stdout + proc.stderr  # and no crash at exit (OPENSSL_INIT_NO_ATEXIT)
+    summary = last_json(proc)
+    assert summary["same_as_hashlib"] is True and summary["allocations"] > 1000
+    assert summary["reports"] == [] and summary["leaks"] == []
+    assert summary["suppressed_leaks"] > 0  # OpenSSL's caches, suppressed by OPENSSL_SUPPRESSIONS
+    # OpenSSL's error path allocated and freed on the heap; its message reached the caller unchanged.
+    assert summary["error"].startswith("EVP_MD_fetch('NO-SUCH-DIGEST'): error:") and "unsupported" in summary["error"]
+
+
+def test_openssl_leak_overflow_and_use_after_free_name_c_and_python_lines_in_a_subprocess() -> None:
+    need_openssl3()
+    name = "openssl_guarded.py"
+    proc = run_python([str(ROOT / "examples" / name), "--bugs"])
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    summary = last_json(proc)
+    hexstr = example_line(name, "OPENSSL_buf2hexstr(")
+    kinds = [kind for kind, _ in summary["reports"]]  # type: ignore[union-attr]
+    assert kinds == ["heap-buffer-overflow", "heap-use-after-free"]
+    for _, (c_frame, py_frame) in summary["reports"]:  # type: ignore[union-attr]
+        assert c_frame.endswith(".c:" + c_frame.rsplit(":", 1)[1]) and "crypto/" in c_frame  # OpenSSL's file:line
+        assert py_frame.endswith(f"{name}:{hexstr}")
+    [[c_frame, py_frame]] = summary["leaks"]  # type: ignore[misc]
+    assert "crypto/evp/digest.c:" in c_frame and py_frame.endswith(f"{name}:{example_line(name, 'EVP_MD_CTX_new()')}")
+    assert "Direct leak of" in proc.stdout and "in <C>" in proc.stdout
+
+
+def test_openssl_is_refused_once_it_has_allocated_in_a_subprocess() -> None:
+    need_openssl3()
+    code = textwrap.dedent("""
+        import hashlib, memguard
+        from memguard import clibs
+        hashlib.sha256(b"x").digest()
+        try:
+            clibs.openssl_configure(memguard.GuardedHeap())
+        except clibs.CLibraryError as exc:
+            print("refused:", exc)
+    """)
+    proc = run_python(["-c", code])
+    assert proc.returncode == 0, proc.stderr
+    assert "refused: openssl: CRYPTO_set_mem_functions refused: OpenSSL has already allocated" in proc.stdout
+    code = textwrap.dedent("""
+        import memguard
+        from memguard import clibs
+        heap = memguard.GuardedHeap()
+        assert clibs.openssl_configure(heap, warm_up=False) is clibs.openssl_configure(heap)
+        try:
+            clibs.openssl_configure(memguard.GuardedHeap())
+        except clibs.CLibraryError as exc:
+            print("refused:", exc)
+        try:
+            clibs.openssl_digest(b"SHA256", b"")
+        except TypeError as exc:
+            print("type:", exc)
+        print(clibs.openssl_digest("SHA256", b"abc").hex())
+    """)
+    proc = run_python(["-c", code])
+    assert proc.returncode == 0, proc.stderr
+    assert "refused: openssl: OpenSSL is already on another heap" in proc.stdout
+    assert "type: name must be a str" in proc.stdout
+    assert "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad" in proc.stdout

@@ -18,6 +18,7 @@ expat        ``XML_ParserCreate_MM(enc, &suite, sep)``    :func:`expat_memory_su
 SQLite       ``sqlite3_config(SQLITE_CONFIG_MALLOC, &m)``  :func:`sqlite_mem_methods`, :func:`sqlite_configure`
 zstd         ``ZSTD_create*_advanced(ZSTD_customMem)``    :func:`zstd_custom_mem`, :func:`zstd_cctx`, :func:`zstd_dctx`
 lz4 frames   ``LZ4F_create*Context_advanced(LZ4F_CustomMem)``  :func:`lz4_custom_mem`, :func:`lz4_cctx`, :func:`lz4_dctx`
+OpenSSL 3    ``CRYPTO_set_mem_functions(m, r, f)`` (file/line)  :func:`openssl_configure` (process-wide)
 libxml2      ``xmlMemSetup(free, malloc, realloc, strdup)``  :func:`xml2_configure` (process-wide)
 ===========  ===========================================  ===================================
 
@@ -45,6 +46,7 @@ from memguard.clibs.libbz2 import bz2_compress, bz2_decompress, bz_stream
 from memguard.clibs.libexpat import expat_memory_suite, expat_parse, expat_parser
 from memguard.clibs.liblzma import lzma_allocator, lzma_compress, lzma_decompress, lzma_stream
 from memguard.clibs.libsqlite3 import sqlite_configure, sqlite_mem_methods
+from memguard.clibs.libcrypto import OPENSSL_SUPPRESSIONS, openssl_configure, openssl_digest
 from memguard.clibs.liblz4 import lz4_cctx, lz4_compress, lz4_custom_mem, lz4_dctx, lz4_decompress
 from memguard.clibs.libxml2 import XML2_SUPPRESSIONS, xml2_configure, xml2_parse
 from memguard.clibs.libz import deflate, inflate, zlib_stream
@@ -72,6 +74,9 @@ __all__ = [
     "zstd_dctx",
     "zstd_compress",
     "zstd_decompress",
+    "OPENSSL_SUPPRESSIONS",
+    "openssl_configure",
+    "openssl_digest",
     "lz4_custom_mem",
     "lz4_cctx",
     "lz4_dctx",

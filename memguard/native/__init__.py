@@ -24,6 +24,7 @@ module                      concept
 :mod:`.libzstd`             libzstd: ``ZSTD_customMem``, stream buffers, :func:`zstd`
 :mod:`.libxml2`             libxml2: ``xmlMemSetup`` and the parser, :func:`xml2`
 :mod:`.liblz4`              liblz4 frames: ``LZ4F_CustomMem``, preferences, :func:`lz4`
+:mod:`.libcrypto`           OpenSSL 3: ``CRYPTO_set_mem_functions``, :func:`crypto`
 ==========================  ==========================================================
 
 The C libraries are opened lazily, on the first call of their loader (:func:`zlib` …),
@@ -33,7 +34,7 @@ which caches the declared library for the process; a missing library raises
 
 from __future__ import annotations
 
-from memguard.native import allocator, backend, jemalloc, libbz2, libexpat, liblz4, liblzma, libsqlite3, libxml2, libz, libzstd, mimalloc, prototypes, windows
+from memguard.native import allocator, backend, jemalloc, libbz2, libcrypto, libexpat, liblz4, liblzma, libsqlite3, libxml2, libz, libzstd, mimalloc, prototypes, windows
 from memguard.native.allocator import *  # noqa: F403
 from memguard.native.backend import *  # noqa: F403
 from memguard.native.jemalloc import *  # noqa: F403
@@ -45,6 +46,7 @@ from memguard.native.liblzma import *  # noqa: F403
 from memguard.native.libsqlite3 import *  # noqa: F403
 from memguard.native.libxml2 import *  # noqa: F403
 from memguard.native.liblz4 import *  # noqa: F403
+from memguard.native.libcrypto import *  # noqa: F403
 from memguard.native.libz import *  # noqa: F403
 from memguard.native.libzstd import *  # noqa: F403
 from memguard.native.loader import load_library
@@ -67,5 +69,6 @@ __all__ = [
     *libzstd.__all__,
     *libxml2.__all__,
     *liblz4.__all__,
+    *libcrypto.__all__,
     "load_library",
 ]
