@@ -21,6 +21,8 @@ module                      concept
 :mod:`.liblzma`             liblzma: ``lzma_allocator``, ``lzma_stream``, :func:`lzma`
 :mod:`.libexpat`            libexpat: its memory suite, :class:`ExpatLib`, :func:`expat`
 :mod:`.libsqlite3`          libsqlite3: ``sqlite3_mem_methods``, :func:`sqlite3`
+:mod:`.trampoline`          the exception-preserving trampolines (the optional C
+                            extension ``memguard._trampoline``): :func:`~.trampoline.wrap`
 ==========================  ==========================================================
 
 The C libraries are opened lazily, on the first call of their loader (:func:`zlib` …),
@@ -30,7 +32,7 @@ which caches the declared library for the process; a missing library raises
 
 from __future__ import annotations
 
-from memguard.native import allocator, backend, jemalloc, libbz2, libexpat, liblzma, libsqlite3, libz, mimalloc, prototypes, windows
+from memguard.native import allocator, backend, jemalloc, libbz2, libexpat, liblzma, libsqlite3, libz, mimalloc, prototypes, trampoline, windows
 from memguard.native.allocator import *  # noqa: F403
 from memguard.native.backend import *  # noqa: F403
 from memguard.native.jemalloc import *  # noqa: F403
