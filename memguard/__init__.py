@@ -53,6 +53,7 @@ _EXPORTS: dict[str, str] = {
     "PoolError": "memguard.errors",
     "CallbackError": "memguard.errors",
     "LibraryNotFoundError": "memguard.errors",
+    "TrampolineUnavailableError": "memguard.errors",
     "BackendError": "memguard.errors",
     "BackendUnavailableError": "memguard.errors",
     "KindError": "memguard.errors",
@@ -179,6 +180,7 @@ if TYPE_CHECKING:
         RefcountError,
         StringError,
         SuppressionsError,
+        TrampolineUnavailableError,
     )
     from memguard.heap.guarded import GuardedHeap, InvalidAddressError
     from memguard.heap.layout import BlockInfo, HeapRegion, HeapSlot, HeapStats

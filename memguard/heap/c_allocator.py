@@ -21,12 +21,14 @@ from __future__ import annotations
 
 import _thread
 import threading
+import weakref
 from types import FunctionType
 from typing import Any, Callable
 
 from memguard import native
+from memguard.native import trampoline
 from memguard._location import is_own_file
-from memguard.errors import HeapClosedError, MemguardError
+from memguard.errors import HeapClosedError, MemguardError, TrampolineUnavailableError
 from memguard.findings import thread_label
 from memguard.report import Report
 from memguard.stacks import Frame, current_stack
@@ -150,6 +152,11 @@ class CAllocator:
         self.errors: list[BaseException] = []
         self._lock = threading.Lock()
         self._callbacks: dict[tuple[str, type], Any] = {}
+        #: The ctypes callbacks behind the trampolines (kept alive here).
+        self._inner: dict[tuple[str, type], Any] = {}
+        self._bindings: list[trampoline.Binding] = []
+        # The slots go back when this allocator is garbage (not at exit: C may still call).
+        weakref.finalize(self, trampoline.release, self._bindings).atexit = False
         self._bodies = self._make_bodies()
         self.malloc = self.function("malloc", native.MALLOC_FN)
         self.calloc = self.function("calloc", native.CALLOC_FN)
@@ -159,12 +166,18 @@ class CAllocator:
         self.opaque_alloc = self.function("opaque_alloc", native.ZALLOC_FN)
         self.opaque_free = self.function("opaque_free", native.OPAQUE_FREE_FN)
 
-    def function(self, kind: str, prototype: Any) -> Any:
+    def function(self, kind: str, prototype: Any, *, require_trampoline: str = "") -> Any:
         """The callback of ``kind`` (see :data:`KINDS`) with the C prototype ``prototype``.
 
         ``prototype`` is a ``ctypes.CFUNCTYPE`` class whose arity matches the kind, e.g.
         ``function("opaque_alloc", native.BZALLOC_FN)`` for bzip2's ``bzalloc``.  The
         callback is created once per ``(kind, prototype)`` and kept alive by this object.
+
+        When memguard's trampolines are there (:mod:`memguard.native.trampoline`), the
+        function pointer is a trampoline that keeps a Python exception C calls it with
+        pending; otherwise it is the plain ctypes callback.  ``require_trampoline``
+        names an integration that is unsafe without one: then a missing trampoline raises
+        :class:`~memguard.errors.TrampolineUnavailableError` instead.
         """
         body = self._bodies.get(kind)
         if body is None:
@@ -179,8 +192,28 @@ class CAllocator:
         with self._lock:
             cb = self._callbacks.get(key)
             if cb is None:
-                cb = self._callbacks[key] = prototype(body)
+                inner = prototype(body)
+                wrapped = trampoline.wrap(prototype, inner)
+                if wrapped is None:
+                    cb = inner
+                else:
+                    cb, binding = wrapped
+                    self._inner[key] = inner
+                    self._bindings.append(binding)
+                self._callbacks[key] = cb
+        if require_trampoline and key not in self._inner:
+            trampoline.require(require_trampoline)
+            raise TrampolineUnavailableError(
+                f"{require_trampoline} needs a trampoline of the shape of {prototype.__name__} "
+                f"({trampoline.shape_of(prototype) or 'unsupported'}), and none is free",
+                integration=require_trampoline,
+                reason="no trampoline of this shape is free",
+            )
         return cb
+
+    def trampolined(self, kind: str, prototype: Any) -> bool:
+        """Whether the callback of ``kind`` and ``prototype`` goes through a trampoline."""
+        return (kind, prototype) in self._inner
 
     @property
     def addresses(self) -> dict[str, int]:

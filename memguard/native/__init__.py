@@ -25,6 +25,8 @@ module                      concept
 :mod:`.libxml2`             libxml2: ``xmlMemSetup`` and the parser, :func:`xml2`
 :mod:`.liblz4`              liblz4 frames: ``LZ4F_CustomMem``, preferences, :func:`lz4`
 :mod:`.libcrypto`           OpenSSL 3: ``CRYPTO_set_mem_functions``, :func:`crypto`
+:mod:`.trampoline`          the exception-preserving trampolines (the optional C
+                            extension ``memguard._trampoline``): :func:`~.trampoline.wrap`
 ==========================  ==========================================================
 
 The C libraries are opened lazily, on the first call of their loader (:func:`zlib` …),
@@ -34,7 +36,7 @@ which caches the declared library for the process; a missing library raises
 
 from __future__ import annotations
 
-from memguard.native import allocator, backend, jemalloc, libbz2, libcrypto, libexpat, liblz4, liblzma, libsqlite3, libxml2, libz, libzstd, mimalloc, prototypes, windows
+from memguard.native import allocator, backend, jemalloc, libbz2, libcrypto, libexpat, liblz4, liblzma, libsqlite3, libxml2, libz, libzstd, mimalloc, prototypes, trampoline, windows
 from memguard.native.allocator import *  # noqa: F403
 from memguard.native.backend import *  # noqa: F403
 from memguard.native.jemalloc import *  # noqa: F403
