@@ -29,7 +29,8 @@ def run(bugs: bool) -> dict[str, object]:
     """Digest data on the guarded heap, with OpenSSL and with hashlib; return what memguard saw."""
     heap = memguard.GuardedHeap(on_error="report")
     lib = clibs.openssl_configure(heap)  # CRYPTO_set_mem_functions + OPENSSL_init_crypto(NO_ATEXIT)
-    import hashlib  # from now on Python's hashlib allocates on the guarded heap too
+    import hashlib  # from now on Python's hashlib and ssl allocate on the guarded heap too
+    import ssl
 
     data = b"memguard " * 1000
     same = all(
@@ -41,6 +42,11 @@ def run(bugs: bool) -> dict[str, object]:
         error = ""
     except clibs.CLibraryError as exc:
         error = exc.message
+    try:  # the ssl module frees OpenSSL's objects with its exception already set
+        ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cadata="not a certificate")
+        ssl_error = ""
+    except ssl.SSLError as exc:
+        ssl_error = str(exc)
     text = lib.OPENSSL_buf2hexstr(b"\x01\x02\x03", 3)  # "01:02:03", OPENSSL_malloc'd
     if bugs:
         ctx = lib.EVP_MD_CTX_new()  # never EVP_MD_CTX_free'd
@@ -59,6 +65,7 @@ def run(bugs: bool) -> dict[str, object]:
     return {
         "same_as_hashlib": same,
         "error": error,
+        "ssl_error": ssl_error,
         "allocations": heap.stats().total_allocs,
         "reports": [(r.kind, [f"{f.filename}:{f.lineno}" for f in stack]) for r, stack in zip(heap.reports, first)],
         "new_reports": len(reports),

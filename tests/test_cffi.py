@@ -111,6 +111,21 @@ def test_an_exception_on_cffis_error_path_reaches_the_caller_unchanged(heap: mem
     assert heap.check() == [] and heap.reports == [] and heap.leaks() == []
 
 
+def test_an_exception_leaving_a_frame_that_frees_a_buffer_is_unchanged(heap: memguard.GuardedHeap, ffi: Any) -> None:
+    new = mcffi.allocator(ffi, heap)
+
+    def fails() -> None:
+        buf = new("char[32]")  # freed while the KeyError below is propagating
+        buf[0] = b"x"
+        raise KeyError("boom")
+
+    for _ in range(3):
+        with pytest.raises(KeyError) as err:
+            fails()
+        assert err.value.args == ("boom",) and err.value.__context__ is None
+    assert heap.stats().total_frees == 3 and heap.check() == [] and heap.reports == []
+
+
 def test_a_closed_heap_gives_memory_error_and_late_frees_are_safe(ffi: Any) -> None:
     h = memguard.GuardedHeap()
     new = mcffi.allocator(ffi, h)

@@ -206,8 +206,10 @@ def test_lz4_errors_reach_the_caller_unchanged_and_free_everything(heap: memguar
 
 
 # ---------------------------------------------------------------------------- subprocesses
-def run_python(args: list[str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ)
+def run_python(
+    args: list[str], timeout: float = 120, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, **(env or {})}
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")
     env.pop("MEMGUARD_OPTIONS", None)
     return subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT)
@@ -282,6 +284,8 @@ def test_libxml2_is_refused_once_loaded_in_a_subprocess() -> None:
     assert proc.returncode == 0, proc.stderr
     assert "refused: libxml2: libxml2 is already on another heap" in proc.stdout
     assert "type: data must be bytes-like" in proc.stdout
+    proc = run_python(["-c", code], env={"MEMGUARD_NO_TRAMPOLINE": "1"})
+    assert "TrampolineUnavailableError: memguard.clibs.xml2_configure" in proc.stderr, proc.stderr
 
 
 # ---------------------------------------------------------------------------- OpenSSL 3
@@ -301,6 +305,8 @@ def test_openssl_clean_workload_error_path_and_hashlib_in_a_subprocess() -> None
     assert summary["suppressed_leaks"] > 0  # OpenSSL's caches, suppressed by OPENSSL_SUPPRESSIONS
     # OpenSSL's error path allocated and freed on the heap; its message reached the caller unchanged.
     assert summary["error"].startswith("EVP_MD_fetch('NO-SUCH-DIGEST'): error:") and "unsupported" in summary["error"]
+    # The ssl module's error path frees with its SSLError set: the same error as without memguard.
+    assert summary["ssl_error"].startswith("no start line: cadata does not contain a certificate")
 
 
 def test_openssl_leak_overflow_and_use_after_free_name_c_and_python_lines_in_a_subprocess() -> None:
@@ -354,3 +360,5 @@ def test_openssl_is_refused_once_it_has_allocated_in_a_subprocess() -> None:
     assert "refused: openssl: OpenSSL is already on another heap" in proc.stdout
     assert "type: name must be a str" in proc.stdout
     assert "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad" in proc.stdout
+    proc = run_python(["-c", code], env={"MEMGUARD_NO_TRAMPOLINE": "1"})
+    assert "TrampolineUnavailableError: memguard.clibs.openssl_configure" in proc.stderr, proc.stderr

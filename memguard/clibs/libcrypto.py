@@ -12,7 +12,7 @@ from typing import Any
 
 from memguard.clibs.common import CLibraryError, as_bytes
 from memguard.heap.c_allocator import CAllocator, allocator_for, c_site
-from memguard.native import prototypes
+from memguard.native import prototypes, trampoline
 from memguard.native.libcrypto import CryptoLib, crypto
 
 __all__ = ["OPENSSL_SUPPRESSIONS", "openssl_configure", "openssl_digest"]
@@ -23,7 +23,8 @@ OPENSSL_CACHES_SITE = b"<OpenSSL caches>"
 
 #: Suppression rules for what OpenSSL keeps for the life of the process: its initialisation
 #: and warm-up, and the caches it grows later (the property-query cache, its hash tables
-#: and stacks, the name map, per-thread state and locks).  OpenSSL never frees them, as
+#: and stacks, the name map, per-thread state and locks, the handlers libssl registers
+#: with ``OPENSSL_atexit``).  OpenSSL never frees them, as
 #: :func:`openssl_configure` keeps it from cleaning up at exit.
 OPENSSL_SUPPRESSIONS = "\n".join([
     "leak:<OpenSSL caches>",
@@ -35,6 +36,7 @@ OPENSSL_SUPPRESSIONS = "\n".join([
     "leak:*crypto/core_algorithm.c",
     "leak:*crypto/objects/o_names.c",
     "leak:*crypto/ex_data.c",
+    "leak:*crypto/init.c",
     "leak:*crypto/initthread.c",
     "leak:*crypto/threads_pthread.c",
     "leak:*crypto/err/*",
@@ -61,18 +63,25 @@ def openssl_configure(allocator: Any, warm_up: bool = True) -> CryptoLib:
 
     Calls ``CRYPTO_set_mem_functions`` with the heap's file/line callbacks, so each
     block's stacks start at the OpenSSL source line that allocated it, then
-    ``OPENSSL_init_crypto(OPENSSL_INIT_NO_ATEXIT | OPENSSL_INIT_LOAD_CRYPTO_STRINGS)``:
+    ``OPENSSL_init_crypto(OPENSSL_INIT_NO_ATEXIT | OPENSSL_INIT_LOAD_CRYPTO_STRINGS |
+    OPENSSL_INIT_LOAD_CONFIG)``:
     OpenSSL's ``atexit`` cleanup would otherwise free into a heap that is gone.  With
-    ``warm_up`` every provided digest and cipher is fetched once, so OpenSSL's method
-    caches are built now, under the frame ``<OpenSSL caches>``; :data:`OPENSSL_SUPPRESSIONS`
+    ``warm_up`` every provided algorithm (digests, ciphers, MACs, KDFs, key management,
+    signatures, key exchange …) is fetched once and the random generators are seeded, so
+    OpenSSL's method caches and generators are built now, under the frame ``<OpenSSL caches>``; :data:`OPENSSL_SUPPRESSIONS`
     suppresses them and the caches OpenSSL grows later.
 
     OpenSSL accepts this only before its first allocation: once anything has used
     libcrypto (``import hashlib`` or ``ssl`` does) this raises
     :class:`~memguard.clibs.CLibraryError`.  Do it first thing, in a process of its own
     (see ``examples/openssl_guarded.py``).  Calling it again with the same heap returns
-    the library.  Needs OpenSSL 3.
+    the library.  Needs OpenSSL 3, and memguard's exception-preserving trampolines
+    (Python's ``hashlib`` and ``ssl`` call OpenSSL's ``free`` with an exception pending on
+    their error paths): without them this raises
+    :class:`~memguard.errors.TrampolineUnavailableError` before touching OpenSSL.
     """
+    name = "memguard.clibs.openssl_configure"
+    trampoline.require(name)
     alloc = allocator_for(allocator)
     with _lock:
         if _configured:
@@ -83,19 +92,23 @@ def openssl_configure(allocator: Any, warm_up: bool = True) -> CryptoLib:
         if lib.version_num < 0x30000000:
             raise CLibraryError("openssl", lib.version_num, f"OpenSSL 3 is needed, found {lib.version.decode()}")
         ok = lib.CRYPTO_set_mem_functions(
-            alloc.function("malloc_file_line", prototypes.MALLOC_FILE_LINE_FN),
-            alloc.function("realloc_file_line", prototypes.REALLOC_FILE_LINE_FN),
-            alloc.function("free_file_line", prototypes.FREE_FILE_LINE_FN),
+            alloc.function("malloc_file_line", prototypes.MALLOC_FILE_LINE_FN, require_trampoline=name),
+            alloc.function("realloc_file_line", prototypes.REALLOC_FILE_LINE_FN, require_trampoline=name),
+            alloc.function("free_file_line", prototypes.FREE_FILE_LINE_FN, require_trampoline=name),
         )
         if not ok:
             raise _too_late(lib)
         _configured.append(alloc)
 
     def initialise() -> int:
-        rc = int(lib.OPENSSL_init_crypto(lib.OPENSSL_INIT_NO_ATEXIT | lib.OPENSSL_INIT_LOAD_CRYPTO_STRINGS, None))
+        flags = lib.OPENSSL_INIT_NO_ATEXIT | lib.OPENSSL_INIT_LOAD_CRYPTO_STRINGS | lib.OPENSSL_INIT_LOAD_CONFIG
+        rc = int(lib.OPENSSL_init_crypto(flags, None))
         if rc and warm_up:
-            lib.EVP_MD_do_all_provided(None, _noop, None)
-            lib.EVP_CIPHER_do_all_provided(None, _noop, None)
+            for do_all in lib.do_all_provided:
+                do_all(None, _noop, None)
+            scratch = ctypes.create_string_buffer(16)
+            lib.RAND_bytes(scratch, 16)  # the random generators (the calling thread's too)
+            lib.RAND_priv_bytes(scratch, 16)
         return rc
 
     if not c_site(OPENSSL_CACHES_SITE, 0)(initialise):

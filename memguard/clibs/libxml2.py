@@ -10,7 +10,7 @@ from typing import Any
 
 from memguard.clibs.common import CLibraryError, as_bytes
 from memguard.heap.c_allocator import CAllocator, allocator_for, c_site
-from memguard.native import prototypes
+from memguard.native import prototypes, trampoline
 from memguard.native.libxml2 import Xml2Lib, xml2, xml2_loaded
 
 __all__ = ["XML2_SUPPRESSIONS", "xml2_configure", "xml2_parse"]
@@ -39,8 +39,13 @@ def xml2_configure(allocator: Any) -> Xml2Lib:
     the frame ``<libxml2 global state>``, which :data:`XML2_SUPPRESSIONS` suppresses.  Do it first thing, in a process
     of its own (see ``examples/libxml2_guarded.py``).  Calling it again with the same
     heap returns the library.  The heap must stay open while libxml2 is used: once it is
-    closed every libxml2 allocation fails.
+    closed every libxml2 allocation fails.  Needs memguard's exception-preserving
+    trampolines (bindings such as lxml call libxml2's ``free`` with a Python exception
+    pending): without them this raises :class:`~memguard.errors.TrampolineUnavailableError`
+    before touching libxml2.
     """
+    name = "memguard.clibs.xml2_configure"
+    trampoline.require(name)
     alloc = allocator_for(allocator)
     with _lock:
         if _configured:
@@ -54,7 +59,12 @@ def xml2_configure(allocator: Any) -> Xml2Lib:
                 "configure it before anything loads libxml2 (lxml, another library), in a process of its own",
             )
         lib = xml2()
-        rc = lib.xmlMemSetup(alloc.free, alloc.malloc, alloc.realloc, alloc.function("strdup", prototypes.STRDUP_FN))
+        rc = lib.xmlMemSetup(
+            alloc.function("free", prototypes.FREE_FN, require_trampoline=name),
+            alloc.function("malloc", prototypes.MALLOC_FN, require_trampoline=name),
+            alloc.function("realloc", prototypes.REALLOC_FN, require_trampoline=name),
+            alloc.function("strdup", prototypes.STRDUP_FN, require_trampoline=name),
+        )
         if rc != 0:  # pragma: no cover - only for NULL functions
             raise CLibraryError("libxml2", rc, "xmlMemSetup failed")
         _configured.append(alloc)

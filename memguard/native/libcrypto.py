@@ -23,6 +23,8 @@ class CryptoLib:
     OPENSSL_INIT_NO_ATEXIT = 0x00080000
     #: ``OPENSSL_INIT_LOAD_CRYPTO_STRINGS``
     OPENSSL_INIT_LOAD_CRYPTO_STRINGS = 0x00000002
+    #: ``OPENSSL_INIT_LOAD_CONFIG``
+    OPENSSL_INIT_LOAD_CONFIG = 0x00000040
     EVP_MAX_MD_SIZE = 64
     #: The callback of ``EVP_MD_do_all_provided`` and ``EVP_CIPHER_do_all_provided``: ``void (*)(void *method, void *arg)``
     DO_ALL_FN = ctypes.CFUNCTYPE(None, _vp, _vp)
@@ -46,8 +48,14 @@ class CryptoLib:
         self.EVP_DigestInit_ex = d("EVP_DigestInit_ex", _c_int, _vp, _vp, _vp)
         self.EVP_DigestUpdate = d("EVP_DigestUpdate", _c_int, _vp, _vp, _sz)
         self.EVP_DigestFinal_ex = d("EVP_DigestFinal_ex", _c_int, _vp, _vp, ctypes.POINTER(ctypes.c_uint))
-        self.EVP_MD_do_all_provided = d("EVP_MD_do_all_provided", None, _vp, self.DO_ALL_FN, _vp)
-        self.EVP_CIPHER_do_all_provided = d("EVP_CIPHER_do_all_provided", None, _vp, self.DO_ALL_FN, _vp)
+        #: ``EVP_<KIND>_do_all_provided(libctx, fn, arg)`` of every kind of algorithm: fetching
+        #: every algorithm once builds OpenSSL's method caches.
+        self.do_all_provided = [
+            d(f"EVP_{kind}_do_all_provided", None, _vp, self.DO_ALL_FN, _vp)
+            for kind in ("MD", "CIPHER", "MAC", "KDF", "RAND", "KEYMGMT", "SIGNATURE", "KEYEXCH", "KEM", "ASYM_CIPHER")
+        ]
+        self.RAND_bytes = d("RAND_bytes", _c_int, _vp, _c_int)
+        self.RAND_priv_bytes = d("RAND_priv_bytes", _c_int, _vp, _c_int)
         self.ERR_get_error = d("ERR_get_error", ctypes.c_ulong)
         self.ERR_error_string_n = d("ERR_error_string_n", None, ctypes.c_ulong, _cp, _sz)
         self.version_num: int = self.OpenSSL_version_num()
