@@ -21,6 +21,7 @@ import pytest
 import memguard
 from memguard import clibs, native
 from memguard.errors import LibraryNotFoundError
+from memguard.native import trampoline
 
 ROOT = Path(__file__).resolve().parent.parent
 HERE = __file__
@@ -34,6 +35,12 @@ def need(loader: Callable[[], object]) -> None:
         loader()
     except LibraryNotFoundError as exc:
         pytest.skip(str(exc))
+
+
+def need_trampolines() -> None:
+    """libxml2 and OpenSSL refuse to go on the heap without the trampolines (tested below)."""
+    if not trampoline.available():
+        pytest.skip(f"no trampolines: {trampoline.unavailable_reason()}")
 
 
 def line_of(text: str) -> int:
@@ -229,6 +236,7 @@ def example_line(name: str, text: str) -> int:
 # ---------------------------------------------------------------------------- libxml2
 def test_libxml2_clean_workload_and_error_path_in_a_subprocess() -> None:
     need(native.xml2)
+    need_trampolines()
     proc = run_python([str(ROOT / "examples" / "libxml2_guarded.py"), "--docs", "150"])
     assert proc.returncode == 0, proc.stdout + proc.stderr
     summary = last_json(proc)
@@ -241,6 +249,7 @@ def test_libxml2_clean_workload_and_error_path_in_a_subprocess() -> None:
 
 def test_libxml2_overflow_use_after_free_and_leak_in_a_subprocess() -> None:
     need(native.xml2)
+    need_trampolines()
     name = "libxml2_guarded.py"
     proc = run_python([str(ROOT / "examples" / name), "--docs", "5", "--bugs"])
     assert proc.returncode == 1, proc.stdout + proc.stderr
@@ -253,6 +262,7 @@ def test_libxml2_overflow_use_after_free_and_leak_in_a_subprocess() -> None:
 
 def test_libxml2_is_refused_once_loaded_in_a_subprocess() -> None:
     need(native.xml2)
+    need_trampolines()
     code = textwrap.dedent("""
         import ctypes, memguard
         from memguard import clibs, native
@@ -297,6 +307,7 @@ def need_openssl3() -> None:
 
 def test_openssl_clean_workload_error_path_and_hashlib_in_a_subprocess() -> None:
     need_openssl3()
+    need_trampolines()
     proc = run_python([str(ROOT / "examples" / "openssl_guarded.py")])
     assert proc.returncode == 0, proc.stdout + proc.stderr  # and no crash at exit (OPENSSL_INIT_NO_ATEXIT)
     summary = last_json(proc)
@@ -311,6 +322,7 @@ def test_openssl_clean_workload_error_path_and_hashlib_in_a_subprocess() -> None
 
 def test_openssl_leak_overflow_and_use_after_free_name_c_and_python_lines_in_a_subprocess() -> None:
     need_openssl3()
+    need_trampolines()
     name = "openssl_guarded.py"
     proc = run_python([str(ROOT / "examples" / name), "--bugs"])
     assert proc.returncode == 1, proc.stdout + proc.stderr
@@ -328,6 +340,7 @@ def test_openssl_leak_overflow_and_use_after_free_name_c_and_python_lines_in_a_s
 
 def test_openssl_is_refused_once_it_has_allocated_in_a_subprocess() -> None:
     need_openssl3()
+    need_trampolines()
     code = textwrap.dedent("""
         import hashlib, memguard
         from memguard import clibs
