@@ -179,3 +179,14 @@ def test_missing_cffi_is_a_clear_import_error(monkeypatch: pytest.MonkeyPatch, h
     monkeypatch.setitem(sys.modules, "_cffi_backend", None)
     with pytest.raises(ImportError, match=r"pip install 'memguard\[cffi\]'"):
         mcffi.allocator(object(), heap)
+
+
+def test_the_benchmark_runs_quick() -> None:
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    proc = subprocess.run([sys.executable, "bench_cffi.py", "--quick"], capture_output=True, text=True,
+                          timeout=120, cwd=root / "benchmarks")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "guarded new" in proc.stdout and "guarded buffer" in proc.stdout
