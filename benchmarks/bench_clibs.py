@@ -53,6 +53,18 @@ def sample(n: int) -> bytes:
     return (bytes(tile) * (n // MiB + 1))[:n]
 
 
+def wide_sample(n: int) -> bytes:
+    """Like :func:`sample`, but repeating only every 8 MiB: zstd's window (2 MiB at level 3)
+    never sees the repetition, so it compresses the text rather than matching whole tiles."""
+    rng = random.Random(8)
+    words = [b"alpha", b"beta", b"gamma", b"delta", b"memguard", b"zstd", b"heap", b"lz4"]
+    tile = bytearray()
+    while len(tile) < 8 * MiB:
+        tile += b" ".join(rng.choice(words) + str(rng.randrange(100000)).encode() for _ in range(64)) + b"\n"
+    tile = tile[: 8 * MiB]
+    return (bytes(tile) * (n // len(tile) + 1))[:n]
+
+
 def xml_document(n: int) -> bytes:
     """A generated XML catalog of about ``n`` bytes (attributes, text, entities, CDATA)."""
     parts = [b'<?xml version="1.0"?>\n<catalog xmlns:x="urn:x">\n']
@@ -98,8 +110,8 @@ def lz4_work(data: bytes, allocator: object) -> None:
 WORKLOADS: dict[str, tuple[Callable[[int], bytes], Callable[[bytes, object], None]]] = {
     "zlib": (sample, zlib_work),
     "expat": (xml_document, expat_work),
-    "zstd": (sample, zstd_work),
-    "zstd-mt": (sample, zstd_mt_work),
+    "zstd": (wide_sample, zstd_work),
+    "zstd-mt": (wide_sample, zstd_mt_work),
     "lz4": (sample, lz4_work),
 }
 
