@@ -214,9 +214,11 @@ def test_lz4_errors_reach_the_caller_unchanged_and_free_everything(heap: memguar
 
 # ---------------------------------------------------------------------------- subprocesses
 def run_python(
-    args: list[str], timeout: float = 120, env: dict[str, str] | None = None
+    args: list[str], timeout: float = 120, env: dict[str, str] | None = None, coverage: bool = True
 ) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, **(env or {})}
+    """Run Python in a subprocess (measured by coverage unless ``coverage=False``: coverage
+    imports ``hashlib``, after which OpenSSL refuses a new allocator)."""
+    env = {**{k: v for k, v in os.environ.items() if coverage or not k.startswith("COVERAGE_")}, **(env or {})}
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")
     env.pop("MEMGUARD_OPTIONS", None)
     return subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT)
@@ -308,7 +310,7 @@ def need_openssl3() -> None:
 def test_openssl_clean_workload_error_path_and_hashlib_in_a_subprocess() -> None:
     need_openssl3()
     need_trampolines()
-    proc = run_python([str(ROOT / "examples" / "openssl_guarded.py")])
+    proc = run_python([str(ROOT / "examples" / "openssl_guarded.py")], coverage=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr  # and no crash at exit (OPENSSL_INIT_NO_ATEXIT)
     summary = last_json(proc)
     assert summary["same_as_hashlib"] is True and summary["allocations"] > 1000
@@ -324,7 +326,7 @@ def test_openssl_leak_overflow_and_use_after_free_name_c_and_python_lines_in_a_s
     need_openssl3()
     need_trampolines()
     name = "openssl_guarded.py"
-    proc = run_python([str(ROOT / "examples" / name), "--bugs"])
+    proc = run_python([str(ROOT / "examples" / name), "--bugs"], coverage=False)
     assert proc.returncode == 1, proc.stdout + proc.stderr
     summary = last_json(proc)
     hexstr = example_line(name, "OPENSSL_buf2hexstr(")
@@ -350,7 +352,7 @@ def test_openssl_is_refused_once_it_has_allocated_in_a_subprocess() -> None:
         except clibs.CLibraryError as exc:
             print("refused:", exc)
     """)
-    proc = run_python(["-c", code])
+    proc = run_python(["-c", code], coverage=False)
     assert proc.returncode == 0, proc.stderr
     assert "refused: openssl: CRYPTO_set_mem_functions refused: OpenSSL has already allocated" in proc.stdout
     code = textwrap.dedent("""
@@ -368,10 +370,29 @@ def test_openssl_is_refused_once_it_has_allocated_in_a_subprocess() -> None:
             print("type:", exc)
         print(clibs.openssl_digest("SHA256", b"abc").hex())
     """)
-    proc = run_python(["-c", code])
+    proc = run_python(["-c", code], coverage=False)
     assert proc.returncode == 0, proc.stderr
     assert "refused: openssl: OpenSSL is already on another heap" in proc.stdout
     assert "type: name must be a str" in proc.stdout
     assert "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad" in proc.stdout
-    proc = run_python(["-c", code], env={"MEMGUARD_NO_TRAMPOLINE": "1"})
+    proc = run_python(["-c", code], env={"MEMGUARD_NO_TRAMPOLINE": "1"}, coverage=False)
     assert "TrampolineUnavailableError: memguard.clibs.openssl_configure" in proc.stderr, proc.stderr
+
+
+def test_openssl_digest_in_process_and_configure_refused_here() -> None:
+    need_openssl3()
+    import hashlib
+
+    assert clibs.openssl_digest("SHA256", b"abc") == hashlib.sha256(b"abc").digest()  # OpenSSL's own allocator
+    assert clibs.openssl_digest("SHA3-512", bytearray(b"x" * 1000)) == hashlib.sha3_512(b"x" * 1000).digest()
+    with pytest.raises(clibs.CLibraryError, match=r"EVP_MD_fetch\('NO-SUCH'\): error:.*unsupported") as err:
+        clibs.openssl_digest("NO-SUCH", b"")
+    assert err.value.library == "openssl" and err.value.code != 0
+    with pytest.raises(TypeError, match="data must be bytes-like"):
+        clibs.openssl_digest("SHA256", "text")  # type: ignore[arg-type]
+    maps = Path("/proc/self/maps")
+    mapped = {line.split()[-1] for line in maps.read_text().splitlines() if "libcrypto" in line} if maps.exists() else set()
+    if len(mapped) != 1 or not trampoline.available():
+        pytest.skip("hashlib and memguard may not share one libcrypto here")
+    with pytest.raises(clibs.CLibraryError, match="OpenSSL has already allocated memory in this process"):
+        clibs.openssl_configure(memguard.GuardedHeap())  # pytest's process has used hashlib
