@@ -21,6 +21,8 @@ module                      concept
 :mod:`.liblzma`             liblzma: ``lzma_allocator``, ``lzma_stream``, :func:`lzma`
 :mod:`.libexpat`            libexpat: its memory suite, :class:`ExpatLib`, :func:`expat`
 :mod:`.libsqlite3`          libsqlite3: ``sqlite3_mem_methods``, :func:`sqlite3`
+:mod:`.numpy_capi`          NumPy's NEP 49 handler structures and ``PyDataMem_SetHandler``
+                            from NumPy's C-API table (:func:`numpy_api`)
 :mod:`.trampoline`          the exception-preserving trampolines (the optional C
                             extension ``memguard._trampoline``): :func:`~.trampoline.wrap`
 ==========================  ==========================================================
@@ -32,7 +34,7 @@ which caches the declared library for the process; a missing library raises
 
 from __future__ import annotations
 
-from memguard.native import allocator, backend, jemalloc, libbz2, libexpat, liblzma, libsqlite3, libz, mimalloc, prototypes, trampoline, windows
+from memguard.native import allocator, backend, jemalloc, libbz2, libexpat, liblzma, libsqlite3, libz, mimalloc, numpy_capi, prototypes, trampoline, windows
 from memguard.native.allocator import *  # noqa: F403
 from memguard.native.backend import *  # noqa: F403
 from memguard.native.jemalloc import *  # noqa: F403
@@ -43,6 +45,7 @@ from memguard.native.libexpat import *  # noqa: F403
 from memguard.native.liblzma import *  # noqa: F403
 from memguard.native.libsqlite3 import *  # noqa: F403
 from memguard.native.libz import *  # noqa: F403
+from memguard.native.numpy_capi import *  # noqa: F403
 from memguard.native.loader import load_library
 from memguard.native.prototypes import *  # noqa: F403
 
@@ -60,5 +63,6 @@ __all__ = [
     *liblzma.__all__,
     *libexpat.__all__,
     *libsqlite3.__all__,
+    *numpy_capi.__all__,
     "load_library",
 ]
