@@ -22,6 +22,11 @@ handler's functions therefore go through memguard's exception-preserving trampol
 and :func:`install` refuses with :class:`~memguard.errors.TrampolineUnavailableError`
 when memguard was installed without them.
 
+Leak reports (the exit report, the pytest plugin) leave out the blocks of arrays the
+program still reaches from a Python root (:mod:`memguard.reachability`): an array in a
+module global, a cache or a session fixture is retained, not leaked; an array alive but
+unreachable (a reference leaked in C) is a definite leak.
+
 NumPy's sized ``free`` is not checked against the block's size unless
 ``check_free_size=True``: NumPy itself passes a wrong size on some paths (``fromstring``
 and ``fromfile`` on bad or empty input free an 8-byte block with ``size=1``), which is
@@ -37,10 +42,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from memguard import reachability
 from memguard.heap.c_allocator import CAllocator
 from memguard.heap.guarded import GuardedHeap
 from memguard.errors import HeapClosedError
 from memguard.native import prototypes, trampoline
+from memguard.reporting import retention
 
 __all__ = ["install", "uninstall", "guarded", "installed", "HANDLER_NAME"]
 
@@ -177,6 +184,8 @@ def install(heap: GuardedHeap | None = None, *, check_free_size: bool = False) -
     handler = _handler_for(heap, check_free_size)
     capi = _capi()
     _patch_threads()
+    # Leak reports leave out the blocks of arrays the program still reaches.
+    retention.add_retainer(reachability.retainer)
     with _lock:
         old = capi.set_handler(handler.capsule)
         stack = getattr(_replaced, "stack", None)
