@@ -25,13 +25,24 @@ __all__ = ["reachable_blocks", "retainer", "roots"]
 
 
 def roots() -> list[Any]:
-    """The roots of the walk: every module's globals and every thread's live frames."""
+    """The roots of the walk: every module's globals and the locals of every thread's live frames.
+
+    A frame that is still executing does not show its locals to the garbage collector,
+    so each one's ``f_locals`` is a root of its own.
+    """
     found: list[Any] = [sys.modules]
     for module in list(sys.modules.values()):
         namespace = getattr(module, "__dict__", None)
         if namespace is not None:
             found.append(namespace)
-    found.extend(sys._current_frames().values())  # each frame reaches its callers (f_back)
+    me = sys._getframe()
+    for top in sys._current_frames().values():
+        frame = top
+        while frame is not None:
+            if frame is not me:
+                found.append(frame.f_locals)
+            frame = frame.f_back
+    me = frame = None  # no frame kept by this function
     return found
 
 
