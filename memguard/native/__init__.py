@@ -25,6 +25,8 @@ module                      concept
 :mod:`.libxml2`             libxml2: ``xmlMemSetup`` and the parser, :func:`xml2`
 :mod:`.liblz4`              liblz4 frames: ``LZ4F_CustomMem``, preferences, :func:`lz4`
 :mod:`.libcrypto`           OpenSSL 3: ``CRYPTO_set_mem_functions``, :func:`crypto`
+:mod:`.numpy_capi`          NumPy's NEP 49 handler structures and ``PyDataMem_SetHandler``
+                            from NumPy's C-API table (:func:`numpy_api`)
 :mod:`.trampoline`          the exception-preserving trampolines (the optional C
                             extension ``memguard._trampoline``): :func:`~.trampoline.wrap`
 ==========================  ==========================================================
@@ -36,7 +38,7 @@ which caches the declared library for the process; a missing library raises
 
 from __future__ import annotations
 
-from memguard.native import allocator, backend, jemalloc, libbz2, libcrypto, libexpat, liblz4, liblzma, libsqlite3, libxml2, libz, libzstd, mimalloc, prototypes, trampoline, windows
+from memguard.native import allocator, backend, jemalloc, libbz2, libcrypto, libexpat, liblz4, liblzma, libsqlite3, libxml2, libz, libzstd, mimalloc, numpy_capi, prototypes, trampoline, windows
 from memguard.native.allocator import *  # noqa: F403
 from memguard.native.backend import *  # noqa: F403
 from memguard.native.jemalloc import *  # noqa: F403
@@ -51,6 +53,7 @@ from memguard.native.liblz4 import *  # noqa: F403
 from memguard.native.libcrypto import *  # noqa: F403
 from memguard.native.libz import *  # noqa: F403
 from memguard.native.libzstd import *  # noqa: F403
+from memguard.native.numpy_capi import *  # noqa: F403
 from memguard.native.loader import load_library
 from memguard.native.prototypes import *  # noqa: F403
 
@@ -72,5 +75,6 @@ __all__ = [
     *libxml2.__all__,
     *liblz4.__all__,
     *libcrypto.__all__,
+    *numpy_capi.__all__,
     "load_library",
 ]
