@@ -13,17 +13,56 @@ cffi's own Python wrapper (``FFI.new_allocator`` returns a function defined in c
 ``api.py``) is not used: the allocator calls cffi's compiled allocator itself, so the
 stacks start at the line that called it.  Needs the ``cffi`` package
 (``pip install memguard[cffi]``).
+
+A buffer still reachable from Python when a test or the program ends (a module global, a
+cache) is retained, not leaked: this module registers a retainer with the leak reports
+(:mod:`memguard.reporting.retention`) that walks from Python's roots
+(:func:`memguard.heap.arrays.reachable_ids`).
 """
 
 from __future__ import annotations
 
 import ctypes
+import gc
+import threading
+import weakref
+from collections.abc import Collection
 from typing import Any
 
+from memguard.heap.arrays import reachable_ids
 from memguard.heap.c_allocator import CAllocator, allocator_for
 from memguard.heap.guarded import GuardedHeap
+from memguard.reporting.retention import add_retainer
 
 __all__ = ["GuardedAllocator", "allocator"]
+
+#: The buffers alive now: id of the weak reference -> (the reference, heap, block address).
+_live: dict[int, tuple[weakref.ReferenceType[Any], weakref.ReferenceType[GuardedHeap], int]] = {}
+_lock = threading.Lock()
+
+
+def _forget(ref: weakref.ReferenceType[Any]) -> None:
+    """The weak reference's callback: the buffer is gone (cffi frees its block)."""
+    with _lock:
+        _live.pop(id(ref), None)
+
+
+def _retainer(heap: Any, addresses: Collection[int]) -> set[int]:
+    """The candidates of a leak report that are not leaks: blocks of buffers still reachable."""
+    with _lock:
+        mine = {address: ref for ref, heap_ref, address in _live.values() if heap_ref() is heap and address in addresses}
+    if not mine:
+        return set()
+    gc.collect()
+    gone = {a for a in mine if heap.live_serial(a) == 0}
+    ids: dict[int, int] = {}
+    for address, ref in mine.items():
+        obj = ref()
+        if obj is not None and address not in gone:
+            ids[id(obj)] = address
+        obj = None
+    return gone | {ids[i] for i in reachable_ids(ids)}
+
 
 _MALLOC_DECL = "void *(*)(size_t)"
 _FREE_DECL = "void (*)(void *)"
@@ -49,7 +88,7 @@ class GuardedAllocator:
     :ivar c_allocator: the heap's :class:`~memguard.CAllocator` cffi calls.
     """
 
-    __slots__ = ("ffi", "heap", "c_allocator", "_new", "_typeof", "_pointers")
+    __slots__ = ("ffi", "heap", "c_allocator", "_new", "_typeof", "_pointers", "_address", "_heap_ref")
 
     def __init__(self, ffi: Any, c_allocator: CAllocator, should_clear_after_alloc: bool) -> None:
         backend = _backend()
@@ -66,6 +105,8 @@ class GuardedAllocator:
         self._pointers = (malloc, free)
         self._new = backend.FFI().new_allocator(malloc, free, bool(should_clear_after_alloc))
         self._typeof = ffi.typeof
+        self._address = lambda cdata, cast=ffi.cast: int(cast("uintptr_t", cdata))
+        self._heap_ref = weakref.ref(self.heap)
 
     def __call__(self, cdecl: Any, init: Any = None) -> Any:
         """A new owning cdata of type ``cdecl`` on the guarded heap, like ``ffi.new``.
@@ -74,7 +115,11 @@ class GuardedAllocator:
         """
         if isinstance(cdecl, str):
             cdecl = self._typeof(cdecl)
-        return self._new(cdecl, init)
+        cdata = self._new(cdecl, init)
+        ref = weakref.ref(cdata, _forget)
+        with _lock:
+            _live[id(ref)] = (ref, self._heap_ref, self._address(cdata))
+        return cdata
 
     def __repr__(self) -> str:
         return f"<memguard.cffi.GuardedAllocator over {self.heap!r}>"
@@ -95,3 +140,6 @@ def allocator(ffi: Any, heap: GuardedHeap | CAllocator | None = None, should_cle
 
         heap = process_heap() or install()
     return GuardedAllocator(ffi, allocator_for(heap), should_clear_after_alloc)
+
+
+add_retainer(_retainer)

@@ -2,16 +2,20 @@
 
 ``memguard.create_string_buffer`` is ``ctypes.create_string_buffer`` whose memory is a
 guarded block (see :mod:`memguard.heap.arrays`); ``heap.array(ctype, count)`` is the
-same for any ctypes type on a given heap.
+same for any ctypes type on a given heap.  Importing this module (``memguard.create_string_buffer``
+does) registers the arrays' retainer with the leak reports: a guarded array still
+reachable from Python when a test or the program ends is retained, not leaked.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from memguard.heap import arrays
 from memguard.heap.arrays import string_buffer
 from memguard.heap.guarded import GuardedHeap
 from memguard.process import install, process_heap
+from memguard.reporting.retention import add_retainer
 
 __all__ = ["create_string_buffer"]
 
@@ -31,3 +35,6 @@ def create_string_buffer(init_or_size: bytes | int, size: int | None = None, hea
     elif not isinstance(heap, GuardedHeap):
         raise TypeError(f"heap must be a GuardedHeap or None, got {type(heap).__name__}")
     return string_buffer(heap, init_or_size, size)
+
+
+add_retainer(arrays.retainer)

@@ -189,3 +189,62 @@ def test_buffers_alive_at_exit_are_not_leaks_but_a_dropped_overflow_is_reported(
     assert proc.returncode == 0, out
     assert "heap-buffer-overflow" in out and "<string>:5" in out
     assert "leak" not in out.lower().replace("leak_check", "")
+
+
+RETENTION_SAMPLE = '''
+import ctypes, memguard
+
+CACHE = {}
+
+
+def incref(obj):
+    ctypes.pythonapi.Py_IncRef.argtypes = [ctypes.py_object]
+    ctypes.pythonapi.Py_IncRef.restype = None
+    ctypes.pythonapi.Py_IncRef(obj)  # a reference leaked as C code would leak it
+
+
+def test_cached_in_a_module_global():
+    CACHE["buf"] = memguard.create_string_buffer(b"kept for later")  # reachable: retained
+
+
+def test_freed_when_the_test_ends():
+    buf = memguard.create_string_buffer(64)
+    buf.value = b"transient"
+
+
+def test_reference_leaked_in_c():
+    incref(memguard.create_string_buffer(32))  # alive, unreachable from Python: a leak
+'''
+
+
+def test_reachable_buffers_are_retained_and_ones_leaked_in_c_are_leaks(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_ret=RETENTION_SAMPLE)
+    result = pytester.runpytest_subprocess("--memguard", "-p", "no:cacheprovider", "-rf")
+    result.assert_outcomes(passed=2, failed=1)
+    out = result.stdout.str()
+    assert "FAILED test_ret.py::test_reference_leaked_in_c - leaked 32 bytes in 1 block" in out
+    assert "test_cached_in_a_module_global" not in out.split("short test summary")[-1]
+
+
+def test_retention_at_exit_for_ctypes_and_cffi_buffers() -> None:
+    pytest.importorskip("cffi")
+    script = (
+        "import ctypes, cffi, memguard, memguard.cffi\n"
+        "memguard.install()\n"
+        "ffi = cffi.FFI()\n"
+        "new = memguard.cffi.allocator(ffi)\n"
+        "KEPT = [new('char[16]'), memguard.create_string_buffer(b'global')]\n"
+        "ctypes.pythonapi.Py_IncRef.argtypes = [ctypes.py_object]\n"
+        "ctypes.pythonapi.Py_IncRef(new('int[6]'))\n"
+        "ctypes.pythonapi.Py_IncRef(memguard.process_heap().array(ctypes.c_int, 5))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, cwd=ROOT,
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)},
+    )
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    # The reachable cffi buffer and the arrays alive at exit are not leaks; the cdata whose
+    # reference leaked "in C" is (the ctypes array alive at exit is freed before the report).
+    assert "Direct leak of 24 byte(s) in 1 object(s)" in out and "<string>:7" in out
+    assert "SUMMARY: memguard: 24 byte(s) leaked in 1 allocation(s)." in out
