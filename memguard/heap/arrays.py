@@ -62,15 +62,18 @@ def _release(ref: weakref.ReferenceType[Any]) -> None:
     heap = heap_ref()
     if heap is None or heap.closed:
         return
+    deferral = heap.deferral  # heap.deferred_errors() without its generator (a hot path)
+    deferral.depth += 1
     try:
-        with heap.deferred_errors():
-            current = heap.live_serial(address)
-            # 0: the block was freed by hand (a second free is the finding it should be);
-            # another serial: freed and handed out again, that block is not the array's.
-            if current in (0, serial):
-                heap.free(address)
+        current = heap.live_serial(address)
+        # 0: the block was freed by hand (a second free is the finding it should be);
+        # another serial: freed and handed out again, that block is not the array's.
+        if current == serial or current == 0:
+            heap.free(address)
     except Exception:  # noqa: BLE001 - a weakref callback cannot raise; the heap has the finding
         pass
+    finally:
+        deferral.depth -= 1
 
 
 def _free_live_at_exit() -> None:
@@ -106,8 +109,9 @@ def array(heap: GuardedHeap, ctype: Any, count: int) -> Any:
         raise TypeError(f"ctype must be a ctypes type, got {ctype!r}")
     kind = ctype * count
     size = ctypes.sizeof(kind)
-    address = heap.calloc(1, size)
+    address = heap.malloc(size)
     try:
+        ctypes.memset(address, 0, size)  # zeroed like any ctypes array (cheaper than the heap's calloc path)
         arr = kind.from_address(address)
         _own(arr, heap, address)
     except BaseException:
