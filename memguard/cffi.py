@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import ctypes
 import gc
+import os
 import threading
 import weakref
 from collections.abc import Collection
@@ -39,6 +40,16 @@ __all__ = ["GuardedAllocator", "allocator"]
 #: The buffers alive now: id of the weak reference -> (the reference, heap, block address).
 _live: dict[int, tuple[weakref.ReferenceType[Any], weakref.ReferenceType[GuardedHeap], int]] = {}
 _lock = threading.Lock()
+
+
+def _reset_lock_in_child() -> None:
+    """After ``fork()``: a fresh lock (another thread may have held this one at the fork)."""
+    global _lock
+    _lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_lock_in_child)
 
 
 def _forget(ref: weakref.ReferenceType[Any]) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import gc
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -248,3 +249,30 @@ def test_retention_at_exit_for_ctypes_and_cffi_buffers() -> None:
     # reference leaked "in C" is (the ctypes array alive at exit is freed before the report).
     assert "Direct leak of 24 byte(s) in 1 object(s)" in out and "<string>:7" in out
     assert "SUMMARY: memguard: 24 byte(s) leaked in 1 allocation(s)." in out
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork() here")
+def test_a_child_forked_while_the_registry_lock_is_held_can_make_buffers(heap: memguard.GuardedHeap) -> None:
+    import time
+
+    from memguard.heap import arrays
+
+    with arrays._lock:  # as if another thread were registering an array at the fork
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child reports through its exit status
+            try:
+                buf = memguard.create_string_buffer(b"child", heap=heap)
+                os._exit(0 if buf.value == b"child" else 1)
+            finally:
+                os._exit(2)
+    deadline = time.monotonic() + 30
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        if time.monotonic() > deadline:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+            pytest.fail("the child hung on the registry lock")
+        time.sleep(0.01)
+    assert os.waitstatus_to_exitcode(status) == 0

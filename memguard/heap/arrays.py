@@ -28,6 +28,7 @@ from __future__ import annotations
 import atexit
 import ctypes
 import gc
+import os
 import sys
 import threading
 import weakref
@@ -84,10 +85,19 @@ def _free_live_at_exit() -> None:
         _release(ref)
 
 
-def _own(arr: Any, heap: GuardedHeap, address: int) -> None:
-    """Tie the block at ``address`` to ``arr``'s lifetime."""
+def _reset_lock_in_child() -> None:
+    """After ``fork()``: a fresh lock (another thread may have held this one at the fork)."""
+    global _lock
+    _lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_lock_in_child)
+
+
+def _own(ref: weakref.ReferenceType[Any], heap: GuardedHeap, address: int) -> None:
+    """Tie the block at ``address`` to the lifetime of ``ref``'s array."""
     global _atexit_registered
-    ref = weakref.ref(arr, _release)
     with _lock:
         _live[id(ref)] = (ref, weakref.ref(heap), address, heap.live_serial(address))
         if not _atexit_registered:
@@ -110,11 +120,16 @@ def array(heap: GuardedHeap, ctype: Any, count: int) -> Any:
     kind = ctype * count
     size = ctypes.sizeof(kind)
     address = heap.malloc(size)
+    ref = None
     try:
         ctypes.memset(address, 0, size)  # zeroed like any ctypes array (cheaper than the heap's calloc path)
         arr = kind.from_address(address)
-        _own(arr, heap, address)
-    except BaseException:
+        ref = weakref.ref(arr, _release)
+        _own(ref, heap, address)
+    except BaseException:  # (a Ctrl-C included): the caller never gets the array, the block goes
+        if ref is not None:
+            with _lock:
+                _live.pop(id(ref), None)
         heap.free(address)
         raise
     return arr
