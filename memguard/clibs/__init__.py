@@ -1,4 +1,5 @@
-"""Adapters that put real C libraries on the guarded heap (zlib, bzip2, liblzma, expat, SQLite).
+"""Adapters that put real C libraries on the guarded heap (zlib, bzip2, liblzma, expat,
+SQLite, zstd, lz4, libxml2, OpenSSL).
 
 Each library takes a custom allocator in its own shape; the functions below fill that
 shape from a :class:`~memguard.heap.c_allocator.CAllocator` (or a heap, whose
@@ -34,7 +35,8 @@ Frames inside memguard are left out of recorded stacks, so a block the library a
 inside one of these helpers is attributed to the line that called the helper.
 
 Each library's adapters live in a module of their own (:mod:`.libz`, :mod:`.libbz2`,
-:mod:`.liblzma`, :mod:`.libexpat`, :mod:`.libsqlite3`, named after the library as in
+:mod:`.liblzma`, :mod:`.libexpat`, :mod:`.libsqlite3`, :mod:`.libzstd`, :mod:`.liblz4`,
+:mod:`.libxml2`, :mod:`.libcrypto`, named after the library as in
 :mod:`memguard.native`), over :mod:`.common`; this package re-exports them.
 :mod:`memguard.heap.c_allocator` holds the C-callable allocator itself.
 """
