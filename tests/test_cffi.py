@@ -190,3 +190,33 @@ def test_the_benchmark_runs_quick() -> None:
                           timeout=120, cwd=root / "benchmarks")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "guarded new" in proc.stdout and "guarded buffer" in proc.stdout
+
+
+CFFI_RETENTION_SAMPLE = '''
+import ctypes, cffi, memguard, memguard.cffi
+
+ffi = cffi.FFI()
+new = memguard.cffi.allocator(ffi)
+CACHE = []
+
+
+def test_cached_in_a_module_global():
+    CACHE.append(new("char[40]"))  # reachable: retained
+
+
+def test_dropped_when_the_test_ends():
+    p = new("int[10]")
+    p[9] = 1
+
+
+def test_reference_leaked_in_c():
+    ctypes.pythonapi.Py_IncRef.argtypes = [ctypes.py_object]
+    ctypes.pythonapi.Py_IncRef(new("char[24]"))  # alive, unreachable from Python: a leak
+'''
+
+
+def test_reachable_cffi_buffers_are_retained_under_pytest(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_cffi_ret=CFFI_RETENTION_SAMPLE)
+    result = pytester.runpytest_subprocess("--memguard", "-p", "no:cacheprovider", "-rf")
+    result.assert_outcomes(passed=2, failed=1)
+    assert "FAILED test_cffi_ret.py::test_reference_leaked_in_c - leaked 24 bytes in 1 block" in result.stdout.str()
