@@ -252,6 +252,7 @@ def test_retention_at_exit_for_ctypes_and_cffi_buffers() -> None:
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork() here")
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
 def test_a_child_forked_while_the_registry_lock_is_held_can_make_buffers(heap: memguard.GuardedHeap) -> None:
     import time
 
