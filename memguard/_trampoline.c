@@ -5,7 +5,8 @@
  * code with the exception set, loses it and fails with a SystemError.  Each trampoline
  * here has the C shape of one allocator callback: it takes the GIL, sets the pending
  * exception aside, calls the ctypes callback bound to its slot, puts the exception back
- * and releases the GIL.  A slot with nothing bound returns 0 (NULL) and does nothing.
+ * and releases the GIL.  A slot with nothing bound returns 0 (NULL) and does nothing, and
+ * so does every trampoline once the interpreter is finalizing.
  *
  * Shapes are named by their C signature: the return type, '_', the parameter types, with
  * p = a pointer, z = size_t, i = int (or unsigned int), v = void (return only).
@@ -16,6 +17,15 @@
 #include <stddef.h>
 
 #define SLOTS 128
+
+/* Once the interpreter is finalizing, no Python code may run (modules and builtins are
+ * being torn down): a trampoline then returns 0 (NULL) and does nothing.  Memory C frees
+ * then is simply not returned; the process is ending. */
+#if PY_VERSION_HEX >= 0x030D0000
+#define FINALIZING() Py_IsFinalizing()
+#else
+#define FINALIZING() _Py_IsFinalizing()
+#endif
 
 #if PY_VERSION_HEX >= 0x030C0000
 #define SAVE_ERROR PyObject *saved_ = PyErr_GetRaisedException();
@@ -37,6 +47,8 @@
     static RET S##_body(int slot_, PARAMS_OF_##S)                                            \
     {                                                                                        \
         RET result_ = 0;                                                                     \
+        if (FINALIZING())                                                                    \
+            return result_;                                                                  \
         PyGILState_STATE gil_ = PyGILState_Ensure();                                         \
         SAVE_ERROR                                                                           \
         S##_fn fn_ = S##_inner[slot_];                                                       \
@@ -50,6 +62,8 @@
 #define VOID_CALL(S, PARAMS, ARGS)                                                           \
     static void S##_body(int slot_, PARAMS_OF_##S)                                           \
     {                                                                                        \
+        if (FINALIZING())                                                                    \
+            return;                                                                          \
         PyGILState_STATE gil_ = PyGILState_Ensure();                                         \
         SAVE_ERROR                                                                           \
         S##_fn fn_ = S##_inner[slot_];                                                       \

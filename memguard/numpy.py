@@ -46,6 +46,8 @@ from memguard import reachability
 from memguard.heap.c_allocator import CAllocator
 from memguard.heap.guarded import GuardedHeap
 from memguard.errors import HeapClosedError
+from memguard.hookspecs import hookimpl
+from memguard.plugin_manager import PluginValidationError
 from memguard.native import prototypes, trampoline
 from memguard.reporting import retention
 
@@ -118,6 +120,10 @@ def _handler_for(heap: GuardedHeap, check_free_size: bool) -> _Handler:
         struct = PyDataMemHandler(HANDLER_NAME.encode(), 1, PyDataMemAllocator(None, *fns))
         handler = _Handler(heap, alloc, struct, capi.new_handler_capsule(struct))
         _handlers[key] = handler
+        try:
+            heap.plugins.register(_close_watch, name="memguard.numpy")
+        except PluginValidationError:
+            pass  # registered with an earlier handler over this heap
         return handler
 
 
@@ -132,6 +138,27 @@ def _reclaim() -> None:
     for key, handler in list(_handlers.items()):
         if handler not in _active and sys.getrefcount(handler.capsule) <= _CAPSULE_REFS:
             del _handlers[key]
+
+
+class _CloseWatch:
+    """A plugin on each heap NumPy allocates from: when the heap closes, NumPy stops using it.
+
+    The closing thread gets NumPy's own handler back and new threads no longer get the
+    heap's; threads still running with it get ``MemoryError`` for new arrays.
+    """
+
+    @hookimpl
+    def memguard_unconfigure(self, heap: Any) -> None:
+        with _lock:
+            _active[:] = [h for h in _active if h.heap is not heap]
+            stack = getattr(_replaced, "stack", None)
+            if installed() is heap:
+                _capi().set_handler(_default[0])
+                if stack:
+                    stack.clear()
+
+
+_close_watch = _CloseWatch()
 
 
 def _patch_threads() -> None:

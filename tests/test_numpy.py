@@ -230,6 +230,22 @@ def test_arrays_free_into_their_heap_after_uninstall_and_install_stacks() -> Non
     assert outer.check() == [] and inner.check() == []
 
 
+def test_closing_the_heap_gives_numpy_its_own_handler_back() -> None:
+    h = memguard.GuardedHeap(on_error="report")
+    mnp.install(h)
+    a = np.ones(3)
+    h.close(check=False)  # without uninstall(): NumPy must not keep allocating from a closed heap
+    assert mnp.installed() is None and handler_name() == "default_allocator"
+    b = np.ones(3)
+    assert np._core.multiarray.get_handler_name(b) == "default_allocator" and list(a) == [1.0, 1.0, 1.0]
+    mnp.uninstall()  # nothing left to undo
+    assert handler_name() == "default_allocator"
+    worker = Worker()
+    worker.start()
+    worker.join()
+    assert worker.name_seen == "default_allocator"
+
+
 def test_an_array_outliving_its_closed_heap_is_safe() -> None:
     h = memguard.GuardedHeap(on_error="report")
     with mnp.guarded(h):

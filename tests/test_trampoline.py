@@ -217,10 +217,12 @@ def test_a_raising_sqlite_user_function_reaches_the_caller_unchanged(built: None
         native.sqlite3()
     except LibraryNotFoundError as exc:
         pytest.skip(str(exc))
-    plain, _ = _sqlite_outcome(False)
+    plain, plain_err = _sqlite_outcome(False)
     guarded, stderr = _sqlite_outcome(True)
     assert guarded["caught"] == plain["caught"] == "OperationalError: user-defined function raised exception"
-    assert guarded["unraisable"] == plain["unraisable"] == ["Boom: boom 0"]  # the user's exception, intact
+    # The user's exception, intact: to sys.unraisablehook (Python >= 3.11) or printed (3.10).
+    assert guarded["unraisable"] == plain["unraisable"]
+    assert guarded["unraisable"] == ["Boom: boom 0"] or ("Boom: boom 0" in stderr and "Boom: boom 0" in plain_err)
     assert "Exception ignored" not in stderr and "SystemError" not in stderr
     assert guarded["reports"] == [] and guarded["allocs"] > 50  # SQLite really was on the heap
 
