@@ -39,13 +39,13 @@ __all__ = ["GuardedAllocator", "allocator"]
 
 #: The buffers alive now: id of the weak reference -> (the reference, heap, block address).
 _live: dict[int, tuple[weakref.ReferenceType[Any], weakref.ReferenceType[GuardedHeap], int]] = {}
-_lock = threading.Lock()
+_lock = threading.RLock()  # re-entrant: the collector may run a callback below while it is held
 
 
 def _reset_lock_in_child() -> None:
     """After ``fork()``: a fresh lock (another thread may have held this one at the fork)."""
     global _lock
-    _lock = threading.Lock()
+    _lock = threading.RLock()
 
 
 if hasattr(os, "register_at_fork"):

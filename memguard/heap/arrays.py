@@ -45,7 +45,7 @@ __all__ = ["array", "string_buffer", "reachable_ids", "retainer"]
 #: The arrays alive now: id of the weak reference -> (the reference, heap, block address, block
 #: serial).  Keyed by id: a weak reference to an unhashable ctypes array is unhashable.
 _live: dict[int, tuple[weakref.ReferenceType[Any], weakref.ReferenceType[GuardedHeap], int, int]] = {}
-_lock = threading.Lock()
+_lock = threading.RLock()  # re-entrant: the collector may run a callback below while it is held
 _atexit_registered = False
 
 
@@ -88,7 +88,7 @@ def _free_live_at_exit() -> None:
 def _reset_lock_in_child() -> None:
     """After ``fork()``: a fresh lock (another thread may have held this one at the fork)."""
     global _lock
-    _lock = threading.Lock()
+    _lock = threading.RLock()
 
 
 if hasattr(os, "register_at_fork"):
