@@ -37,9 +37,14 @@ from memguard.reporting.retention import add_retainer
 
 __all__ = ["GuardedAllocator", "allocator"]
 
-#: The buffers alive now: id of the weak reference -> (the reference, heap, block address).
-_live: dict[int, tuple[weakref.ReferenceType[Any], weakref.ReferenceType[GuardedHeap], int]] = {}
+#: The buffers alive now: id of the weak reference -> (the reference, heap, block address,
+#: the allocator cffi will call to free it).
+_live: dict[int, tuple[weakref.ReferenceType[Any], weakref.ReferenceType[GuardedHeap], int, CAllocator]] = {}
 _lock = threading.RLock()  # re-entrant: the collector may run a callback below while it is held
+#: Allocators whose last buffer just died, kept until the next buffer is made: cffi calls
+#: ``free`` after the buffer's weak references are cleared, and the callbacks behind the
+#: function pointer must still exist then.
+_dying: list[CAllocator] = []
 
 
 def _reset_lock_in_child() -> None:
@@ -55,13 +60,15 @@ if hasattr(os, "register_at_fork"):
 def _forget(ref: weakref.ReferenceType[Any]) -> None:
     """The weak reference's callback: the buffer is gone (cffi frees its block)."""
     with _lock:
-        _live.pop(id(ref), None)
+        entry = _live.pop(id(ref), None)
+        if entry is not None:
+            _dying.append(entry[3])  # (a buffer holds the allocator until cffi's free is done)
 
 
 def _retainer(heap: Any, addresses: Collection[int]) -> set[int]:
     """The candidates of a leak report that are not leaks: blocks of buffers still reachable."""
     with _lock:
-        mine = {address: ref for ref, heap_ref, address in _live.values() if heap_ref() is heap and address in addresses}
+        mine = {address: ref for ref, heap_ref, address, _ in _live.values() if heap_ref() is heap and address in addresses}
     if not mine:
         return set()
     gc.collect()
@@ -110,9 +117,8 @@ class GuardedAllocator:
         self.c_allocator = c_allocator
         malloc = ffi.cast(_MALLOC_DECL, ctypes.cast(c_allocator.malloc, ctypes.c_void_p).value)
         free = ffi.cast(_FREE_DECL, ctypes.cast(c_allocator.free, ctypes.c_void_p).value)
-        # The function-pointer cdata (and through the CAllocator, the callbacks behind
-        # them) live as long as this object and every buffer it made (cffi keeps the
-        # allocator alive from each buffer).
+        # cffi keeps the function-pointer cdata alive from each buffer; the callbacks behind
+        # them belong to the CAllocator, which each buffer's entry in _live keeps alive.
         self._pointers = (malloc, free)
         self._new = backend.FFI().new_allocator(malloc, free, bool(should_clear_after_alloc))
         self._typeof = ffi.typeof
@@ -129,7 +135,8 @@ class GuardedAllocator:
         cdata = self._new(cdecl, init)
         ref = weakref.ref(cdata, _forget)
         with _lock:
-            _live[id(ref)] = (ref, self._heap_ref, self._address(cdata))
+            _dying.clear()
+            _live[id(ref)] = (ref, self._heap_ref, self._address(cdata), self.c_allocator)
         return cdata
 
     def __repr__(self) -> str:

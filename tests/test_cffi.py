@@ -220,3 +220,28 @@ def test_reachable_cffi_buffers_are_retained_under_pytest(pytester: pytest.Pytes
     result = pytester.runpytest_subprocess("--memguard", "-p", "no:cacheprovider", "-rf")
     result.assert_outcomes(passed=2, failed=1)
     assert "FAILED test_cffi_ret.py::test_reference_leaked_in_c - leaked 24 bytes in 1 block" in result.stdout.str()
+
+
+@pytest.mark.parametrize("no_trampoline", ["", "1"], ids=["trampolines", "plain-ctypes-callbacks"])
+def test_buffers_outliving_their_allocator_and_heap_free_safely(no_trampoline: str) -> None:
+    import os
+    import subprocess
+    from pathlib import Path
+
+    script = (
+        "import gc, cffi, memguard, memguard.cffi as mc\n"
+        "ffi = cffi.FFI()\n"
+        "new = mc.allocator(ffi, memguard.GuardedHeap())\n"
+        "bufs = [new('int[4]') for _ in range(50)]\n"
+        "del new\n"
+        "gc.collect()\n"
+        "for i in range(5):  # other heaps' allocators come and go (their callbacks, their trampoline slots)\n"
+        "    h = memguard.GuardedHeap(); a = h.c_allocator(); del a, h; gc.collect()\n"
+        "del bufs  # cffi frees every buffer through the first heap's callbacks, still alive\n"
+        "gc.collect()\n"
+        "print('freed')\n"
+    )
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "MEMGUARD_NO_TRAMPOLINE": no_trampoline, "PYTHONPATH": str(root)}
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, env=env)
+    assert proc.returncode == 0 and proc.stdout == "freed\n", proc.stdout + proc.stderr
