@@ -58,10 +58,11 @@ def wide_sample(n: int) -> bytes:
     never sees the repetition, so it compresses the text rather than matching whole tiles."""
     rng = random.Random(8)
     words = [b"alpha", b"beta", b"gamma", b"delta", b"memguard", b"zstd", b"heap", b"lz4"]
+    want = min(n, 8 * MiB)
     tile = bytearray()
-    while len(tile) < 8 * MiB:
+    while len(tile) < want:
         tile += b" ".join(rng.choice(words) + str(rng.randrange(100000)).encode() for _ in range(64)) + b"\n"
-    tile = tile[: 8 * MiB]
+    tile = tile[:want]
     return (bytes(tile) * (n // len(tile) + 1))[:n]
 
 
