@@ -74,13 +74,9 @@ def test_numpy_benchmark_quick_run_reports_every_figure() -> None:
         pytest.skip(f"memguard.numpy needs the trampolines: {trampoline.unavailable_reason()}")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("COVERAGE_", "COV_CORE"))}
     out = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "bench_numpy.py"), "--quick", "--json"],
+        [sys.executable, str(ROOT / "benchmarks" / "bench_numpy.py"), "--quick", "--json", "--no-suite"],
         capture_output=True, text=True, timeout=300, check=True, env=env,
     )
-    data = json.loads(out.stdout)
+    data = json.loads(out.stdout)  # (NumPy's own tests under memguard: tests/test_numpy_suite.py)
     assert data["empty_10"]["guarded_us"] > data["empty_10"]["plain_us"] > 0
-    assert data["empty_1000000"]["ratio"] > 1.0
-    suite = data["suite"]
-    assert suite["plain"]["tests"] == suite["guarded"]["tests"] > 0
-    assert suite["plain"]["failures"] == suite["guarded"]["failures"] == 0
-    assert suite["guarded"]["findings"] == 0 and suite["cpu_ratio"] > 0
+    assert data["empty_1000000"]["ratio"] > 1.0 and "suite" not in data

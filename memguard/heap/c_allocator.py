@@ -15,6 +15,11 @@ nothing from ``free``), and the next :meth:`GuardedHeap.check` raises it (with
 ``int``, a bug) becomes a ``callback-error`` report the same way; a failed allocation
 (:class:`MemoryError`) is simply NULL, as from ``malloc``.  Nothing a callback is given
 can crash the process: the heap never dereferences an address it does not own.
+
+C may also call a callback while a Python exception is pending (on its error paths).
+When memguard's trampolines are built (:mod:`memguard.native.trampoline`), every
+callback handed out is a trampoline that sets that exception aside around the call and
+puts it back, so it reaches the Python code that called into C unchanged.
 """
 
 from __future__ import annotations
