@@ -55,6 +55,7 @@ _EXPORTS: dict[str, str] = {
     "PoolError": "memguard.errors",
     "CallbackError": "memguard.errors",
     "LibraryNotFoundError": "memguard.errors",
+    "TrampolineUnavailableError": "memguard.errors",
     "BackendError": "memguard.errors",
     "BackendUnavailableError": "memguard.errors",
     "KindError": "memguard.errors",
@@ -126,6 +127,8 @@ _EXPORTS: dict[str, str] = {
     # C libraries on the guarded heap (memguard.clibs holds the adapters)
     "CAllocator": "memguard.heap.c_allocator",
     "CLibraryError": "memguard.clibs.common",
+    # guarded ctypes buffers
+    "create_string_buffer": "memguard.ctypes_buffers",
 }
 
 __all__ = [*_EXPORTS, "__version__"]
@@ -146,6 +149,7 @@ if TYPE_CHECKING:
     from memguard.checker import Checker
     from memguard.clibs.common import CLibraryError
     from memguard.heap.c_allocator import CAllocator
+    from memguard.ctypes_buffers import create_string_buffer
     from memguard.errors import (
         AllocationNotFoundError,
         BackendError,
@@ -178,6 +182,7 @@ if TYPE_CHECKING:
         RefcountError,
         StringError,
         SuppressionsError,
+        TrampolineUnavailableError,
     )
     from memguard.heap.guarded import GuardedHeap, InvalidAddressError
     from memguard.heap.layout import BlockInfo, HeapRegion, HeapSlot, HeapStats

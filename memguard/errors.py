@@ -27,6 +27,7 @@ __all__ = [
     "BufPoolClosedError",
     "BufPoolTimeoutError",
     "LibraryNotFoundError",
+    "TrampolineUnavailableError",
     "BackendError",
     "BackendUnavailableError",
     "OptionsError",
@@ -150,6 +151,24 @@ class BufPoolTimeoutError(MemguardError, TimeoutError):
 
 class LibraryNotFoundError(MemguardError, OSError):
     """A C library (zlib, libbz2, liblzma, libexpat, libsqlite3, …) is not installed."""
+
+
+class TrampolineUnavailableError(MemguardError):
+    """An integration that needs the exception-preserving trampolines, which this install lacks.
+
+    The trampolines are memguard's one optional C extension (``memguard._trampoline``),
+    built when a C compiler was present at install time.  Integrations whose C library
+    calls the allocator with a Python exception pending (NumPy, SQLite) refuse to
+    install without it.
+
+    :ivar integration: what refused (``"memguard.numpy"``).
+    :ivar reason: why the trampolines are missing.
+    """
+
+    def __init__(self, message: str, integration: str = "", reason: str = "") -> None:
+        super().__init__(message)
+        self.integration = integration
+        self.reason = reason
 
 
 class BackendError(MemguardError, ValueError):

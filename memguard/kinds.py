@@ -189,6 +189,8 @@ _declare(
 )
 _declare(DoubleFreeError, ("double-free", (), "a heap block was freed twice"))
 _declare(InvalidFreeError, ("bad-free", "invalid-free", "free of an address the heap never handed out"))
+_declare(InvalidFreeError, ("free-size-mismatch", "size-mismatch",
+                            "a sized free passed a size that is not the block's"))
 _declare(LeakError, ("memory-leak", "leak", "a block was still live when it should not have been"), leak=True)
 _declare(
     PoolError,

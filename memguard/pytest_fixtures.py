@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from memguard.leaks import LeakGroup
+from memguard.reporting.retention import without_retained
 
 if TYPE_CHECKING:
     from memguard.heap.guarded import GuardedHeap
@@ -74,7 +75,7 @@ class FixtureWatch:
         if not spans or heap is None or heap.closed:
             return None
         groups = []
-        for group in heap.leaks(since=min(start for start, _ in spans)):
+        for group in without_retained(heap, heap.leaks(since=min(start for start, _ in spans))):
             infos = [heap.block(a) for a in group.addresses]
             mine = [b for b in infos if any(start < b.serial <= end for start, end in spans)]
             if mine:

@@ -45,10 +45,11 @@ ENV_VAR = "MEMGUARD_OPTIONS"
 _OPTION_DESTS = (
     "memguard", "memguard_leaks", "memguard_options", "memguard_suppressions", "memguard_report",
     "memguard_disable_plugin", "memguard_full_stacks", "memguard_top", "memguard_fail_on_increase", "memguard_html",
+    "memguard_numpy",
 )
 _INI_KEYS = (
     "memguard", "memguard_leaks", "memguard_options", "memguard_suppressions", "memguard_report",
-    "memguard_max_peak", "memguard_max_allocations", "memguard_html",
+    "memguard_max_peak", "memguard_max_allocations", "memguard_html", "memguard_numpy",
 )
 
 
@@ -63,6 +64,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--memguard", action="store_true", default=None, dest="memguard",
                     help="check every test for native-memory leaks and corruption through the process-wide heap "
                          "(ini: memguard)")
+    group.addoption("--memguard-numpy", action="store_true", default=None, dest="memguard_numpy",
+                    help="put every NumPy array of the run on the process-wide heap (implies --memguard; "
+                         "ini: memguard_numpy)")
     group.addoption("--memguard-leaks", default=None, dest="memguard_leaks", metavar="fail|warn|ignore",
                     help="what a leak does to a test (default: fail; ini: memguard_leaks)")
     group.addoption("--memguard-options", default=None, dest="memguard_options", metavar="KEY=VALUE:...",
@@ -86,6 +90,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     metavar="PREVIOUS.json",
                     help="fail tests whose peak or leaked bytes grew since a saved --memguard-report")
     parser.addini("memguard", "check every test (like --memguard)", type="string", default=None)
+    parser.addini("memguard_numpy", "every NumPy array on the process-wide heap (like --memguard-numpy)",
+                  type="string", default=None)
     parser.addini("memguard_leaks", "fail, warn or ignore (like --memguard-leaks)", type="string", default=None)
     parser.addini("memguard_options", "heap options KEY=VALUE:... (like --memguard-options)", type="string",
                   default=None)
@@ -148,6 +154,7 @@ class Settings:
     :ivar top: ``--memguard-top``: how many of the most allocating tests to list.
     :ivar fail_on_increase: absolute path of the saved report to compare with, or ``None``.
     :ivar html: absolute path of the HTML report, or ``None``.
+    :ivar numpy: ``--memguard-numpy``: every NumPy array on the process heap (implies ``enabled``).
     """
 
     enabled: bool
@@ -162,6 +169,7 @@ class Settings:
     top: int = 0
     fail_on_increase: str | None = None
     html: str | None = None
+    numpy: bool = False
 
     def describe(self) -> str:
         """The one-line configuration for the report header."""
@@ -171,6 +179,8 @@ class Settings:
             f"leaks={self.leaks}",
             f"options={opts}",
         ]
+        if self.numpy:
+            parts.append("numpy=on (every array on the process heap)")
         if self.suppressions:
             parts.append(f"suppressions={self.suppressions}")
         if self.report:

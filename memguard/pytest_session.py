@@ -37,6 +37,7 @@ from memguard.pytest_limits import LIMIT_KEYS, Meter, allocation_sites, load_bas
 from memguard.pytest_plugin import ENV_VAR, RUN_KEY, SESSION_KEY, TRACKER_KEY, MemguardLeakWarning, Settings, ini_value
 from memguard.reporting import limits as _limits
 from memguard.reporting import verdicts as _v
+from memguard.reporting.retention import without_retained
 
 if TYPE_CHECKING:
     from memguard.heap.guarded import GuardedHeap
@@ -102,6 +103,12 @@ def resolve_settings(config: pytest.Config, environ: Mapping[str, str] = os.envi
         cli_on = config.getoption("memguard")
         ini_on = ini_value(config, "memguard")
         enabled = bool(_v.first_set(cli_on, _v.parse_bool(ini_on, "memguard (ini)") if ini_on is not None else None))
+        ini_numpy = ini_value(config, "memguard_numpy")
+        numpy = bool(_v.first_set(
+            config.getoption("memguard_numpy"),
+            _v.parse_bool(ini_numpy, "memguard_numpy (ini)") if ini_numpy is not None else None,
+        ))
+        enabled = enabled or numpy
         cli_leaks = config.getoption("memguard_leaks")
         if cli_leaks is not None:
             leaks = _v.check_leak_mode(cli_leaks, "--memguard-leaks")
@@ -155,6 +162,7 @@ def resolve_settings(config: pytest.Config, environ: Mapping[str, str] = os.envi
         top=top,
         fail_on_increase=_path(increase, here) if increase else None,
         html=html,
+        numpy=numpy,
     )
 
 
@@ -317,6 +325,7 @@ class Run:
         self.session: dict[str, Any] = {"findings": [], "leaks": [], "failed": False}
         self.heap: GuardedHeap | None = None
         self.installed = False
+        self.numpy_installed = False
         self.session_serial = 0
         self.consumed = 0  # heap.reports already attributed to a test
         self.reported_addresses: set[int] = set()
@@ -385,10 +394,30 @@ class Run:
                 self.installed = True
             self.session_serial = self.heap.stats().total_allocs
             self.consumed = len(self.heap.reports)
+            if self.settings.numpy:
+                self._install_numpy(self.heap)
         return self.heap
+
+    def _install_numpy(self, heap: GuardedHeap) -> None:
+        """``--memguard-numpy``: every NumPy array of the run on ``heap`` (this thread and later ones)."""
+        from memguard.errors import MemguardError
+
+        try:
+            import memguard.numpy as guarded_numpy
+
+            guarded_numpy.install(heap)
+        except (ImportError, MemguardError) as exc:
+            raise pytest.UsageError(f"--memguard-numpy: {exc}") from None
+        self.numpy_installed = True
 
     def release(self) -> None:
         """Uninstall the process heap if this run installed it (so no exit dump repeats our findings)."""
+        if self.numpy_installed:
+            import memguard.numpy as guarded_numpy
+
+            # NumPy allocates on its own heap again; arrays of the run still free into ours.
+            guarded_numpy.uninstall()
+            self.numpy_installed = False
         if self.installed:
             import memguard
 
@@ -539,7 +568,9 @@ def _process_findings(run: Run, tracker: Tracker) -> tuple[list[Report], list[Le
         since: Any = tracker.mark0 if tracker.mark0 is not None else tracker.allocs0
         if tracker.wide_fixture and tracker.setup_serial is not None:
             since = tracker.setup_serial  # blocks made in setup may belong to a wider fixture
-        groups = heap.leaks(since=since)
+        # Blocks of objects the program still reaches (NumPy arrays in a cache) are not leaks;
+        # the walk that decides it runs only when there are candidates.
+        groups = without_retained(heap, heap.leaks(since=since))
     return reports, groups
 
 
@@ -826,7 +857,7 @@ def _session_check(run: Run) -> None:
         heap.check()
     reports = list(heap.reports[run.consumed:])
     run.consumed = len(heap.reports)
-    groups = [g for g in heap.leaks(since=run.session_serial)
+    groups = [g for g in without_retained(heap, heap.leaks(since=run.session_serial))
               if not set(g.addresses) <= run.reported_addresses]
     reports, _ = run.filter(reports)
     groups, _ = run.filter(groups)

@@ -164,8 +164,8 @@ class StackTable:
     With ``through=N``, a capture walks N frames more, so that a stack captured through
     one of memguard's wrappers registered with :meth:`pass_through` (the entry points of
     a heap with a debugging option, :mod:`memguard.heap.debugpaths`) is found by the
-    same cheap lookup; those frames, and memguard's own frames above the user's, are left
-    out, and stacks cut to ``depth``, when shown.
+    same cheap lookup.  Those frames, like every frame of memguard's own, are left out of
+    the stack as shown, which is cut to ``depth``.
     """
 
     __slots__ = (
@@ -219,14 +219,24 @@ class StackTable:
                     self._users.add(id(code))
         elif f is not frame:  # called through memguard (a wrapper, a C callback): the fast lookup
             return self.capture(f)
+        # The stack is filed under the frames the fast lookup reads (``_walk`` of them, a
+        # wrapper's and memguard's own included) and shown without memguard's frames (a
+        # wrapper's, or a C callback's between a frame at C's file:line and the Python code
+        # that called into C), cut to ``depth``: captures that differ only in frames never
+        # shown share one id.
         frames: list[Any] = []
-        while f is not None and len(frames) < 2 * self._walk:
-            frames += (f.f_code, f.f_lasti)
+        shown: list[Any] = []
+        walk, depth = 2 * self._walk, 2 * self.depth
+        while f is not None and (len(frames) < walk or len(shown) < depth):
+            code = f.f_code
+            if len(frames) < walk:
+                frames += (code, f.f_lasti)
+            if len(shown) < depth and not code.co_filename.startswith(PACKAGE_DIR):
+                shown += (code, f.f_lasti)
             f = f.f_back
         key = tuple(id(x) if i % 2 == 0 else x for i, x in enumerate(frames))
         sid = self._ids.get(key)
         if sid is None:
-            shown = self._shown_frames(frames)
             shown_key = tuple(id(x) if i % 2 == 0 else x for i, x in enumerate(shown))
             with self._lock:
                 sid = self._ids.get(key)
@@ -234,22 +244,12 @@ class StackTable:
                     sid = self._shown.get(shown_key)
                     if sid is None:
                         sid = len(self._raw)
-                        self._raw.append(shown)
+                        self._raw.append(tuple(shown))
                         self._shown[shown_key] = sid
+                    if key != shown_key:
+                        self._user_codes.extend(frames[::2])  # the ids in the key stay taken
                     self._ids[key] = sid
         return sid
-
-    def _shown_frames(self, frames: list[Any]) -> tuple[Any, ...]:
-        """The flat ``(code, lasti, ...)`` of a capture as it is shown: the frames of
-        memguard's wrappers and memguard's own frames above the user's left out, cut to
-        ``depth``."""
-        if self._walk == self.depth:
-            return tuple(frames)
-        through = self._through
-        kept = [x for i in range(0, len(frames), 2) if id(frames[i]) not in through for x in frames[i : i + 2]]
-        while kept and kept[0].co_filename.startswith(PACKAGE_DIR):  # (called through memguard)
-            del kept[:2]
-        return tuple(kept[: 2 * self.depth])
 
     def pass_through(self, code: CodeType) -> None:
         """Capture stacks that start at a frame of ``code`` (a wrapper of memguard's, see the

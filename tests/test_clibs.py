@@ -41,6 +41,13 @@ def need(loader: Callable[[], object]) -> None:
         pytest.skip(str(exc))
 
 
+def need_sqlite() -> None:
+    """SQLite, and the trampolines its adapter needs (tests/test_trampoline.py covers their absence)."""
+    need(native.sqlite3)
+    if not native.trampoline.available():
+        pytest.skip(f"the SQLite adapter needs the trampolines: {native.trampoline.unavailable_reason()}")
+
+
 def sample(n: int, seed: int = 6) -> bytes:
     """Compressible but not trivial data: words with random numbers."""
     rng = random.Random(seed)
@@ -75,9 +82,9 @@ def assert_clean(heap: memguard.GuardedHeap) -> None:
 # ---------------------------------------------------------------------------- the packages
 def _public_modules(package: object) -> list[object]:
     """The modules of ``package`` whose every public name the package re-exports."""
-    # Helpers for the sibling modules (of loader only load_library is public); the
-    # C-callable allocator is memguard.CAllocator.
-    skip = {"loader", "common", "callbacks"}
+    # Helpers for the sibling modules (of loader only load_library is public; the
+    # trampolines are used as native.trampoline); the C-callable allocator is memguard.CAllocator.
+    skip = {"loader", "common", "callbacks", "trampoline"}
     names = [m.name for m in pkgutil.iter_modules(package.__path__) if m.name not in skip]  # type: ignore[attr-defined]
     return [importlib.import_module(f"{package.__name__}.{name}") for name in names]
 
@@ -271,7 +278,7 @@ def _run(args: list[str], timeout: float = 60) -> subprocess.CompletedProcess[st
 
 
 def test_sqlite_on_the_guarded_heap_in_a_subprocess() -> None:
-    need(native.sqlite3)
+    need_sqlite()
     proc = _run([str(ROOT / "examples" / "sqlite_guarded.py"), "--rows", "1500"])
     assert proc.returncode == 0, proc.stdout + proc.stderr
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -281,7 +288,7 @@ def test_sqlite_on_the_guarded_heap_in_a_subprocess() -> None:
 
 
 def test_sqlite_leaked_connection_is_reported_in_a_subprocess() -> None:
-    need(native.sqlite3)
+    need_sqlite()
     script = ROOT / "examples" / "sqlite_guarded.py"
     proc = _run([str(script), "--leak", "--rows", "200"])
     assert proc.returncode == 1, proc.stdout + proc.stderr
@@ -296,7 +303,7 @@ def test_sqlite_leaked_connection_is_reported_in_a_subprocess() -> None:
 
 
 def test_sqlite_config_refused_once_initialised_in_a_subprocess() -> None:
-    need(native.sqlite3)
+    need_sqlite()
     code = (
         "import memguard; from memguard import clibs, native\n"
         "native.sqlite3().sqlite3_initialize()\n"

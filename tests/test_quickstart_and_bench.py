@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -73,3 +76,19 @@ def test_bufpool_benchmark_quick_run_reports_every_figure() -> None:
     c = data["contended"]
     assert c["threads"] == 8 and c["allocations"] > 0 and c["findings"] == 0
     assert c["peak_bytes"] <= c["max_memory"] and c["longest_wait_ms"] >= 0
+
+
+def test_numpy_benchmark_quick_run_reports_every_figure() -> None:
+    pytest.importorskip("numpy")
+    from memguard.native import trampoline
+
+    if not trampoline.available():
+        pytest.skip(f"memguard.numpy needs the trampolines: {trampoline.unavailable_reason()}")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("COVERAGE_", "COV_CORE"))}
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "bench_numpy.py"), "--quick", "--json", "--no-suite"],
+        capture_output=True, text=True, timeout=300, check=True, env=env,
+    )
+    data = json.loads(out.stdout)  # (NumPy's own tests under memguard: tests/test_numpy_suite.py)
+    assert data["empty_10"]["guarded_us"] > data["empty_10"]["plain_us"] > 0
+    assert data["empty_1000000"]["ratio"] > 1.0 and "suite" not in data

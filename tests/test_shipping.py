@@ -25,7 +25,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 #: What the build needs from the checkout (what an sdist holds).
-SOURCES = ("pyproject.toml", "README.md", "LICENSE", "memguard", "plugins")
+SOURCES = ("pyproject.toml", "setup.py", "README.md", "LICENSE", "memguard", "plugins")
 #: The first-party plugins the distribution declares: entry-point name -> module.
 DECLARED = {
     "pool_invariants": "memguard_plugins.pool_invariants",
@@ -51,9 +51,9 @@ def _can_build_without_isolation() -> bool:
     return version >= (70, 1) or importlib.util.find_spec("wheel") is not None
 
 
-def _pip(*args: str, cwd: Path) -> None:
+def _pip(*args: str, cwd: Path, **env: str) -> None:
     proc = subprocess.run([sys.executable, "-m", "pip", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=300, env=_clean_env())
+                          timeout=300, env={**_clean_env(), **env})
     assert proc.returncode == 0, f"pip {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}"
 
 
@@ -99,13 +99,24 @@ def _dependencies_without_memguard(dest: Path) -> list[Path]:
     return [dest]
 
 
+def _compiler() -> str | None:
+    """The C compiler setuptools would use here, when it is installed."""
+    import sysconfig
+
+    cc = (os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc").split()[0]
+    return shutil.which(cc)
+
+
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The wheel built from a copy of the checkout's sources (the checkout itself is not written to)."""
-    base = tmp_path_factory.mktemp("build")
+    return _build_wheel(tmp_path_factory.mktemp("build"))
+
+
+def _build_wheel(base: Path, **env: str) -> Path:
     src = base / "src"
     src.mkdir()
-    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info", "build")
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info", "build", "*.so", "*.pyd")
     for name in SOURCES:
         path = ROOT / name
         if path.is_dir():
@@ -114,7 +125,7 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
             shutil.copy2(path, src / name)
     out = base / "dist"
     isolation = () if not _can_build_without_isolation() else ("--no-build-isolation",)
-    _pip("wheel", "--no-deps", "-q", *isolation, "-w", str(out), str(src), cwd=base)
+    _pip("wheel", "--no-deps", "-q", *isolation, "-w", str(out), str(src), cwd=base, **env)
     wheels = list(out.glob("memguard-*.whl"))
     assert len(wheels) == 1, wheels
     return wheels[0]
@@ -165,6 +176,35 @@ def test_wheel_holds_every_module_and_the_first_party_plugins(wheel: Path) -> No
     import memguard_plugins
 
     assert set(memguard_plugins.FIRST_PARTY) == set(DECLARED.values())
+
+
+def _extensions(names: set[str]) -> list[str]:
+    return [n for n in names if n.startswith("memguard/_trampoline.") and n.endswith((".so", ".pyd"))]
+
+
+def test_wheel_holds_the_trampolines_when_a_compiler_is_present(wheel: Path) -> None:
+    if _compiler() is None:
+        pytest.skip("no C compiler: the wheel is built without memguard._trampoline")
+    assert len(_extensions(set(zipfile.ZipFile(wheel).namelist()))) == 1
+
+
+@pytest.mark.skipif(os.name == "nt", reason="CC names the compiler on POSIX")
+def test_wheel_builds_without_a_compiler(tmp_path: Path) -> None:
+    built = _build_wheel(tmp_path, CC=str(tmp_path / "no-such-cc"))
+    names = set(zipfile.ZipFile(built).namelist())
+    assert not _extensions(names)
+    assert "memguard/native/trampoline.py" in names and "memguard/heap/c_allocator.py" in names
+
+
+def test_installed_trampolines_load(installed: tuple[Path, Path], tmp_path: Path) -> None:
+    python, site = installed
+    if _compiler() is None:
+        pytest.skip("no C compiler: the wheel is built without memguard._trampoline")
+    proc = _run(python, "-c", "from memguard.native import trampoline; import memguard._trampoline as t; "
+                "print(trampoline.available(), t.__file__)", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    ok, where = proc.stdout.split()
+    assert ok == "True" and Path(where).resolve().is_relative_to(site.resolve())
 
 
 def test_installed_plugins_import_load_and_disable_by_name(installed: tuple[Path, Path], tmp_path: Path) -> None:

@@ -301,6 +301,15 @@ class GuardedHeap(BlockVerifier, Checker):
                 alloc = self._c_allocator = CAllocator(self)
         return alloc
 
+    def array(self, ctype: Any, count: int) -> Any:
+        """A zeroed ctypes array ``ctype * count`` over a new block, freed when the array is garbage.
+
+        See :func:`memguard.heap.arrays.array`.
+        """
+        from memguard.heap.arrays import array
+
+        return array(self, ctype, count)
+
     # ------------------------------------------------------------------ arenas
     def _new_arena(self, cls: int) -> _Carving:
         """A new arena for size class ``cls`` (user size ``16 * cls``); under the lock."""

@@ -24,6 +24,14 @@ module                      concept
 :mod:`.liblzma`             liblzma: ``lzma_allocator``, ``lzma_stream``, :func:`lzma`
 :mod:`.libexpat`            libexpat: its memory suite, :class:`ExpatLib`, :func:`expat`
 :mod:`.libsqlite3`          libsqlite3: ``sqlite3_mem_methods``, :func:`sqlite3`
+:mod:`.libzstd`             libzstd: ``ZSTD_customMem``, stream buffers, :func:`zstd`
+:mod:`.libxml2`             libxml2: ``xmlMemSetup`` and the parser, :func:`xml2`
+:mod:`.liblz4`              liblz4 frames: ``LZ4F_CustomMem``, preferences, :func:`lz4`
+:mod:`.libcrypto`           OpenSSL 3: ``CRYPTO_set_mem_functions``, :func:`crypto`
+:mod:`.numpy_capi`          NumPy's NEP 49 handler structures and ``PyDataMem_SetHandler``
+                            from NumPy's C-API table (:func:`numpy_api`)
+:mod:`.trampoline`          the exception-preserving trampolines (the optional C
+                            extension ``memguard._trampoline``): :func:`~.trampoline.wrap`
 ==========================  ==========================================================
 
 The C libraries are opened lazily, on the first call of their loader (:func:`zlib` …),
@@ -33,7 +41,10 @@ which caches the declared library for the process; a missing library raises
 
 from __future__ import annotations
 
-from memguard.native import allocator, backend, jemalloc, libbz2, libexpat, liblzma, libsqlite3, libz, mimalloc, mman, prototypes, windows
+from memguard.native import (
+    allocator, backend, jemalloc, libbz2, libcrypto, libexpat, liblz4, liblzma, libsqlite3, libxml2, libz, libzstd,
+    mimalloc, mman, numpy_capi, prototypes, trampoline, windows,
+)
 from memguard.native.allocator import *  # noqa: F403
 from memguard.native.backend import *  # noqa: F403
 from memguard.native.jemalloc import *  # noqa: F403
@@ -44,7 +55,12 @@ from memguard.native.libbz2 import *  # noqa: F403
 from memguard.native.libexpat import *  # noqa: F403
 from memguard.native.liblzma import *  # noqa: F403
 from memguard.native.libsqlite3 import *  # noqa: F403
+from memguard.native.libxml2 import *  # noqa: F403
+from memguard.native.liblz4 import *  # noqa: F403
+from memguard.native.libcrypto import *  # noqa: F403
 from memguard.native.libz import *  # noqa: F403
+from memguard.native.libzstd import *  # noqa: F403
+from memguard.native.numpy_capi import *  # noqa: F403
 from memguard.native.loader import load_library
 from memguard.native.prototypes import *  # noqa: F403
 
@@ -63,5 +79,10 @@ __all__ = [
     *liblzma.__all__,
     *libexpat.__all__,
     *libsqlite3.__all__,
+    *libzstd.__all__,
+    *libxml2.__all__,
+    *liblz4.__all__,
+    *libcrypto.__all__,
+    *numpy_capi.__all__,
     "load_library",
 ]

@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import os
 import threading
 from typing import Any, Callable, TypeVar
 
 from memguard.errors import LibraryNotFoundError
 
-__all__ = ["declare", "require", "load_library", "cached"]
+__all__ = ["declare", "require", "load_library", "is_loaded", "cached"]
 
 _T = TypeVar("_T")
 
@@ -30,6 +31,10 @@ _SONAMES: dict[str, tuple[str, ...]] = {
     "lzma": ("liblzma.so.5", "liblzma.dylib", "liblzma.dll", "lzma.dll"),
     "expat": ("libexpat.so.1", "libexpat.dylib", "libexpat.dll", "expat.dll"),
     "sqlite3": ("libsqlite3.so.0", "libsqlite3.dylib", "sqlite3.dll"),
+    "zstd": ("libzstd.so.1", "libzstd.dylib", "libzstd.dll", "zstd.dll"),
+    "lz4": ("liblz4.so.1", "liblz4.dylib", "liblz4.dll", "lz4.dll"),
+    "xml2": ("libxml2.so.2", "libxml2.dylib", "libxml2-2.dll", "libxml2.dll"),
+    "crypto": ("libcrypto.so.3", "libcrypto.3.dylib", "libcrypto-3-x64.dll", "libcrypto-3.dll"),
 }
 
 _lock = threading.Lock()
@@ -78,6 +83,26 @@ def load_library(name: str) -> ctypes.CDLL:
         except OSError as exc:
             errors.append(f"{candidate}: {exc}")
     raise LibraryNotFoundError(f"C library {name!r} is not installed ({'; '.join(errors) or 'not found'})")
+
+
+def is_loaded(name: str) -> bool:
+    """Whether the library ``name`` (as for :func:`load_library`) is mapped into the process.
+
+    Asks the dynamic loader with ``RTLD_NOLOAD``, which never loads anything.  Where
+    that flag does not exist (Windows), answers ``False``.
+    """
+    noload = getattr(os, "RTLD_NOLOAD", None)
+    if noload is None:
+        return False
+    candidates = [found] if (found := ctypes.util.find_library(name)) else []
+    candidates.extend(_SONAMES.get(name, (f"lib{name}.so",)))
+    for candidate in candidates:
+        try:
+            ctypes.CDLL(candidate, mode=noload | getattr(os, "RTLD_LAZY", 1))
+        except OSError:
+            continue
+        return True
+    return False
 
 
 def cached(key: str, make: Callable[[], _T]) -> _T:

@@ -27,6 +27,15 @@ __all__ = [
     "SQLITE_ROUNDUP_FN",
     "SQLITE_INIT_FN",
     "SQLITE_SHUTDOWN_FN",
+    "CTX_MALLOC_FN",
+    "CTX_CALLOC_FN",
+    "CTX_REALLOC_FN",
+    "CTX_FREE_FN",
+    "CTX_SIZED_FREE_FN",
+    "STRDUP_FN",
+    "MALLOC_FILE_LINE_FN",
+    "REALLOC_FILE_LINE_FN",
+    "FREE_FILE_LINE_FN",
 ]
 
 _vp = ctypes.c_void_p
@@ -64,3 +73,21 @@ SQLITE_ROUNDUP_FN = ctypes.CFUNCTYPE(_c_int, _c_int)
 SQLITE_INIT_FN = ctypes.CFUNCTYPE(_c_int, _vp)
 #: ``sqlite3_mem_methods.xShutdown``: ``void (*)(void *)``
 SQLITE_SHUTDOWN_FN = ctypes.CFUNCTYPE(None, _vp)
+#: Context-first ``malloc`` (NumPy's ``PyDataMem_Handler``, zstd's ``ZSTD_allocFunction``): ``void *(*)(void *ctx, size_t size)``
+CTX_MALLOC_FN = ctypes.CFUNCTYPE(_vp, _vp, _sz)
+#: Context-first ``calloc``: ``void *(*)(void *ctx, size_t count, size_t size)``
+CTX_CALLOC_FN = ctypes.CFUNCTYPE(_vp, _vp, _sz, _sz)
+#: Context-first ``realloc``: ``void *(*)(void *ctx, void *ptr, size_t size)``
+CTX_REALLOC_FN = ctypes.CFUNCTYPE(_vp, _vp, _vp, _sz)
+#: Context-first ``free`` (zstd's ``ZSTD_freeFunction``): ``void (*)(void *ctx, void *ptr)``
+CTX_FREE_FN = ctypes.CFUNCTYPE(None, _vp, _vp)
+#: Context-first sized ``free`` (NumPy's): ``void (*)(void *ctx, void *ptr, size_t size)``
+CTX_SIZED_FREE_FN = ctypes.CFUNCTYPE(None, _vp, _vp, _sz)
+#: ``strdup`` (libxml2's ``xmlStrdupFunc``): ``char *(*)(const char *s)``
+STRDUP_FN = ctypes.CFUNCTYPE(_vp, ctypes.c_char_p)
+#: OpenSSL's ``CRYPTO_malloc_fn``: ``void *(*)(size_t size, const char *file, int line)``
+MALLOC_FILE_LINE_FN = ctypes.CFUNCTYPE(_vp, _sz, ctypes.c_char_p, _c_int)
+#: OpenSSL's ``CRYPTO_realloc_fn``: ``void *(*)(void *ptr, size_t size, const char *file, int line)``
+REALLOC_FILE_LINE_FN = ctypes.CFUNCTYPE(_vp, _vp, _sz, ctypes.c_char_p, _c_int)
+#: OpenSSL's ``CRYPTO_free_fn``: ``void (*)(void *ptr, const char *file, int line)``
+FREE_FILE_LINE_FN = ctypes.CFUNCTYPE(None, _vp, ctypes.c_char_p, _c_int)

@@ -44,6 +44,7 @@ from memguard._location import PACKAGE_DIR
 from memguard.stacks import Frame, Stack, hide_framework_frames
 from memguard.reporting.files import write_report_file
 from memguard.reporting.suppressions import Only, Rule, Suppressed, Suppressions, format_suppression_table, summarize
+from memguard.reporting.retention import without_retained
 
 __all__ = [
     "ExitReport",
@@ -503,6 +504,7 @@ def build_report(
             if options.leak_check:
                 # A forked child leaves out the parent's blocks unless asked.
                 leaks = heap.leaks(inherited=True) if options.inherited_leaks else heap.leaks()
+                leaks = without_retained(heap, leaks)  # blocks of objects still reachable (NumPy arrays)
             stats = dataclasses.asdict(heap.stats())
     # A forked child's findings start after those its parent had recorded (the parent's to report).
     reports = [_trim_report(r) for r in list(heap.reports)[getattr(heap, "inherited_reports", 0) :]]
