@@ -1,6 +1,6 @@
 """NumPy on the guarded heap: the cost of one array, and NumPy's own test modules plain and guarded.
 
-Run:  python benchmarks/bench_numpy.py [--quick] [--json] [--modules test_a,test_b] [--no-suite]
+Run:  python benchmarks/bench_numpy.py [--quick] [--json] [--modules test_a,test_b] [--options K=V:...] [--no-suite]
 
 1. ``np.empty(10)`` (an allocation and a free of 80 bytes) and ``np.empty(10**6)`` (8 MB:
    the heap fills it with 0xCD, poisons it with 0xDD when freed and verifies it when it
@@ -102,7 +102,7 @@ def _findings(report: Path) -> int:
             + len(session.get("findings", ())) + len(session.get("leaks", ())))
 
 
-def run_suite(modules: list[str], guarded: bool, work: Path) -> dict[str, Any]:
+def run_suite(modules: list[str], guarded: bool, work: Path, options: str = "") -> dict[str, Any]:
     """Run NumPy's test ``modules`` in a pytest subprocess; its counts and times."""
     tests_dir = Path(np.__file__).parent / "_core" / "tests"
     name = "guarded" if guarded else "plain"
@@ -110,6 +110,8 @@ def run_suite(modules: list[str], guarded: bool, work: Path) -> dict[str, Any]:
     args = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "not slow", f"--junitxml={xml}"]
     if guarded:
         args += ["--memguard-numpy", f"--memguard-report={report}"]
+        if options:
+            args.append(f"--memguard-options={options}")
     args += [str(tests_dir / f"{m}.py") for m in modules]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MEMGUARD", "COVERAGE_", "COV_CORE"))}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
@@ -139,6 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--modules", default=None, help="comma-separated numpy._core test modules (default: the nine)")
     parser.add_argument("--reps", type=int, default=None, help="interleaved repetitions of the array cost")
     parser.add_argument("--no-suite", action="store_true", help="only the cost of one array")
+    parser.add_argument("--options", default="", help="heap options of the guarded run (--memguard-options)")
     args = parser.parse_args(argv)
     reps = args.reps or (3 if args.quick else 11)
     results: dict[str, Any] = {"load": os.getloadavg(), "cpus": os.cpu_count()}
@@ -147,9 +150,10 @@ def main(argv: list[str] | None = None) -> int:
         modules = args.modules.split(",") if args.modules else (QUICK_MODULES if args.quick else MODULES)
         with tempfile.TemporaryDirectory() as tmp:
             plain = run_suite(modules, False, Path(tmp))
-            guarded = run_suite(modules, True, Path(tmp))
+            guarded = run_suite(modules, True, Path(tmp), args.options)
         results["suite"] = {
             "modules": modules,
+            "options": args.options,
             "plain": plain,
             "guarded": guarded,
             "cpu_ratio": guarded["cpu_s"] / plain["cpu_s"] if plain["cpu_s"] else None,
@@ -165,7 +169,8 @@ def main(argv: list[str] | None = None) -> int:
               f"   ratio {r['ratio']:.1f}x")
     suite = results.get("suite")
     if suite:
-        print(f"numpy._core tests ({', '.join(suite['modules'])}), -m 'not slow':")
+        print(f"numpy._core tests ({', '.join(suite['modules'])}), -m 'not slow'"
+              f"{', guarded with ' + suite['options'] if suite['options'] else ''}:")
         for name in ("plain", "guarded"):
             r = suite[name]
             print(f"  {name:8s} tests {r['tests']:6d}  failures {r['failures']:4d}  skipped {r['skipped']:5d}"
