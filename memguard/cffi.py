@@ -17,22 +17,21 @@ stacks start at the line that called it.  Needs the ``cffi`` package
 A buffer still reachable from Python when a test or the program ends (a module global, a
 cache) is retained, not leaked: this module registers a retainer with the leak reports
 (:mod:`memguard.reporting.retention`) that walks from Python's roots
-(:func:`memguard.heap.arrays.reachable_ids`).
+(:func:`memguard.reachability.weak_retainer`).
 """
 
 from __future__ import annotations
 
 import ctypes
-import gc
 import os
 import threading
 import weakref
 from collections.abc import Collection
 from typing import Any
 
-from memguard.heap.arrays import reachable_ids
 from memguard.heap.c_allocator import CAllocator, allocator_for
 from memguard.heap.guarded import GuardedHeap
+from memguard.reachability import weak_retainer
 from memguard.reporting.retention import add_retainer
 
 __all__ = ["GuardedAllocator", "allocator"]
@@ -69,17 +68,7 @@ def _retainer(heap: Any, addresses: Collection[int]) -> set[int]:
     """The candidates of a leak report that are not leaks: blocks of buffers still reachable."""
     with _lock:
         mine = {address: ref for ref, heap_ref, address, _ in _live.values() if heap_ref() is heap and address in addresses}
-    if not mine:
-        return set()
-    gc.collect()
-    gone = {a for a in mine if heap.live_serial(a) == 0}
-    ids: dict[int, int] = {}
-    for address, ref in mine.items():
-        obj = ref()
-        if obj is not None and address not in gone:
-            ids[id(obj)] = address
-        obj = None
-    return gone | {ids[i] for i in reachable_ids(ids)}
+    return weak_retainer(heap, mine)
 
 
 _MALLOC_DECL = "void *(*)(size_t)"

@@ -1,4 +1,4 @@
-"""LeakSanitizer's reachability, applied to Python: which NumPy arrays a program still reaches.
+"""LeakSanitizer's reachability, applied to Python: which objects a program still reaches.
 
 A block of a NumPy array is *retained*, not leaked, while the array is reachable from a
 Python root: a module's globals, or a live frame of any thread (whose locals reach a
@@ -6,7 +6,9 @@ cache, a fixture's value, an object's attributes ...).  A block whose array is a
 unreachable from every root (a reference leaked in C code, which Python's garbage
 collector cannot see) is a definite leak.
 
-:func:`reachable_blocks` walks the object graph from the roots with
+:func:`reachable_ids` walks the object graph from the roots for given objects (the
+ctypes arrays and cffi buffers of :mod:`memguard.heap.arrays` and :mod:`memguard.cffi`,
+judged by :func:`weak_retainer`); :func:`reachable_blocks` walks it from the roots with
 :func:`gc.get_referents` (breadth-first, one batch per level, each object once), and
 follows each array's ``base`` by hand (NumPy arrays do not report their referents to the
 collector).  An array that owns its data contributes its data address.  The walk visits
@@ -18,10 +20,11 @@ from __future__ import annotations
 
 import gc
 import sys
-from collections.abc import Collection
+import weakref
+from collections.abc import Collection, Mapping
 from typing import Any
 
-__all__ = ["reachable_blocks", "retainer", "roots"]
+__all__ = ["reachable_blocks", "reachable_ids", "retainer", "roots", "weak_retainer"]
 
 
 def roots() -> list[Any]:
@@ -35,14 +38,13 @@ def roots() -> list[Any]:
         namespace = getattr(module, "__dict__", None)
         if namespace is not None:
             found.append(namespace)
-    me = sys._getframe()
     for top in sys._current_frames().values():
         frame = top
         while frame is not None:
-            if frame is not me:
+            if frame.f_code.co_filename != __file__:  # (the walk's own frames hold only what it seeks)
                 found.append(frame.f_locals)
             frame = frame.f_back
-    me = frame = None  # no frame kept by this function
+    top = frame = None  # no frame kept by this function
     return found
 
 
@@ -115,3 +117,52 @@ def retainer(heap: Any, addresses: Collection[int]) -> set[int]:
     if not rest:
         return gone
     return gone | (reachable_blocks(rest) & rest)
+
+
+def reachable_ids(wanted: Collection[int]) -> set[int]:
+    """The ids among ``wanted`` of objects reachable from a Python root (:func:`roots`).
+
+    Breadth-first with :func:`gc.get_referents`, each object once, stopping as soon as
+    every wanted id was found.  The caller's frames are roots like any other: they must
+    hold the ids, not the objects.
+    """
+    wanted = set(wanted)
+    found: set[int] = set()
+    if not wanted:
+        return found
+    frontier = roots()
+    seen = {id(o) for o in frontier}
+    get_referents = gc.get_referents
+    level: list[Any] = []
+    try:
+        while frontier and found != wanted:
+            level = []
+            for obj in get_referents(*frontier):
+                key = id(obj)
+                if key not in seen:
+                    seen.add(key)
+                    level.append(obj)
+                    if key in wanted:
+                        found.add(key)
+            frontier = level
+    finally:
+        frontier = level = []  # (they hold this thread's own frames' locals)
+    return found
+
+
+def weak_retainer(heap: Any, owners: Mapping[int, weakref.ReferenceType[Any]]) -> set[int]:
+    """The blocks of ``owners`` (block address -> a weak reference to the Python object that
+    owns it) that are not leaks: freed by a garbage collection, or owned by an object still
+    reachable.  A retainer's body for objects that own a block each.
+    """
+    if not owners:
+        return set()
+    gc.collect()
+    gone = {a for a in owners if heap.live_serial(a) == 0}
+    ids: dict[int, int] = {}
+    for address, ref in owners.items():
+        obj = ref()
+        if obj is not None and address not in gone:
+            ids[id(obj)] = address
+        obj = None
+    return gone | {ids[i] for i in reachable_ids(ids)}

@@ -19,28 +19,26 @@ are freed before the exit report (they are reachable, not leaked).
 :func:`retainer` is LeakSanitizer's reachability for these blocks: a block whose array is
 reachable from a Python root (a module's globals, a live frame's locals) is retained, not
 leaked; :mod:`memguard.ctypes_buffers` registers it with the leak reports
-(:mod:`memguard.reporting.retention`).  :func:`reachable_ids` is the walk, shared with
-:mod:`memguard.cffi`.
+(:mod:`memguard.reporting.retention`); the walk is :mod:`memguard.reachability`'s.
 """
 
 from __future__ import annotations
 
 import atexit
 import ctypes
-import gc
 import os
-import sys
 import threading
 import weakref
 from collections.abc import Collection
 from typing import TYPE_CHECKING, Any
 
 from memguard.arguments import int_arg
+from memguard.reachability import weak_retainer
 
 if TYPE_CHECKING:
     from memguard.heap.guarded import GuardedHeap
 
-__all__ = ["array", "string_buffer", "reachable_ids", "retainer"]
+__all__ = ["array", "string_buffer", "retainer"]
 
 #: The arrays alive now: id of the weak reference -> (the reference, heap, block address, block
 #: serial).  Keyed by id: a weak reference to an unhashable ctypes array is unhashable.
@@ -157,72 +155,11 @@ def string_buffer(heap: GuardedHeap, init_or_size: bytes | int, size: int | None
     raise TypeError(f"init_or_size must be bytes or an int, got {type(init_or_size).__name__}")
 
 
-def _roots() -> list[Any]:
-    """Every module's globals and the locals of every thread's live frames (but the caller's)."""
-    found: list[Any] = [sys.modules]
-    for module in list(sys.modules.values()):
-        namespace = getattr(module, "__dict__", None)
-        if namespace is not None:
-            found.append(namespace)
-    me = sys._getframe(1)
-    for top in sys._current_frames().values():
-        frame = top
-        while frame is not None:
-            if frame is not me:
-                found.append(frame.f_locals)
-            frame = frame.f_back
-    me = frame = top = None  # no frame kept
-    return found
-
-
-def reachable_ids(wanted: Collection[int]) -> set[int]:
-    """The ids among ``wanted`` of objects reachable from a Python root.
-
-    A breadth-first walk with :func:`gc.get_referents` from :func:`_roots` (a frame that
-    is still executing does not show its locals to the collector, so each one's
-    ``f_locals`` is a root of its own), each object once, stopping when every wanted id
-    was found.  The caller's own frame is not a root, so it must hold only the ids.
-    """
-    wanted = set(wanted)
-    found: set[int] = set()
-    if not wanted:
-        return found
-    frontier = _roots()
-    seen = {id(o) for o in frontier}
-    get_referents = gc.get_referents
-    try:
-        while frontier and found != wanted:
-            level = []
-            for obj in get_referents(*frontier):
-                key = id(obj)
-                if key not in seen:
-                    seen.add(key)
-                    level.append(obj)
-                    if key in wanted:
-                        found.add(key)
-            frontier = level
-    finally:
-        frontier = level = []
-    return found
-
-
 def retainer(heap: Any, addresses: Collection[int]) -> set[int]:
-    """The candidates of a leak report that are not leaks: blocks of arrays still reachable.
-
-    A garbage collection runs first (an array held only by garbage is freed by it); the
-    candidates freed meanwhile are returned too.  Blocks that are not guarded arrays'
-    are left to the report.
+    """The candidates of a leak report that are not leaks: blocks of arrays still reachable
+    (or freed by a garbage collection).  Blocks that are not guarded arrays' are left to
+    the report.
     """
     with _lock:
         mine = {address: ref for ref, heap_ref, address, _ in _live.values() if heap_ref() is heap and address in addresses}
-    if not mine:
-        return set()
-    gc.collect()
-    gone = {a for a in mine if heap.live_serial(a) == 0}
-    ids: dict[int, int] = {}
-    for address, ref in mine.items():
-        obj = ref()
-        if obj is not None and address not in gone:
-            ids[id(obj)] = address
-        obj = None
-    return gone | {ids[i] for i in reachable_ids(ids)}
+    return weak_retainer(heap, mine)
