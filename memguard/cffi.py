@@ -29,6 +29,7 @@ import weakref
 from collections.abc import Collection
 from typing import Any
 
+from memguard.errors import HeapClosedError
 from memguard.heap.c_allocator import CAllocator, allocator_for
 from memguard.heap.guarded import GuardedHeap
 from memguard.reachability import weak_retainer
@@ -117,8 +118,11 @@ class GuardedAllocator:
     def __call__(self, cdecl: Any, init: Any = None) -> Any:
         """A new owning cdata of type ``cdecl`` on the guarded heap, like ``ffi.new``.
 
-        Raises :class:`MemoryError` when the heap gives no memory (it was closed).
+        Raises :class:`~memguard.HeapClosedError` once the heap is closed, and
+        :class:`MemoryError` when the heap gives no memory.
         """
+        if self.heap.closed:
+            raise HeapClosedError("the heap of this cffi allocator is closed")
         if isinstance(cdecl, str):
             cdecl = self._typeof(cdecl)
         cdata = self._new(cdecl, init)

@@ -127,12 +127,12 @@ def test_an_exception_leaving_a_frame_that_frees_a_buffer_is_unchanged(heap: mem
     assert heap.stats().total_frees == 3 and heap.check() == [] and heap.reports == []
 
 
-def test_a_closed_heap_gives_memory_error_and_late_frees_are_safe(ffi: Any) -> None:
+def test_a_closed_heap_gives_heap_closed_error_and_late_frees_are_safe(ffi: Any) -> None:
     h = memguard.GuardedHeap()
     new = mcffi.allocator(ffi, h)
     alive = new("int[4]")
     h.close(check=False)
-    with pytest.raises(MemoryError):
+    with pytest.raises(memguard.HeapClosedError, match="closed"):
         new("int[4]")
     del alive  # freed into a closed heap: nothing happens
     gc.collect()
