@@ -47,28 +47,25 @@ def lz4_cctx(allocator: Any = None) -> int:
 
     Free it with ``native.lz4().LZ4F_freeCompressionContext(cctx)``.
     """
-    lz = lz4()
-    if allocator is None:
-        ptr = ctypes.c_void_p()
-        _check(lz, lz.LZ4F_createCompressionContext(ctypes.byref(ptr), lz.LZ4F_VERSION), "create context")
-        return int(ptr.value or 0)
-    cctx = lz.LZ4F_createCompressionContext_advanced(lz4_custom_mem(allocator), lz.LZ4F_VERSION)
-    if not cctx:
-        raise MemoryError("LZ4F_createCompressionContext_advanced returned NULL")
-    return int(cctx)
+    return _context("Compression", allocator)
 
 
 def lz4_dctx(allocator: Any = None) -> int:
     """A frame decompression context on the guarded heap (lz4's allocator for ``None``); its address."""
+    return _context("Decompression", allocator)
+
+
+def _context(kind: str, allocator: Any) -> int:
+    """``LZ4F_create<kind>Context``, or its ``_advanced`` form over ``allocator``; the address."""
     lz = lz4()
     if allocator is None:
         ptr = ctypes.c_void_p()
-        _check(lz, lz.LZ4F_createDecompressionContext(ctypes.byref(ptr), lz.LZ4F_VERSION), "create context")
+        _check(lz, getattr(lz, f"LZ4F_create{kind}Context")(ctypes.byref(ptr), lz.LZ4F_VERSION), "create context")
         return int(ptr.value or 0)
-    dctx = lz.LZ4F_createDecompressionContext_advanced(lz4_custom_mem(allocator), lz.LZ4F_VERSION)
-    if not dctx:
-        raise MemoryError("LZ4F_createDecompressionContext_advanced returned NULL")
-    return int(dctx)
+    ctx = getattr(lz, f"LZ4F_create{kind}Context_advanced")(lz4_custom_mem(allocator), lz.LZ4F_VERSION)
+    if not ctx:
+        raise MemoryError(f"LZ4F_create{kind}Context_advanced returned NULL")
+    return int(ctx)
 
 
 def lz4_compress(data: bytes, allocator: Any = None, level: int = 0) -> bytes:
